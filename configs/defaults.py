@@ -1,0 +1,221 @@
+"""The PhaseReID configuration tree (yacs).
+
+Every key is documented beside its default and is read somewhere in the code
+(``tests/test_config.py`` checks this). Recipes under ``configs/<Dataset>/*.yml``
+override these defaults; the command line overrides the recipe
+(``python train.py --config_file CFG KEY VALUE ...``).
+
+Conventions
+- Booleans are booleans (``True``/``False``), never ``'yes'``/``'no'``.
+- Epochs are 1-based: epoch 1 is the first pass over the data.
+- Paths are taken from the config only (never from environment variables).
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+# ---------------------------------------------------------------------------
+# MODEL
+# ---------------------------------------------------------------------------
+_C.MODEL = CN()
+# 'auto' = CUDA when available else CPU; or 'cpu' / 'cuda' / 'cuda:1'.
+_C.MODEL.DEVICE = "auto"
+# Backbone family: 'transformer' (TransReID ViT/DeiT) or 'resnet50' (timm ResNet-50 baseline).
+_C.MODEL.NAME = "transformer"
+# ViT size preset: vit_tiny | vit_small | vit_base | deit_tiny | deit_small | deit_base
+# (patch 16; DeiT presets share the ViT architecture, only the weights differ).
+_C.MODEL.TRANSFORMER_TYPE = "vit_base"
+# Number of transformer blocks to build; 0 = the preset's depth. A smaller value keeps the
+# first blocks (pretrained weights of the dropped blocks are reported as unexpected keys).
+_C.MODEL.VIT_DEPTH = 0
+# Where initial weights come from: 'imagenet' (timm ViT/DeiT or ResNet state dict),
+# 'self' (a PhaseReID checkpoint: finetune from its weights, classifier kept when shapes match)
+# or 'none' (random init).
+_C.MODEL.PRETRAIN_CHOICE = "none"
+# Path to the weight file for PRETRAIN_CHOICE 'imagenet' / 'self'. For 'imagenet' it may also be
+# 'timm:<model_name>' (e.g. 'timm:vit_base_patch16_224.augreg2_in21k_ft_in1k') to download
+# through timm's hub (needs internet).
+_C.MODEL.PRETRAIN_PATH = ""
+# Overlapping patch embedding stride (TransReID: 12 for the *_stride recipes, 16 = no overlap).
+_C.MODEL.STRIDE_SIZE = [16, 16]
+# Stochastic depth rate, dropout after the position embedding, attention dropout.
+_C.MODEL.DROP_PATH = 0.1
+_C.MODEL.DROP_OUT = 0.0
+_C.MODEL.ATT_DROP_RATE = 0.0
+# Side Information Embedding: learned camera and/or view embeddings added to every token,
+# scaled by SIE_COE. Used at training and test time.
+_C.MODEL.SIE_CAMERA = False
+_C.MODEL.SIE_VIEW = False
+_C.MODEL.SIE_COE = 3.0
+# Jigsaw Patch Module (TransReID): shift SHIFT_NUM patches, shuffle in SHUFFLE_GROUP groups,
+# divide into DEVIDE_LENGTH parts. RE_ARRANGE False skips shift + shuffle.
+_C.MODEL.JPM = False
+_C.MODEL.SHIFT_NUM = 5
+_C.MODEL.SHUFFLE_GROUP = 2
+_C.MODEL.DEVIDE_LENGTH = 4
+_C.MODEL.RE_ARRANGE = True
+# ResNet-50 baseline: stride of the last stage (1 = BoT's 2x larger final map).
+_C.MODEL.LAST_STRIDE = 1
+# 'bnneck' = BatchNorm after the global feature (bias frozen), classifier on the BN output;
+# 'no' = classifier on the raw feature.
+_C.MODEL.NECK = "bnneck"
+# Distributed training through torchrun + DDP (one process per GPU; gloo on CPU).
+_C.MODEL.DIST_TRAIN = False
+
+# ---------------------------------------------------------------------------
+# INPUT
+# ---------------------------------------------------------------------------
+_C.INPUT = CN()
+# (height, width) of training and test images.
+_C.INPUT.SIZE_TRAIN = [256, 128]
+_C.INPUT.SIZE_TEST = [256, 128]
+# Resize interpolation, the same at train and test: 'bilinear' | 'bicubic' | 'nearest'.
+_C.INPUT.INTERPOLATION = "bicubic"
+# Probability of a horizontal flip (training).
+_C.INPUT.PROB = 0.5
+# Probability of random erasing (training; Zhong et al. 2020, pixel-wise random fill).
+_C.INPUT.RE_PROB = 0.5
+# Zero padding (pixels) before the random crop back to SIZE_TRAIN; 0 disables pad + crop.
+_C.INPUT.PADDING = 10
+# Normalisation mean / std (0.5 for TransReID's ViT recipes, ImageNet's for DeiT / ResNet).
+_C.INPUT.PIXEL_MEAN = [0.5, 0.5, 0.5]
+_C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
+
+# ---------------------------------------------------------------------------
+# DATASETS
+# ---------------------------------------------------------------------------
+_C.DATASETS = CN()
+# Dataset name: market1501 | dukemtmcreid | msmt17 | veri | vehicleid | synth
+_C.DATASETS.NAMES = "market1501"
+# Folder that holds the dataset folders (e.g. ROOT_DIR/market1501/bounding_box_train).
+_C.DATASETS.ROOT_DIR = "./data"
+# MSMT17: merge list_val into training (TransReID / BoT do: 1,041 ids, 32,621 images).
+_C.DATASETS.MSMT17_TRAIN_WITH_VAL = True
+# VehicleID: test list size (800 | 1600 | 2400), number of seeded gallery draws, their seed.
+_C.DATASETS.VEHICLEID_TEST_SIZE = 800
+_C.DATASETS.VEHICLEID_TRIALS = 10
+_C.DATASETS.VEHICLEID_TRIAL_SEED = 0
+# SynthPedes (DATASETS.NAMES 'synth'): generated under ROOT_DIR/<SYNTH_DIRNAME> on first use.
+# Number of training identities, test identities, the generator seed, and the image size
+# written to disk (height, width).
+_C.DATASETS.SYNTH_TRAIN_IDS = 150
+_C.DATASETS.SYNTH_TEST_IDS = 100
+_C.DATASETS.SYNTH_SEED = 0
+_C.DATASETS.SYNTH_IMAGE_SIZE = [128, 64]
+
+# ---------------------------------------------------------------------------
+# DATALOADER
+# ---------------------------------------------------------------------------
+_C.DATALOADER = CN()
+# 'pk' = P identities x K images per batch (needed by triplet losses); 'random' = plain shuffle.
+_C.DATALOADER.SAMPLER = "pk"
+# K of the P x K sampler (images per identity in a batch); P = SOLVER.IMS_PER_BATCH / K.
+_C.DATALOADER.NUM_INSTANCE = 4
+# DataLoader worker processes (0 = load in the main process).
+_C.DATALOADER.NUM_WORKERS = 4
+
+# ---------------------------------------------------------------------------
+# SOLVER
+# ---------------------------------------------------------------------------
+_C.SOLVER = CN()
+# 'SGD' | 'Adam' | 'AdamW'.
+_C.SOLVER.OPTIMIZER_NAME = "SGD"
+_C.SOLVER.BASE_LR = 0.008
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# Learning-rate factor of bias parameters (TransReID / BoT: 2).
+_C.SOLVER.BIAS_LR_FACTOR = 2.0
+# No weight decay on biases and normalisation parameters (and cls/pos/SIE embeddings).
+_C.SOLVER.NO_DECAY_BIAS_NORM = True
+# Per-sub-module LR scales as 'prefix=scale' strings matched against parameter names,
+# e.g. ['classifier=10.0']; the longest matching prefix wins.
+_C.SOLVER.LR_SCALES = []
+# Schedule: 'cosine' (TransReID: linear warmup, then cosine over MAX_EPOCHS, stepped per epoch)
+# or 'multistep' (BoT: x GAMMA at each epoch in STEPS, after the warmup).
+_C.SOLVER.SCHEDULER = "cosine"
+_C.SOLVER.MAX_EPOCHS = 120
+_C.SOLVER.WARMUP_EPOCHS = 5
+# Warmup starts at BASE_LR * WARMUP_FACTOR; cosine ends at BASE_LR * COSINE_MIN_FACTOR.
+_C.SOLVER.WARMUP_FACTOR = 0.01
+_C.SOLVER.COSINE_MIN_FACTOR = 0.002
+_C.SOLVER.STEPS = [40, 70]
+_C.SOLVER.GAMMA = 0.1
+# Total images per optimisation step (summed over DDP processes).
+_C.SOLVER.IMS_PER_BATCH = 64
+# Seed of python, numpy and torch RNGs and of the sampler.
+_C.SOLVER.SEED = 1234
+# Mixed precision (used on CUDA only; CPU always trains in float32).
+_C.SOLVER.AMP = True
+# Clip the global gradient norm to this value; 0 = no clipping.
+_C.SOLVER.GRAD_CLIP = 0.0
+# Save transformer_<epoch>.pth every CHECKPOINT_PERIOD epochs and at the last epoch.
+_C.SOLVER.CHECKPOINT_PERIOD = 10
+# Evaluate on the test split every EVAL_PERIOD epochs (0 = never during training).
+_C.SOLVER.EVAL_PERIOD = 10
+
+# ---------------------------------------------------------------------------
+# LOSS
+# ---------------------------------------------------------------------------
+_C.LOSS = CN()
+# Loss components composed by name, each scaled by LOSS.<NAME>.W: 'id', 'triplet', 'center'.
+_C.LOSS.NAMES = ["id", "triplet"]
+_C.LOSS.ID = CN()
+# Weight of the identity (classification) loss.
+_C.LOSS.ID.W = 1.0
+# Label smoothing epsilon: target (1 - eps) * onehot + eps / C (0 = plain CE).
+_C.LOSS.ID.LABEL_SMOOTH = 0.0
+_C.LOSS.TRIPLET = CN()
+# Weight of the batch-hard triplet loss and its hinge margin m (BoT SOLVER.MARGIN).
+_C.LOSS.TRIPLET.W = 1.0
+_C.LOSS.TRIPLET.MARGIN = 0.3
+# True = soft margin log(1 + exp(d_ap - d_an)) (every TransReID recipe); False = hinge with MARGIN.
+_C.LOSS.TRIPLET.SOFT_MARGIN = True
+# Feature the triplet loss reads: 'pre_bn' (global feature before BNNeck) or 'bnneck'.
+_C.LOSS.TRIPLET.FEAT_SRC = "pre_bn"
+# L2-normalise features before computing distances (BoT / TransReID: False).
+_C.LOSS.TRIPLET.NORM_FEAT = False
+_C.LOSS.CENTER = CN()
+# Center loss weight (BoT 0.0005) and the learning rate of the separate SGD on the centres.
+_C.LOSS.CENTER.W = 0.0005
+_C.LOSS.CENTER.LR = 0.5
+
+# ---------------------------------------------------------------------------
+# TEST
+# ---------------------------------------------------------------------------
+_C.TEST = CN()
+# Images per batch when extracting test features.
+_C.TEST.IMS_PER_BATCH = 128
+# Weight file to evaluate (test.py).
+_C.TEST.WEIGHT = ""
+# 'before' = pre-BNNeck feature, 'after' = BNNeck output.
+_C.TEST.NECK_FEAT = "before"
+# L2-normalise features before the distance.
+_C.TEST.FEAT_NORM = True
+# 'euclidean' (squared Euclidean, as TransReID / BoT) or 'cosine' (1 - cosine similarity).
+_C.TEST.DISTANCE = "euclidean"
+# k-reciprocal re-ranking (Zhong et al. 2017). Paper defaults k1 20, k2 6, lambda 0.3;
+# TransReID's code hard-codes k1 50, k2 15.
+_C.TEST.RE_RANKING = False
+_C.TEST.RE_RANKING_K1 = 20
+_C.TEST.RE_RANKING_K2 = 6
+_C.TEST.RE_RANKING_LAMBDA = 0.3
+# CMC is reported up to this rank.
+_C.TEST.MAX_RANK = 50
+# Queries per evaluation block (memory O(block x gallery)); 0 = chosen from the gallery size.
+_C.TEST.EVAL_BLOCK = 0
+# test.py: also save query/gallery features, pids and camids to OUTPUT_DIR/features.npz.
+_C.TEST.EXPORT_FEATURES = False
+# Ranked-list figure: number of queries drawn and gallery items per row (0 queries = no figure).
+_C.TEST.VIS_QUERIES = 8
+_C.TEST.VIS_TOPK = 10
+
+# ---------------------------------------------------------------------------
+# Misc
+# ---------------------------------------------------------------------------
+# Where logs, checkpoints, tensorboard events and test results go.
+_C.OUTPUT_DIR = "./logs/run"
+
+
+def get_cfg_defaults():
+    """A fresh, mutable copy of the default configuration."""
+    return _C.clone()

@@ -1,0 +1,159 @@
+"""The record and dataset contracts shared by every loader (DESIGN.md section 2).
+
+A loader turns a benchmark folder into a :class:`ReIDDataset`: three lists of
+:class:`Record` (train / query / gallery) plus the evaluation splits over the test images.
+
+Conventions (the de-facto Market-1501 protocol of reid-strong-baseline / TransReID):
+- junk images (pid -1) are dropped at load time; distractors (pid 0) stay in the gallery;
+- train pids are relabelled to 0..C-1 (``relabel_pids``); query / gallery keep raw pids;
+- camera and view ids are 0-based.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file or folder does not have the expected layout or content."""
+
+
+@dataclass
+class Record:
+    """One image.
+
+    Args:
+        path: absolute path of the image file.
+        pid: identity (train: relabelled 0..C-1; query / gallery: raw, 0 = distractor).
+        camid: 0-based camera id.
+        viewid: 0-based view id (VeRi orientation; 0 where the dataset has none).
+        captions: natural-language descriptions (text datasets, SynthPedes).
+        attrs: attribute annotations (colour, type, ...).
+    """
+
+    path: str
+    pid: int
+    camid: int
+    viewid: int = 0
+    captions: List[str] = field(default_factory=list)
+    attrs: Dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class EvalSplit:
+    """One evaluation over the dataset's test images.
+
+    ``query_idx`` / ``gallery_idx`` index ``ReIDDataset.test``. ``camera_filter`` True applies the
+    Market-1501 rule (gallery items with the query's pid AND camera are removed); False evaluates
+    against the whole gallery (VehicleID, which has no cameras).
+    """
+
+    name: str
+    query_idx: np.ndarray
+    gallery_idx: np.ndarray
+    camera_filter: bool = True
+
+
+def relabel_pids(records: Sequence[Record]) -> List[Record]:
+    """Map the pids of ``records`` to 0..C-1 in ascending order of the raw pid."""
+    raw = sorted({r.pid for r in records})
+    mapping = {pid: label for label, pid in enumerate(raw)}
+    return [dataclasses.replace(r, pid=mapping[r.pid]) for r in records]
+
+
+def require_dir(path: str, dataset: str, layout: str) -> None:
+    """Raise a clear error naming the expected layout when ``path`` is not a folder."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{dataset}: folder not found: {path}\nExpected layout:\n{layout}\n"
+            "Set DATASETS.ROOT_DIR to the folder that contains the dataset folder."
+        )
+
+
+def require_file(path: str, dataset: str, layout: str) -> None:
+    """Raise a clear error naming the expected layout when ``path`` is not a file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{dataset}: file not found: {path}\nExpected layout:\n{layout}\n"
+            "Set DATASETS.ROOT_DIR to the folder that contains the dataset folder."
+        )
+
+
+class ReIDDataset:
+    """An image re-ID dataset: train / query / gallery records and how to evaluate them.
+
+    Args:
+        name: dataset name (as in DATASETS.NAMES).
+        train: training records, pids already relabelled to 0..C-1.
+        query, gallery: test records with raw pids.
+        splits: evaluation splits over ``test``; default = one Market-1501 split
+            (all queries against the whole gallery, camera filter on).
+        test: the test images when they are not simply ``query + gallery`` (VehicleID).
+        info: extra facts printed with the statistics (e.g. {'version': 'V2'}).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        train: List[Record],
+        query: List[Record],
+        gallery: List[Record],
+        splits: Optional[List[EvalSplit]] = None,
+        test: Optional[List[Record]] = None,
+        info: Optional[Dict[str, str]] = None,
+    ):
+        if not train:
+            raise DatasetFormatError(f"{name}: the training split is empty")
+        labels = sorted({r.pid for r in train})
+        if labels != list(range(len(labels))):
+            raise ValueError(f"{name}: train pids must be relabelled to 0..C-1 (use relabel_pids)")
+        self.name = name
+        self.train = train
+        self.query = query
+        self.gallery = gallery
+        self.test = test if test is not None else query + gallery
+        if splits is None:
+            splits = [EvalSplit("test", np.arange(len(query)),
+                                np.arange(len(query), len(query) + len(gallery)))]
+        self.splits = splits
+        self.info = info or {}
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    @property
+    def num_cams(self) -> int:
+        """Camera count over every split (the size of the SIE camera table)."""
+        return max(r.camid for r in self.train + self.test) + 1
+
+    @property
+    def num_views(self) -> int:
+        """View count over every split (the size of the SIE view table)."""
+        return max(r.viewid for r in self.train + self.test) + 1
+
+    def statistics(self) -> str:
+        """The usual statistics table: ids / images / cameras per split."""
+        rows = [("train", self.train)]
+        if self.query or self.gallery:
+            rows += [("query", self.query), ("gallery", self.gallery)]
+        else:
+            rows.append(("test", self.test))
+        lines = [
+            f"Dataset {self.name} statistics:",
+            "  ----------------------------------------",
+            "  subset   | # ids | # images | # cameras",
+            "  ----------------------------------------",
+        ]
+        for label, recs in rows:
+            ids = len({r.pid for r in recs})
+            cams = len({r.camid for r in recs})
+            lines.append(f"  {label:<8} | {ids:5d} | {len(recs):8d} | {cams:9d}")
+        lines.append("  ----------------------------------------")
+        for key, value in self.info.items():
+            lines.append(f"  {key}: {value}")
+        return "\n".join(lines)

@@ -1,0 +1,177 @@
+"""Checkpoint files: atomic writes, weights + metadata, resume state (DESIGN.md section 2).
+
+- ``transformer_<epoch>.pth``: {'model': state_dict, 'meta': {'config': YAML string, 'epoch',
+  'num_classes', 'num_cams', 'num_views', 'format'}} -- enough for test.py to evaluate the file
+  on its own.
+- ``resume.pth`` (rewritten after every completed epoch): the model, optimiser(s), scheduler,
+  AMP scaler, RNG states, sampler position and phase, so training continues exactly where the
+  last complete epoch ended.
+
+Every file holds only tensors and plain Python values, so it loads with
+``torch.load(..., weights_only=True)``: opening a downloaded weight file never runs code.
+Writes go to a temporary file in the same folder that is flushed, fsync'ed and renamed over
+the target, so a crash never leaves a truncated checkpoint under the final name.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+CHECKPOINT_FORMAT = "phasereid-v1"
+RESUME_FILE = "resume.pth"
+_CKPT_RE = re.compile(r"^transformer_(\d+)\.pth$")
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save to a temp file next to ``path``, fsync, then rename over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def checkpoint_path(output_dir: str, epoch: int) -> str:
+    return os.path.join(output_dir, f"transformer_{epoch}.pth")
+
+
+def list_checkpoints(output_dir: str) -> Dict[int, str]:
+    """{epoch: path} of the transformer_<epoch>.pth files in ``output_dir``."""
+    if not os.path.isdir(output_dir):
+        return {}
+    found = {}
+    for name in os.listdir(output_dir):
+        match = _CKPT_RE.match(name)
+        if match:
+            found[int(match.group(1))] = os.path.join(output_dir, name)
+    return dict(sorted(found.items()))
+
+
+def unwrap_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The state dict of a (possibly DDP-wrapped) model."""
+    return (model.module if hasattr(model, "module") else model).state_dict()
+
+
+def save_checkpoint(path: str, model, cfg, epoch: int, num_classes: int, num_cams: int,
+                    num_views: int) -> None:
+    """Write weights + metadata (resolved config as YAML, epoch, class/camera/view counts)."""
+    meta = {"format": CHECKPOINT_FORMAT, "config": cfg.dump(), "epoch": int(epoch),
+            "num_classes": int(num_classes), "num_cams": int(num_cams),
+            "num_views": int(num_views)}
+    atomic_torch_save({"model": unwrap_state_dict(model), "meta": meta}, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load a checkpoint safely (weights_only); missing file -> error naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated/corrupt file or one holding arbitrary objects
+        raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc
+
+
+def checkpoint_meta(ckpt: dict, path: str) -> dict:
+    """The metadata of a PhaseReID checkpoint, or an error saying what the file is not."""
+    if not isinstance(ckpt, dict) or "meta" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path} is not a PhaseReID checkpoint (no 'meta'/'model'); pass the "
+                         "config with --config_file and load plain weights through "
+                         "MODEL.PRETRAIN_CHOICE 'imagenet'")
+    return ckpt["meta"]
+
+
+class LoadReport:
+    """What a non-strict model load did: loaded, shape-mismatched and missing/unexpected keys."""
+
+    def __init__(self, loaded: List[str], mismatched: List[str], missing: List[str],
+                 unexpected: List[str]):
+        self.loaded, self.mismatched = loaded, mismatched
+        self.missing, self.unexpected = missing, unexpected
+
+    def __str__(self) -> str:
+        lines = [f"  loaded: {len(self.loaded)} tensors"]
+        for label, keys in (("skipped (shape mismatch)", self.mismatched),
+                            ("missing (kept at init)", self.missing),
+                            ("unexpected (ignored)", self.unexpected)):
+            if keys:
+                lines.append(f"  {label}: {len(keys)}: " + ", ".join(keys[:12])
+                             + (" ..." if len(keys) > 12 else ""))
+        return "\n".join(lines)
+
+
+def load_model_weights(model: torch.nn.Module, path: str) -> LoadReport:
+    """Load a PhaseReID checkpoint's weights into ``model``: matching keys and shapes only.
+
+    Used for MODEL.PRETRAIN_CHOICE 'self' (finetune from our own checkpoint; a classifier of a
+    different size is skipped and reported). test.py loads strictly instead.
+    """
+    ckpt = load_checkpoint(path)
+    state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    model.load_state_dict(usable, strict=False)
+    return LoadReport(sorted(usable), mismatched, sorted(k for k in own if k not in state),
+                      sorted(k for k in state if k not in own))
+
+
+def rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) RNG states as tensors / plain values."""
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_to_tuple(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy(), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(value):
+    """random.setstate needs tuples; a save/load round trip may have turned them into lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_to_tuple(v) for v in value)
+    return value
+
+
+def save_resume_state(output_dir: str, epoch: int, model, optimizers: Dict[str, object],
+                      scheduler, scaler, extra: Optional[dict] = None) -> str:
+    """Rewrite OUTPUT_DIR/resume.pth with everything needed to continue after ``epoch``."""
+    state = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "model": unwrap_state_dict(model),
+             "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
+             "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None,
+             "rng": rng_state(), "extra": extra or {}}
+    path = os.path.join(output_dir, RESUME_FILE)
+    atomic_torch_save(state, path)
+    return path
+
+
+def load_resume_state(output_dir: str) -> Optional[dict]:
+    """The resume state in ``output_dir``, or None when training has not completed an epoch."""
+    path = os.path.join(output_dir, RESUME_FILE)
+    if not os.path.isfile(path):
+        return None
+    return load_checkpoint(path)
