@@ -95,7 +95,8 @@ _C.DATASETS.MSMT17_TRAIN_WITH_VAL = True
 _C.DATASETS.VEHICLEID_TEST_SIZE = 800
 _C.DATASETS.VEHICLEID_TRIALS = 10
 _C.DATASETS.VEHICLEID_TRIAL_SEED = 0
-# SynthPedes (DATASETS.NAMES 'synth'): generated under ROOT_DIR/<SYNTH_DIRNAME> on first use.
+# SynthPedes (DATASETS.NAMES 'synth'): generated on first use under ROOT_DIR, in a folder named
+# after these parameters (e.g. synthpedes_ids250_seed0_128x64).
 # Number of training identities, test identities, the generator seed, and the image size
 # written to disk (height, width).
 _C.DATASETS.SYNTH_TRAIN_IDS = 150

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -81,6 +81,43 @@ def require_file(path: str, dataset: str, layout: str) -> None:
             f"{dataset}: file not found: {path}\nExpected layout:\n{layout}\n"
             "Set DATASETS.ROOT_DIR to the folder that contains the dataset folder."
         )
+
+
+def parse_list_file(path: str, dataset: str) -> List[Tuple[int, str, int]]:
+    """Read a ``<name> <pid>`` list file (MSMT17, VehicleID).
+
+    Blank lines are ignored. Returns (1-based line number, name, pid) per line; a line that is
+    not exactly two fields with an integer second field is a :class:`DatasetFormatError` naming
+    the file and the line number.
+    """
+    entries = []
+    with open(path, "r", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise DatasetFormatError(
+                    f"{dataset}: {path} line {line_no}: expected '<name> <id>', "
+                    f"got {line.rstrip()!r}")
+            try:
+                pid = int(fields[1])
+            except ValueError:
+                raise DatasetFormatError(
+                    f"{dataset}: {path} line {line_no}: the id {fields[1]!r} is not an integer"
+                ) from None
+            entries.append((line_no, fields[0], pid))
+    return entries
+
+
+def check_images_exist(records: List[Record], list_path: str, dataset: str) -> None:
+    """Raise FileNotFoundError naming the list file and the first missing images, if any."""
+    missing = [r.path for r in records if not os.path.isfile(r.path)]
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        raise FileNotFoundError(
+            f"{dataset}: {len(missing)} image(s) listed in {list_path} are missing, "
+            f"e.g.\n  {shown}")
 
 
 class ReIDDataset:

@@ -9,7 +9,7 @@ Layout::
 
 File name ``<pid>_c<cam>...``: pid -1 = junk (dropped at load time), 0000 = distractor (kept in
 the gallery), camera 1-6 (stored 0-based). Parsing follows reid-strong-baseline / TransReID
-(regex ``([-\\d]+)_c(\\d)``); a file name that does not match is an error naming it.
+(regex ``([-\\d]+)_c(\\d+)``); a file name that does not match is an error naming it.
 """
 from __future__ import annotations
 
