@@ -12,3 +12,32 @@ if ROOT not in sys.path:
 @pytest.fixture
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A tiny SynthPedes dataset, generated once per test session."""
+    from datasets.synth import load_synth
+
+    root = str(tmp_path_factory.mktemp("synth"))
+    load_synth(root, num_train_ids=8, num_test_ids=6, seed=0, image_size=(64, 32))
+    return root
+
+
+def tiny_opts(synth_root, output_dir, **overrides):
+    """KEY VALUE overrides for a tiny CPU training run on the tiny SynthPedes."""
+    opts = {
+        "DATASETS.NAMES": "synth", "DATASETS.ROOT_DIR": synth_root,
+        "DATASETS.SYNTH_TRAIN_IDS": "8", "DATASETS.SYNTH_TEST_IDS": "6",
+        "DATASETS.SYNTH_IMAGE_SIZE": "[64, 32]",
+        "INPUT.SIZE_TRAIN": "[64, 32]", "INPUT.SIZE_TEST": "[64, 32]", "INPUT.PADDING": "4",
+        "MODEL.DEVICE": "cpu", "MODEL.TRANSFORMER_TYPE": "vit_tiny", "MODEL.VIT_DEPTH": "1",
+        "MODEL.SIE_CAMERA": "True", "MODEL.DROP_PATH": "0.1",
+        "SOLVER.OPTIMIZER_NAME": "AdamW", "SOLVER.BASE_LR": "0.001", "SOLVER.MAX_EPOCHS": "2",
+        "SOLVER.WARMUP_EPOCHS": "1", "SOLVER.IMS_PER_BATCH": "16", "SOLVER.EVAL_PERIOD": "1",
+        "SOLVER.CHECKPOINT_PERIOD": "1", "DATALOADER.NUM_INSTANCE": "4",
+        "DATALOADER.NUM_WORKERS": "0", "TEST.IMS_PER_BATCH": "64", "TEST.VIS_QUERIES": "3",
+        "TEST.VIS_TOPK": "4", "OUTPUT_DIR": output_dir,
+    }
+    opts.update({k: str(v) for k, v in overrides.items()})
+    return [item for pair in opts.items() for item in pair]

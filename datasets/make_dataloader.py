@@ -1,0 +1,147 @@
+"""From a config to data: the dataset, the batch dict contract, train and test loaders.
+
+A batch (DESIGN.md section 2) is a dict: ``img`` (B,3,H,W), ``pid``, ``camid``, ``viewid``,
+``path`` (list of str), ``brightness`` (mean BT.709 luma of the augmented crop in [0,1]) and
+``index`` (position in the split). Nothing downstream unpacks positional tuples.
+
+The training loader is rebuilt only when K of the P x K sampler changes (the phase plan decides
+K); the parsed dataset and the image dataset object are reused.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .bases import Record, ReIDDataset
+from .factory import build_dataset
+from .samplers import PKBatchSampler, RandomBatchSampler
+from .transforms import brightness, build_transforms
+
+logger = logging.getLogger("phasereid")
+
+
+def read_image(path: str) -> Image.Image:
+    """Open an image as RGB; a missing or unreadable file is an error naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image listed by the dataset is missing: {path}") from None
+    except OSError as exc:
+        raise OSError(f"cannot read image {path}: {exc}") from exc
+
+
+class ImageDataset(Dataset):
+    """Records -> batch items (dicts). The brightness is measured after augmentation."""
+
+    def __init__(self, records: Sequence[Record], transform, pixel_mean, pixel_std):
+        self.records = list(records)
+        self.transform = transform
+        self.pixel_mean = list(pixel_mean)
+        self.pixel_std = list(pixel_std)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        img = self.transform(read_image(record.path))
+        return {
+            "img": img,
+            "pid": record.pid,
+            "camid": record.camid,
+            "viewid": record.viewid,
+            "path": record.path,
+            "brightness": brightness(img, self.pixel_mean, self.pixel_std),
+            "index": index,
+        }
+
+
+def world_info():
+    """(world size, rank): (1, 0) unless torch.distributed is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+@dataclass
+class ReIDData:
+    """Everything training and testing need from the data side."""
+
+    dataset: ReIDDataset
+    train_set: ImageDataset
+    test_set: ImageDataset
+    test_loader: DataLoader
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_train_pids
+
+
+def per_process_batch(cfg) -> int:
+    world, _ = world_info()
+    if cfg.SOLVER.IMS_PER_BATCH % world:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
+                         f"the world size {world}")
+    return cfg.SOLVER.IMS_PER_BATCH // world
+
+
+def build_train_loader(cfg, train_set: ImageDataset, num_instances: int) -> DataLoader:
+    """The training loader for a given K (call ``loader.batch_sampler.set_epoch(e)`` per epoch).
+
+    DATALOADER.SAMPLER 'pk' -> P x K batches (P = batch / K), 'random' -> shuffled batches.
+    """
+    world, rank = world_info()
+    batch = per_process_batch(cfg)
+    pids = [r.pid for r in train_set.records]
+    if cfg.DATALOADER.SAMPLER == "pk":
+        sampler = PKBatchSampler(pids, batch, num_instances, seed=cfg.SOLVER.SEED,
+                                 num_replicas=world, rank=rank)
+    elif cfg.DATALOADER.SAMPLER == "random":
+        sampler = RandomBatchSampler(len(pids), batch, seed=cfg.SOLVER.SEED,
+                                     num_replicas=world, rank=rank)
+    else:
+        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not 'pk' or 'random'")
+    return DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                      pin_memory=torch.cuda.is_available())
+
+
+def build_test_loader(cfg, records: List[Record]) -> tuple:
+    test_set = ImageDataset(records, build_transforms(cfg, is_train=False),
+                            cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+    loader = DataLoader(test_set, batch_size=cfg.TEST.IMS_PER_BATCH, shuffle=False,
+                        num_workers=cfg.DATALOADER.NUM_WORKERS,
+                        pin_memory=torch.cuda.is_available())
+    return test_set, loader
+
+
+def build_dataset_rank0_first(cfg) -> ReIDDataset:
+    """Under DDP rank 0 parses (and, for SynthPedes, generates) the dataset before the others,
+    so processes never race to write the same files."""
+    world, rank = world_info()
+    if world > 1 and rank != 0:
+        dist.barrier()
+    dataset = build_dataset(cfg)
+    if world > 1 and rank == 0:
+        dist.barrier()
+    return dataset
+
+
+def make_dataloader(cfg, dataset: ReIDDataset = None) -> ReIDData:
+    """Parse the dataset named by the config (once) and build the test loader.
+
+    Training loaders come from :func:`build_train_loader` with the K of the current phase.
+    """
+    if dataset is None:
+        dataset = build_dataset_rank0_first(cfg)
+        logger.info(dataset.statistics())
+    train_set = ImageDataset(dataset.train, build_transforms(cfg, is_train=True),
+                             cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+    test_set, test_loader = build_test_loader(cfg, dataset.test)
+    return ReIDData(dataset, train_set, test_set, test_loader)

@@ -1,0 +1,131 @@
+"""Feature extraction and evaluation of a model on a dataset's evaluation splits.
+
+Protocol: utils/metrics.py (Market-1501 ``eval_func`` semantics, blocked); VehicleID-style
+datasets carry several seeded splits (trials) whose metrics are averaged (mean and std).
+With TEST.RE_RANKING the k-reciprocal distance (utils/reranking.py) is evaluated instead of
+TEST.DISTANCE; features are L2-normalised first when TEST.FEAT_NORM is True.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from utils.metrics import EvalResult, evaluate, evaluate_features, pairwise_distance
+from utils.reranking import describe_reranking, re_ranking
+
+logger = logging.getLogger("phasereid")
+
+METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper (evaluation runs on the plain module, on rank 0 only)."""
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.no_grad()
+def extract_features(model, loader, device, neck_feat: str, desc: str = "features") -> torch.Tensor:
+    """Test features (N, D) float32 on the CPU, in loader order."""
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    feats = []
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        out = net(batch["img"].to(device), batch["camid"].to(device), batch["viewid"].to(device))
+        feats.append(net.test_feature(out, neck_feat).float().cpu())
+    net.train(was_training)
+    return torch.cat(feats)
+
+
+def describe_evaluation(cfg) -> Dict[str, object]:
+    """What an evaluation computes (goes into summary.json and the logs beside the numbers)."""
+    t = cfg.TEST
+    return {
+        "feature": f"{t.NECK_FEAT} BNNeck" + (" + JPM parts" if cfg.MODEL.JPM else ""),
+        "feat_norm": bool(t.FEAT_NORM),
+        "distance": t.DISTANCE if not t.RE_RANKING else "squared euclidean (re-ranking input)",
+        "re_ranking": describe_reranking(t.RE_RANKING_K1, t.RE_RANKING_K2, t.RE_RANKING_LAMBDA)
+        if t.RE_RANKING else "none",
+        "max_rank": t.MAX_RANK,
+    }
+
+
+@dataclass
+class SplitOutcome:
+    result: EvalResult
+    vis_dist: Optional[np.ndarray]  # distances of the queries picked for the figure, (n, G)
+
+
+def evaluate_split(cfg, feats: torch.Tensor, pids: np.ndarray, camids: np.ndarray, split,
+                   vis_queries: Sequence[int] = ()) -> SplitOutcome:
+    """Evaluate one split; also return the distance rows of ``vis_queries`` (split positions)."""
+    t = cfg.TEST
+    qf, gf = feats[split.query_idx], feats[split.gallery_idx]
+    q_pids, g_pids = pids[split.query_idx], pids[split.gallery_idx]
+    q_cams, g_cams = camids[split.query_idx], camids[split.gallery_idx]
+    vis = list(vis_queries)
+    if t.RE_RANKING:
+        if t.FEAT_NORM:
+            qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
+        dist = re_ranking(qf, gf, k1=t.RE_RANKING_K1, k2=t.RE_RANKING_K2,
+                          lambda_value=t.RE_RANKING_LAMBDA)
+        result = evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank=t.MAX_RANK,
+                          block_size=t.EVAL_BLOCK, camera_filter=split.camera_filter)
+        vis_dist = np.asarray(dist[vis]) if vis else None
+    else:
+        result = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=t.DISTANCE,
+                                   feat_norm=t.FEAT_NORM, max_rank=t.MAX_RANK,
+                                   block_size=t.EVAL_BLOCK, camera_filter=split.camera_filter)
+        vis_dist = None
+        if vis:
+            a, b = qf[vis], gf
+            if t.FEAT_NORM:
+                a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+            vis_dist = pairwise_distance(a, b, t.DISTANCE).numpy()
+    return SplitOutcome(result, vis_dist)
+
+
+def summarise_results(results: List[EvalResult]) -> Dict[str, float]:
+    """Percent metrics of one split, or mean and std over several (VehicleID trials)."""
+    rows = [r.as_dict() for r in results]
+    if len(rows) == 1:
+        return rows[0]
+    summary: Dict[str, float] = {}
+    for key in METRIC_KEYS:
+        values = np.array([row[key] for row in rows])
+        summary[key] = float(values.mean())
+        summary[key + "_std"] = float(values.std(ddof=1))
+    summary["num_valid"] = int(sum(r.num_valid for r in results))
+    summary["num_skipped"] = int(sum(r.num_skipped for r in results))
+    summary["num_trials"] = len(rows)
+    return summary
+
+
+def do_inference(cfg, model, data, device) -> Dict[str, float]:
+    """Extract test features and evaluate every split; returns percent metrics."""
+    feats = extract_features(model, data.test_loader, device, cfg.TEST.NECK_FEAT)
+    pids = np.array([r.pid for r in data.dataset.test])
+    camids = np.array([r.camid for r in data.dataset.test])
+    results = [evaluate_split(cfg, feats, pids, camids, split).result
+               for split in data.dataset.splits]
+    metrics = summarise_results(results)
+    logger.info(format_metrics(metrics))
+    return metrics
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+    """An R1/R5/R10/mAP/mINP table (with +/- std when averaged over trials)."""
+    head = " | ".join(f"{k:>7}" for k in METRIC_KEYS)
+    cells = []
+    for key in METRIC_KEYS:
+        std = metrics.get(key + "_std")
+        cells.append(f"{metrics[key]:6.2f}" + (f"±{std:.2f}" if std is not None else " "))
+    body = " | ".join(f"{c:>7}" for c in cells)
+    extra = f"valid queries {metrics['num_valid']}, skipped (no match) {metrics['num_skipped']}"
+    return f"\n  {head}\n  {body}\n  {extra}"

@@ -1,0 +1,242 @@
+"""The training loop (do_train) and evaluation entry (do_inference).
+
+One epoch (1-based ``epoch``):
+  scheduler.step(epoch) -> build/reuse the train loader for this epoch's K -> set the sampler's
+  epoch -> iterate (forward, composed loss, finite check, backward, optional clipping, step)
+  -> one log line with every loss component, lr, time and images/s (+ tensorboard) ->
+  evaluation every SOLVER.EVAL_PERIOD epochs -> transformer_<epoch>.pth every
+  SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch -> resume.pth.
+
+A non-finite loss stops the run with FloatingPointError naming the component; it is raised
+before the optimiser step, so the weights and every checkpoint on disk stay as they were.
+AMP (float16 autocast + GradScaler) is used on CUDA when SOLVER.AMP is True, never on CPU.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from datasets.make_dataloader import build_train_loader, world_info
+from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
+from utils.meters import AverageMeter
+
+from .inference import METRIC_KEYS, do_inference, unwrap
+
+logger = logging.getLogger("phasereid")
+
+
+def check_finite(total: torch.Tensor, parts: Dict[str, torch.Tensor], epoch: int,
+                 iteration: int) -> None:
+    """Raise FloatingPointError naming the non-finite loss component(s)."""
+    if torch.isfinite(total):
+        return
+    bad = [name for name, value in parts.items() if not torch.isfinite(value)]
+    names = ", ".join(f"'{n}' = {parts[n].item()}" for n in bad) or f"total = {total.item()}"
+    raise FloatingPointError(
+        f"non-finite loss at epoch {epoch}, iteration {iteration}: {names}. Training stopped "
+        "before the optimiser step; checkpoints on disk are from earlier epochs. Lower "
+        "SOLVER.BASE_LR, enable SOLVER.GRAD_CLIP or check the inputs.")
+
+
+class Trainer:
+    """Holds what an epoch needs; ``run(start_epoch)`` trains up to SOLVER.MAX_EPOCHS.
+
+    Args:
+        cfg: frozen config.
+        model: the (possibly DDP-wrapped) model.
+        data: ReIDData from make_dataloader.
+        composer: LossComposer.
+        optimizer, center_optimizer: from make_optimizer (center_optimizer may be None).
+        scheduler: EpochLRScheduler.
+        device: torch device.
+        writer: tensorboard SummaryWriter (rank 0) or None.
+    """
+
+    def __init__(self, cfg, model, data, composer, optimizer, center_optimizer, scheduler,
+                 device, writer=None):
+        self.cfg = cfg
+        self.model = model
+        self.data = data
+        self.composer = composer
+        self.optimizer = optimizer
+        self.center_optimizer = center_optimizer
+        self.scheduler = scheduler
+        self.device = device
+        self.writer = writer
+        self.use_amp = bool(cfg.SOLVER.AMP) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.world, self.rank = world_info()
+        self._loader = None
+        self._loader_k = None
+
+    # -- data ---------------------------------------------------------------------------
+    def train_loader(self, num_instances: int):
+        """The loader for K = num_instances, rebuilt only when K changes."""
+        if self._loader is None or self._loader_k != num_instances:
+            self._loader = build_train_loader(self.cfg, self.data.train_set, num_instances)
+            self._loader_k = num_instances
+        return self._loader
+
+    # -- one epoch ----------------------------------------------------------------------
+    def train_epoch(self, epoch: int, num_instances: int,
+                    weights: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        cfg = self.cfg
+        loader = self.train_loader(num_instances)
+        loader.batch_sampler.set_epoch(epoch)
+        self.model.train()
+        meters = {"loss": AverageMeter()}
+        start, seen = time.time(), 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.SOLVER.MAX_EPOCHS}", leave=False,
+                   dynamic_ncols=True, disable=self.rank != 0)
+        for iteration, batch in enumerate(bar, start=1):
+            batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                     for k, v in batch.items()}
+            img = batch["img"]
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                outputs = self.model(img, batch["camid"], batch["viewid"])
+                total, parts = self.composer(outputs, batch, weights)
+            check_finite(total, parts, epoch, iteration)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.center_optimizer is not None:
+                self.center_optimizer.zero_grad(set_to_none=True)
+            self.backward_and_step(total)
+            n = img.shape[0]
+            seen += n
+            meters["loss"].update(total.item(), n)
+            for name, value in parts.items():
+                meters.setdefault(name, AverageMeter()).update(value.item(), n)
+            bar.set_postfix(loss=f"{meters['loss'].avg:.3f}")
+        elapsed = time.time() - start
+        stats = {name: m.avg for name, m in meters.items()}
+        stats["lr"] = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get(
+            "lr_scale", 1.0)
+        stats["time"] = elapsed
+        stats["images_per_s"] = seen * self.world / max(elapsed, 1e-9)
+        stats["K"] = num_instances
+        return stats
+
+    def backward_and_step(self, total: torch.Tensor) -> None:
+        clip = self.cfg.SOLVER.GRAD_CLIP
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            if clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        if self.center_optimizer is not None:
+            self.step_centers()
+
+    def step_centers(self) -> None:
+        """Center update with gradients rescaled by 1/W (BoT), averaged over DDP ranks."""
+        w = self.cfg.LOSS.CENTER.W
+        for param in self.composer.center.parameters():
+            if param.grad is None:
+                continue
+            if self.world > 1:
+                dist.all_reduce(param.grad)
+                param.grad /= self.world
+            param.grad *= 1.0 / w
+        self.center_optimizer.step()
+
+    # -- logging ------------------------------------------------------------------------
+    def log_epoch(self, epoch: int, stats: Dict[str, float]) -> None:
+        losses = " ".join(f"{k} {v:.4f}" for k, v in stats.items()
+                          if k not in ("lr", "time", "images_per_s", "K"))
+        logger.info("Epoch %d/%d | %s | lr %.3e | K %d | %.1f s | %.1f img/s", epoch,
+                    self.cfg.SOLVER.MAX_EPOCHS, losses, stats["lr"], stats["K"], stats["time"],
+                    stats["images_per_s"])
+        if self.writer is not None:
+            for key, value in stats.items():
+                self.writer.add_scalar(f"train/{key}", value, epoch)
+            self.writer.flush()
+
+    def log_eval(self, epoch: int, metrics: Dict[str, float]) -> None:
+        if self.writer is not None:
+            for key in METRIC_KEYS:
+                self.writer.add_scalar(f"eval/{key}", metrics[key], epoch)
+            self.writer.flush()
+
+    # -- the loop -----------------------------------------------------------------------
+    def save(self, epoch: int, extra: Optional[dict] = None) -> None:
+        """Checkpoint (when due) and the resume state of a completed epoch (rank 0)."""
+        cfg = self.cfg
+        if self.rank != 0:
+            return
+        period = cfg.SOLVER.CHECKPOINT_PERIOD
+        ds = self.data.dataset
+        if epoch == cfg.SOLVER.MAX_EPOCHS or (period > 0 and epoch % period == 0):
+            path = checkpoint_path(cfg.OUTPUT_DIR, epoch)
+            save_checkpoint(path, self.model, cfg, epoch, ds.num_train_pids, ds.num_cams,
+                            ds.num_views)
+            logger.info("Saved %s", path)
+        optimizers = {"model": self.optimizer}
+        if self.center_optimizer is not None:
+            optimizers["center"] = self.center_optimizer
+        extra = dict(extra or {})
+        if self.composer.center is not None:
+            extra["center"] = self.composer.center.state_dict()
+        save_resume_state(cfg.OUTPUT_DIR, epoch, self.model, optimizers, self.scheduler,
+                          self.scaler, extra)
+
+    def evaluate(self, epoch: int) -> Optional[Dict[str, float]]:
+        """Evaluate on rank 0 every EVAL_PERIOD epochs (0 = never)."""
+        period = self.cfg.SOLVER.EVAL_PERIOD
+        if period <= 0 or epoch % period:
+            return None
+        metrics = None
+        if self.rank == 0:
+            logger.info("Evaluation after epoch %d:", epoch)
+            metrics = do_inference(self.cfg, self.model, self.data, self.device)
+            self.log_eval(epoch, metrics)
+        if self.world > 1:
+            dist.barrier()
+        return metrics
+
+    def run(self, start_epoch: int) -> Optional[Dict[str, float]]:
+        """Train epochs start_epoch..MAX_EPOCHS; returns the last evaluation's metrics."""
+        cfg = self.cfg
+        last_metrics = None
+        for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCHS + 1):
+            self.scheduler.step(epoch)
+            stats = self.train_epoch(epoch, cfg.DATALOADER.NUM_INSTANCE)
+            if self.rank == 0:
+                self.log_epoch(epoch, stats)
+            metrics = self.evaluate(epoch)
+            last_metrics = metrics or last_metrics
+            self.save(epoch)
+        return last_metrics
+
+
+def do_train(cfg, model, data, composer, optimizer, center_optimizer, scheduler, device,
+             start_epoch: int = 1, writer=None, resume_state: Optional[dict] = None):
+    """Train from ``start_epoch`` (restoring ``resume_state`` when given) to SOLVER.MAX_EPOCHS."""
+    trainer = Trainer(cfg, model, data, composer, optimizer, center_optimizer, scheduler, device,
+                      writer)
+    if resume_state is not None:
+        restore_trainer(trainer, resume_state)
+    return trainer.run(start_epoch)
+
+
+def restore_trainer(trainer: Trainer, state: dict) -> None:
+    """Load optimiser, scheduler, scaler and center states from a resume state."""
+    trainer.optimizer.load_state_dict(state["optimizers"]["model"])
+    if trainer.center_optimizer is not None:
+        trainer.center_optimizer.load_state_dict(state["optimizers"]["center"])
+        trainer.composer.center.load_state_dict(state["extra"]["center"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.scaler is not None and state.get("scaler") is not None:
+        trainer.scaler.load_state_dict(state["scaler"])
+
+
+__all__ = ["do_train", "do_inference", "Trainer", "check_finite", "unwrap"]

@@ -1,0 +1,28 @@
+"""DDP through torchrun: 2 CPU processes with the gloo backend train and checkpoint."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, tiny_opts
+from utils.checkpoint import load_checkpoint
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(synth_root, tmp_path):
+    out = str(tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(ROOT, "train.py")] + tiny_opts(
+        synth_root, out, **{"MODEL.DIST_TRAIN": True, "SOLVER.MAX_EPOCHS": 2,
+                            "SOLVER.IMS_PER_BATCH": 16, "SOLVER.EVAL_PERIOD": 2})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = open(os.path.join(out, "train_log.txt")).read()
+    assert log.count("Epoch 1/2 | loss") == 1  # rank 0 logs, rank 1 does not
+    assert "mAP" in log
+    ckpt = load_checkpoint(os.path.join(out, "transformer_2.pth"))
+    assert not any(k.startswith("module.") for k in ckpt["model"])  # saved unwrapped
+    assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())

@@ -1,0 +1,137 @@
+"""Train one model from a config.
+
+    python train.py --config_file configs/Synth/quickstart.yml [KEY VALUE ...]
+    torchrun --nproc_per_node 4 train.py --config_file CFG MODEL.DIST_TRAIN True
+
+Writes OUTPUT_DIR/config.yaml (the resolved config), OUTPUT_DIR/train_log.txt, tensorboard
+events under OUTPUT_DIR/tb, transformer_<epoch>.pth checkpoints and resume.pth. Running the same
+command again resumes after the last complete epoch (and does nothing when training finished).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from configs import load_config
+from datasets.make_dataloader import make_dataloader
+from losses.make_loss import make_loss
+from model.make_model import make_model
+from processor.processor import do_train
+from solver.make_optimizer import make_optimizer
+from solver.scheduler import make_scheduler
+from utils.checkpoint import load_resume_state, set_rng_state
+from utils.logger import setup_logger
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="PhaseReID training")
+    parser.add_argument("--config_file", default="", help="YAML recipe")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    return parser.parse_args(argv)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(cfg) -> torch.device:
+    """MODEL.DEVICE 'auto' -> CUDA when available; under DDP, the process's local GPU."""
+    name = cfg.MODEL.DEVICE
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"MODEL.DEVICE '{cfg.MODEL.DEVICE}' but CUDA is not available; "
+                           "use MODEL.DEVICE cpu")
+    if cfg.MODEL.DIST_TRAIN and name == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def init_distributed(cfg) -> int:
+    """Join the torchrun process group (NCCL on GPU, gloo on CPU); returns the rank."""
+    if not cfg.MODEL.DIST_TRAIN:
+        return 0
+    if "RANK" not in os.environ:
+        raise RuntimeError("MODEL.DIST_TRAIN True needs torchrun (RANK/WORLD_SIZE not set): "
+                           "torchrun --nproc_per_node N train.py --config_file CFG ...")
+    backend = "nccl" if torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu" else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    return torch.distributed.get_rank()
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config_file, args.opts)
+    rank = init_distributed(cfg)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    logger = setup_logger(cfg.OUTPUT_DIR, "train_log.txt", rank)
+    logger.info("Command: %s", " ".join(sys.argv))
+    if rank == 0:
+        write_text_atomic(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+    logger.info("Resolved config written to %s", os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    seed_everything(cfg.SOLVER.SEED)
+    device = resolve_device(cfg)
+
+    resume = load_resume_state(cfg.OUTPUT_DIR)
+    if resume is not None and resume["epoch"] >= cfg.SOLVER.MAX_EPOCHS:
+        logger.info("Training already complete in %s (epoch %d of %d); nothing to do.",
+                    cfg.OUTPUT_DIR, resume["epoch"], cfg.SOLVER.MAX_EPOCHS)
+        return 0
+
+    data = make_dataloader(cfg)
+    ds = data.dataset
+    model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)
+    composer = make_loss(cfg, ds.num_train_pids, model.feat_dim)
+    start_epoch = 1
+    if resume is not None:
+        try:
+            model.load_state_dict(resume["model"])
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"{cfg.OUTPUT_DIR}/resume.pth was written by a different model: {exc}\n"
+                "Use another OUTPUT_DIR, or delete resume.pth to start over.") from None
+        start_epoch = resume["epoch"] + 1
+        logger.info("Resuming after epoch %d from %s/resume.pth", resume["epoch"], cfg.OUTPUT_DIR)
+    model.to(device)
+    composer.to(device)
+    optimizer, center_optimizer = make_optimizer(cfg, model, composer.center)
+    scheduler = make_scheduler(cfg, optimizer)
+    if cfg.MODEL.DIST_TRAIN:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    writer = None
+    if rank == 0:
+        writer = SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
+    if resume is not None:
+        set_rng_state(resume["rng"])
+    logger.info("Training %s on %s: %d identities, %d images, epochs %d..%d", cfg.MODEL.NAME,
+                device, ds.num_train_pids, len(ds.train), start_epoch, cfg.SOLVER.MAX_EPOCHS)
+    do_train(cfg, model, data, composer, optimizer, center_optimizer, scheduler, device,
+             start_epoch=start_epoch, writer=writer, resume_state=resume)
+    if writer is not None:
+        writer.close()
+    if cfg.MODEL.DIST_TRAIN:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
