@@ -187,3 +187,20 @@ def test_test_py_evaluates_a_plain_transreid_checkpoint(synth_root, tmp_path):
     b = json.load(open(os.path.join(res_ours, "summary.json")))["metrics"]
     assert a["mAP"] == pytest.approx(b["mAP"], abs=1e-6)
     assert "heads loaded" in open(os.path.join(res_plain, "test_log.txt")).read()
+
+
+def test_gradient_clipping_is_applied_when_configured(synth_root, tmp_path, monkeypatch):
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        calls.append(max_norm)
+        return real(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    train_script.main(tiny_opts(synth_root, str(tmp_path / "clip"), **{
+        "SOLVER.MAX_EPOCHS": 1, "SOLVER.EVAL_PERIOD": 0}))
+    assert calls == []
+    train_script.main(tiny_opts(synth_root, str(tmp_path / "clip2"), **{
+        "SOLVER.MAX_EPOCHS": 1, "SOLVER.EVAL_PERIOD": 0, "SOLVER.GRAD_CLIP": 0.5}))
+    assert calls and set(calls) == {0.5}
