@@ -84,17 +84,16 @@ def main(argv=None) -> int:
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger = setup_logger(cfg.OUTPUT_DIR, "train_log.txt", rank)
     logger.info("Command: %s", " ".join(sys.argv))
-    if rank == 0:
-        write_text_atomic(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-    logger.info("Resolved config written to %s", os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
-    seed_everything(cfg.SOLVER.SEED)
-    device = resolve_device(cfg)
-
     resume = load_resume_state(cfg.OUTPUT_DIR)
     if resume is not None and resume["epoch"] >= cfg.SOLVER.MAX_EPOCHS:
         logger.info("Training already complete in %s (epoch %d of %d); nothing to do.",
                     cfg.OUTPUT_DIR, resume["epoch"], cfg.SOLVER.MAX_EPOCHS)
         return 0
+    if rank == 0:
+        write_text_atomic(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+    logger.info("Resolved config written to %s", os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    seed_everything(cfg.SOLVER.SEED)
+    device = resolve_device(cfg)
 
     data = make_dataloader(cfg)
     ds = data.dataset

@@ -151,7 +151,8 @@ _C.SOLVER.AMP = True
 _C.SOLVER.GRAD_CLIP = 0.0
 # Save transformer_<epoch>.pth every CHECKPOINT_PERIOD epochs and at the last epoch.
 _C.SOLVER.CHECKPOINT_PERIOD = 10
-# Evaluate on the test split every EVAL_PERIOD epochs (0 = never during training).
+# Evaluate on the test split every EVAL_PERIOD epochs and after the last epoch, like the
+# checkpoints (0 = never during training).
 _C.SOLVER.EVAL_PERIOD = 10
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,8 @@ One epoch (1-based ``epoch``):
   scheduler.step(epoch) -> build/reuse the train loader for this epoch's K -> set the sampler's
   epoch -> iterate (forward, composed loss, finite check, backward, optional clipping, step)
   -> one log line with every loss component, lr, time and images/s (+ tensorboard) ->
-  evaluation every SOLVER.EVAL_PERIOD epochs -> transformer_<epoch>.pth every
+  evaluation every SOLVER.EVAL_PERIOD epochs and at the last epoch (unless the period is 0)
+  -> transformer_<epoch>.pth every
   SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch -> resume.pth.
 
 A non-finite loss stops the run with FloatingPointError naming the component; it is raised
@@ -190,9 +191,9 @@ class Trainer:
                           self.scaler, extra)
 
     def evaluate(self, epoch: int) -> Optional[Dict[str, float]]:
-        """Evaluate on rank 0 every EVAL_PERIOD epochs (0 = never)."""
+        """Evaluate on rank 0 every EVAL_PERIOD epochs and after the last (0 = never)."""
         period = self.cfg.SOLVER.EVAL_PERIOD
-        if period <= 0 or epoch % period:
+        if period <= 0 or (epoch % period and epoch != self.cfg.SOLVER.MAX_EPOCHS):
             return None
         metrics = None
         if self.rank == 0:
