@@ -191,14 +191,23 @@ class Trainer:
                           self.scaler, extra)
 
     def evaluate(self, epoch: int) -> Optional[Dict[str, float]]:
-        """Evaluate on rank 0 every EVAL_PERIOD epochs and after the last (0 = never)."""
+        """Evaluate on rank 0 every EVAL_PERIOD epochs and after the last (0 = never).
+
+        The RNG state is restored afterwards (iterating a DataLoader draws from torch's default
+        generator), so the trained weights do not depend on EVAL_PERIOD.
+        """
         period = self.cfg.SOLVER.EVAL_PERIOD
         if period <= 0 or (epoch % period and epoch != self.cfg.SOLVER.MAX_EPOCHS):
             return None
         metrics = None
         if self.rank == 0:
             logger.info("Evaluation after epoch %d:", epoch)
-            metrics = do_inference(self.cfg, self.model, self.data, self.device)
+            cuda = []
+            if self.device.type == "cuda":
+                cuda = [torch.cuda.current_device() if self.device.index is None
+                        else self.device.index]
+            with torch.random.fork_rng(devices=cuda):
+                metrics = do_inference(self.cfg, self.model, self.data, self.device)
             self.log_eval(epoch, metrics)
         if self.world > 1:
             dist.barrier()

@@ -87,6 +87,16 @@ def test_outputs_of_a_run(synth_root, tmp_path):
     assert meta["epoch"] == 3 and meta["num_classes"] == 8 and "SOLVER" in meta["config"]
 
 
+def test_evaluation_does_not_change_training(synth_root, tmp_path):
+    # iterating the test loader draws from torch's RNG; evaluate() must give it back
+    runs = {}
+    for period in (1, 0):
+        out = str(tmp_path / f"eval{period}")
+        train_script.main(tiny_opts(synth_root, out, **{"SOLVER.EVAL_PERIOD": period}))
+        runs[period] = load_checkpoint(os.path.join(out, "transformer_2.pth"))["model"]
+    assert all(torch.equal(runs[1][k], runs[0][k]) for k in runs[0])
+
+
 def test_eval_period_zero_never_evaluates(synth_root, tmp_path):
     out = str(tmp_path / "noeval")
     train_script.main(tiny_opts(synth_root, out, **{"SOLVER.MAX_EPOCHS": 1,
