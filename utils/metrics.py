@@ -88,7 +88,7 @@ class EvalResult:
 # ----------------------------------------------------------------------------------------------
 # distances
 # ----------------------------------------------------------------------------------------------
-def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
+def as_feature_matrix(x: ArrayLike, name: str) -> torch.Tensor:
     """A 2-D float32 tensor view of ``x`` (a copy only when the dtype changes)."""
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.dim() != 2:
@@ -145,7 +145,7 @@ def pairwise_distance(x: ArrayLike, y: ArrayLike, metric: str = "euclidean") -> 
         >>> d = pairwise_distance(torch.eye(2), torch.eye(2))  # [[0, 2], [2, 0]]
     """
     _check_metric(metric)
-    x, y = _as_features(x, "x"), _as_features(y, "y")
+    x, y = as_feature_matrix(x, "x"), as_feature_matrix(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature dimensions differ: x has {x.shape[1]}, y has {y.shape[1]}")
     out = torch.empty(x.shape[0], y.shape[0], dtype=torch.float32, device=x.device)
@@ -180,6 +180,12 @@ def _as_labels(labels: ArrayLike, name: str, length: int) -> np.ndarray:
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must hold integers, got {a.dtype}")
     return a.astype(np.int64, copy=False)
+
+
+def _as_split_labels(q_pids, g_pids, q_camids, g_camids, num_q: int, num_g: int):
+    """Query and gallery pids and camera ids, each checked against its split's size."""
+    return (_as_labels(q_pids, "q_pids", num_q), _as_labels(g_pids, "g_pids", num_g),
+            _as_labels(q_camids, "q_camids", num_q), _as_labels(g_camids, "g_camids", num_g))
 
 
 def _check_max_rank(max_rank: int, num_gallery: int) -> int:
@@ -372,10 +378,7 @@ def evaluate(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids:
     """
     dist = _as_distmat(distmat)
     num_q, num_g = dist.shape
-    qp = _as_labels(q_pids, "q_pids", num_q)
-    gp = _as_labels(g_pids, "g_pids", num_g)
-    qc = _as_labels(q_camids, "q_camids", num_q)
-    gc = _as_labels(g_camids, "g_camids", num_g)
+    qp, gp, qc, gc = _as_split_labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g)
     stats = _QueryStats(num_q, _check_max_rank(max_rank, num_g))
     gallery = _GalleryByPid(gp)
     block = _auto_block(num_g, block_size)
@@ -407,7 +410,7 @@ def evaluate_features(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: A
         EvalResult.
     """
     _check_metric(metric)
-    qf, gf = _as_features(qf, "qf"), _as_features(gf, "gf")
+    qf, gf = as_feature_matrix(qf, "qf"), as_feature_matrix(gf, "gf")
     if qf.shape[1] != gf.shape[1]:
         raise ValueError(f"feature dimensions differ: qf has {qf.shape[1]}, gf has {gf.shape[1]}")
     if qf.shape[0] == 0 or gf.shape[0] == 0:
@@ -417,10 +420,7 @@ def evaluate_features(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: A
         qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)  # new tensors: inputs stay untouched
     num_q, num_g = qf.shape[0], gf.shape[0]
     device = qf.device
-    qp = _as_labels(q_pids, "q_pids", num_q)
-    gp = _as_labels(g_pids, "g_pids", num_g)
-    qc = _as_labels(q_camids, "q_camids", num_q)
-    gc = _as_labels(g_camids, "g_camids", num_g)
+    qp, gp, qc, gc = _as_split_labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g)
     stats = _QueryStats(num_q, _check_max_rank(max_rank, num_g))
     by_pid = _GalleryByPid(gp)
     gallery = _prepare_gallery(gf, metric)

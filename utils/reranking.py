@@ -37,6 +37,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from utils.metrics import as_feature_matrix
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 RERANK_VARIANT_NAME = "k-reciprocal"
@@ -52,15 +54,6 @@ _JACCARD_TERMS = 1 << 23
 def describe_reranking(k1: int, k2: int, lambda_value: float) -> str:
     """Name of the re-ranking variant for logs and summary.json, e.g. 'k-reciprocal(k1=20,k2=6,lambda=0.3)'."""
     return f"{RERANK_VARIANT_NAME}(k1={k1},k2={k2},lambda={lambda_value:g})"
-
-
-def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D (num, dim) feature matrix, got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {t.dtype}")
-    return t.float()
 
 
 def _check_params(k1: int, k2: int, lambda_value: float, num_pool: int) -> None:
@@ -235,7 +228,7 @@ def re_ranking(q_feat: ArrayLike, g_feat: ArrayLike, k1: int = 20, k2: int = 6,
     Example:
         >>> dist = re_ranking(qf, gf, k1=20, k2=6, lambda_value=0.3)
     """
-    q, g = _as_features(q_feat, "q_feat"), _as_features(g_feat, "g_feat")
+    q, g = as_feature_matrix(q_feat, "q_feat"), as_feature_matrix(g_feat, "g_feat")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"feature dimensions differ: q_feat has {q.shape[1]}, g_feat has {g.shape[1]}")
     if q.shape[0] == 0 or g.shape[0] == 0:
