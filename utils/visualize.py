@@ -21,11 +21,12 @@ def ranked_list_figure(query_paths: Sequence[str], query_pids: Sequence[int],
     """A matplotlib figure: one row per query (query image, then its ranked gallery images).
 
     A gallery image with the query's pid gets a green frame, any other a red one; the label
-    under each image is its pid and its rank.
+    above each image is its pid and its rank.
     """
     rows = len(query_paths)
     cols = 1 + max(len(r) for r in ranked_paths)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 2.2 * rows), squeeze=False,
+                             layout="constrained")  # keeps the title clear of row 1
     for i in range(rows):
         for j in range(cols):
             axes[i, j].axis("off")
@@ -35,7 +36,6 @@ def ranked_list_figure(query_paths: Sequence[str], query_pids: Sequence[int],
             _show(axes[i, j], path, "green" if good else "red", f"{pid} #{j}")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     return fig
 
 
