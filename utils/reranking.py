@@ -31,15 +31,14 @@ Deliberate differences from the reference (none changes the method):
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple, Union
+from typing import Iterator, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from utils.metrics import as_feature_matrix
+from utils.metrics import ArrayLike, as_feature_matrix
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
 
 RERANK_VARIANT_NAME = "k-reciprocal"
 # Named parameter sets: the paper's, and the one TransReID / CLIP-ReID hard-code.
