@@ -1,0 +1,107 @@
+"""Circle loss on cosine similarities (Sun et al., "Circle Loss", CVPR 2020).
+
+With s the cosine similarity of L2-normalised features, margin m and scale gamma:
+
+    alpha_p = clamp_min(1 + m - s_p, 0),  alpha_n = clamp_min(s_n + m, 0)   (both detached)
+    Delta_p = 1 - m,                      Delta_n = m
+    logit_p = -gamma * alpha_p * (s_p - Delta_p),  logit_n = gamma * alpha_n * (s_n - Delta_n)
+    L = softplus(logsumexp(logit_p) + logsumexp(logit_n))
+
+The alphas are detached as in the paper's reference code: they weight each similarity by its
+distance from the optimum but are not themselves optimised.
+
+Two ways to form the sets:
+
+- ``pairwise_circle_loss`` follows fast-reid ``pairwise_circleloss``: one L per anchor i over
+  its positives (same pid, j != i) and negatives (other pids), then the mean over anchors.
+  Deliberate difference: anchors without a positive or without a negative are excluded from
+  the mean (fast-reid masks with a large negative constant, gives them ~0 and still counts
+  them, which dilutes the loss with batch composition); 0 with a graph when none is valid.
+- ``batch_circle_loss`` follows TinyZeaMays/CircleLoss (``convert_label_to_similarity`` +
+  ``CircleLoss``): every unordered pair i < j once, positives = same-pid pairs, negatives =
+  the other pairs, and a single L over the whole batch; 0 with a graph when there is no
+  positive or no negative pair.
+
+Excluded entries are masked with -inf inside the logsumexp (``masked_logsumexp``), which is
+exact, unlike adding a large finite negative constant.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 at least (half/bfloat16 -> float32, float64 kept)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """log sum_{mask} exp(x) along ``dim``; -inf where the mask is empty.
+
+    Excluded entries are filled with -inf, which is exact (a large finite negative constant is
+    not). The gradient stays finite: an all -inf slice has a NaN logsumexp backward only at
+    the filled entries, and masked_fill's backward sets exactly those to zero.
+    """
+    return torch.logsumexp(x.masked_fill(~mask, float("-inf")), dim)
+
+
+def _circle_logits(s: torch.Tensor, margin: float, gamma: float):
+    """(logit_p, logit_n) for every similarity in s; the alphas do not carry gradients."""
+    alpha_p = (1.0 + margin - s.detach()).clamp_min(0.0)
+    alpha_n = (s.detach() + margin).clamp_min(0.0)
+    logit_p = -gamma * alpha_p * (s - (1.0 - margin))
+    logit_n = gamma * alpha_n * (s - margin)
+    return logit_p, logit_n
+
+
+def pairwise_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float = 0.25,
+                         gamma: float = 128.0) -> torch.Tensor:
+    """Per-anchor circle loss, mean over anchors with a positive and a negative.
+
+    Args:
+        feats: (B, D) features (normalised inside).
+        pids: (B,) identity labels.
+        margin: relaxation m.
+        gamma: scale.
+
+    Example:
+        >>> pairwise_circle_loss(torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    """
+    x = F.normalize(_compute_dtype(feats), dim=1)
+    s = x @ x.t()
+    same = pids.view(-1, 1) == pids.view(1, -1)
+    eye = torch.eye(len(pids), dtype=torch.bool, device=feats.device)
+    pos_mask = same & ~eye
+    neg_mask = ~same
+    valid = pos_mask.any(1) & neg_mask.any(1)
+    if not bool(valid.any()):
+        return feats.sum() * 0.0
+    logit_p, logit_n = _circle_logits(s, margin, gamma)
+    z = masked_logsumexp(logit_p, pos_mask, 1) + masked_logsumexp(logit_n, neg_mask, 1)
+    # invalid anchors have z = -inf; replace before softplus so they add neither value nor NaN
+    z = torch.where(valid, z, torch.zeros_like(z))
+    return F.softplus(z)[valid].mean()
+
+
+def batch_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float = 0.25,
+                      gamma: float = 128.0) -> torch.Tensor:
+    """One circle loss over all unordered pairs of the batch (TinyZeaMays semantics).
+
+    Args:
+        feats: (B, D) features (normalised inside).
+        pids: (B,) identity labels.
+        margin: relaxation m.
+        gamma: scale.
+    """
+    x = F.normalize(_compute_dtype(feats), dim=1)
+    s = x @ x.t()
+    same = pids.view(-1, 1) == pids.view(1, -1)
+    # i < j: every unordered pair once, the diagonal never
+    upper = torch.ones_like(same).triu(diagonal=1)
+    pos_mask = same & upper
+    neg_mask = ~same & upper
+    if not (bool(pos_mask.any()) and bool(neg_mask.any())):
+        return feats.sum() * 0.0
+    logit_p, logit_n = _circle_logits(s, margin, gamma)
+    z = (masked_logsumexp(logit_p.flatten(), pos_mask.flatten(), 0)
+         + masked_logsumexp(logit_n.flatten(), neg_mask.flatten(), 0))
+    return F.softplus(z)
