@@ -22,6 +22,7 @@ from configs import load_config
 from datasets.make_dataloader import make_dataloader
 from losses.make_loss import make_loss
 from model.make_model import make_model
+from processor.phases import PhasePlan
 from processor.processor import do_train
 from solver.make_optimizer import make_optimizer
 from solver.scheduler import make_scheduler
@@ -80,6 +81,7 @@ def write_text_atomic(path: str, text: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
+    plan = PhasePlan(cfg)   # an inconsistent phase plan fails here, before any work
     rank = init_distributed(cfg)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger = setup_logger(cfg.OUTPUT_DIR, "train_log.txt", rank)
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
     data = make_dataloader(cfg)
     ds = data.dataset
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)
-    composer = make_loss(cfg, ds.num_train_pids, model.feat_dim)
+    composer = make_loss(cfg, ds.num_train_pids, model.feat_dim, plan)
     start_epoch = 1
     if resume is not None:
         try:

@@ -114,6 +114,15 @@ _C.DATALOADER.SAMPLER = "pk"
 _C.DATALOADER.NUM_INSTANCE = 4
 # DataLoader worker processes (0 = load in the main process).
 _C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.PHASED = CN()
+# Conditional P x K (Model B): K follows the phase state, IMS_PER_BATCH stays fixed and
+# P = IMS_PER_BATCH / K. K_WHEN_TRIPLETX while TripletX is active (metric 'tripletx' or
+# 'routed'), else K_WHEN_SUPCON while SupCon's weight is > 0, else K_OTHER. Only the sampler is
+# rebuilt when K changes. ENABLE False = NUM_INSTANCE in every epoch.
+_C.DATALOADER.PHASED.ENABLE = False
+_C.DATALOADER.PHASED.K_WHEN_TRIPLETX = 8
+_C.DATALOADER.PHASED.K_WHEN_SUPCON = 8
+_C.DATALOADER.PHASED.K_OTHER = 4
 
 # ---------------------------------------------------------------------------
 # SOLVER
@@ -159,11 +168,20 @@ _C.SOLVER.EVAL_PERIOD = 10
 # LOSS
 # ---------------------------------------------------------------------------
 _C.LOSS = CN()
-# Loss components composed by name, each scaled by LOSS.<NAME>.W: 'id', 'triplet', 'center'.
+# Base loss components composed by name, each scaled by LOSS.<NAME>.W: 'id', 'triplet',
+# 'center'. The auxiliary losses (TRIPLETX, SUPCON, ISGVFC, CIRCLE) are switched on by their own
+# ENABLE key. Which metric loss runs in an epoch ('triplet', 'tripletx', brightness-'routed'
+# Triplet/TripletX, or none) and every weight come from the phase plan (processor/phases.py):
+# without LOSS.PHASED.ENABLE the whole run is one phase: metric 'routed' when
+# LOSS.BRIGHTNESS.ENABLE, else 'tripletx' when LOSS.TRIPLETX.ENABLE, else 'triplet' when it is
+# in NAMES, else none.
 _C.LOSS.NAMES = ["id", "triplet"]
 _C.LOSS.ID = CN()
 # Weight of the identity (classification) loss.
 _C.LOSS.ID.W = 1.0
+# Per-phase weight specs ('const:x' or 'linear:x->y' across the phase, one per phase of the plan);
+# [] = W in every phase. The same key exists for CENTER, ISGVFC and CIRCLE.
+_C.LOSS.ID.W_SEQ = []
 # Label smoothing epsilon: target (1 - eps) * onehot + eps / C (0 = plain CE).
 _C.LOSS.ID.LABEL_SMOOTH = 0.0
 _C.LOSS.TRIPLET = CN()
@@ -180,6 +198,102 @@ _C.LOSS.CENTER = CN()
 # Center loss weight (BoT 0.0005) and the learning rate of the separate SGD on the centres.
 _C.LOSS.CENTER.W = 0.0005
 _C.LOSS.CENTER.LR = 0.5
+# Per-phase weight specs of the center loss ([] = W in every phase).
+_C.LOSS.CENTER.W_SEQ = []
+
+_C.LOSS.TRIPLETX = CN()
+# TripletX (Model B, losses/tripletx.py): L2-normalised features (NORM_FEAT), cross-camera
+# positives (CROSS_CAM_POS; all positives when an anchor has none), mean of the K hardest positive
+# and negative distances, same-camera negative distances divided by SAME_CAM_NEG_BOOST,
+# detached hardness weights sigmoid(ALPHA (d_ap - d_an)) rescaled to mean 1; soft-plus during the
+# first WARMUP_EPOCHS epochs (SOFT_WARMUP), margin hinge (MARGIN) after. W = its weight when the
+# phase plan is off (LOSS.PHASED.W_METRIC_SEQ when on). FEAT_SRC 'pre_bn' | 'bnneck'.
+_C.LOSS.TRIPLETX.ENABLE = False
+_C.LOSS.TRIPLETX.W = 1.0
+_C.LOSS.TRIPLETX.MARGIN = 0.3
+_C.LOSS.TRIPLETX.SOFT_WARMUP = True
+_C.LOSS.TRIPLETX.WARMUP_EPOCHS = 10
+_C.LOSS.TRIPLETX.K = 5
+_C.LOSS.TRIPLETX.NORM_FEAT = True
+_C.LOSS.TRIPLETX.CROSS_CAM_POS = True
+_C.LOSS.TRIPLETX.SAME_CAM_NEG_BOOST = 1.2
+_C.LOSS.TRIPLETX.ALPHA = 2.0
+_C.LOSS.TRIPLETX.FEAT_SRC = "pre_bn"
+
+_C.LOSS.SUPCON = CN()
+# Supervised contrastive loss (losses/supcon.py) on a projection head (model output 'supcon_z':
+# Linear(D, PROJ_HIDDEN) -> ReLU -> Linear(PROJ_HIDDEN, PROJ_DIM), L2-normalised) fed with
+# FEAT_SRC 'bnneck' or 'pre_bn' (JPM: global feature only). Temperature T, weight W (when the
+# phase plan is off; LOSS.PHASED.W_SUP_SPEC when on). POS_RULE 'class' = positives share the
+# pid (the only rule). CAM_AWARE True: positives = same pid and another camera, same-pid
+# same-camera samples are neither positives nor negatives; False = SupContrast semantics.
+_C.LOSS.SUPCON.ENABLE = False
+_C.LOSS.SUPCON.T = 0.07
+_C.LOSS.SUPCON.W = 0.30
+_C.LOSS.SUPCON.FEAT_SRC = "bnneck"
+_C.LOSS.SUPCON.CAM_AWARE = False
+_C.LOSS.SUPCON.POS_RULE = "class"
+_C.LOSS.SUPCON.PROJ_HIDDEN = 2048
+_C.LOSS.SUPCON.PROJ_DIM = 128
+
+_C.LOSS.BRIGHTNESS = CN()
+# Brightness routing (Model B "threshold-driven multi-loss routing"): mu = the batch's mean
+# BT.709 luma of each augmented crop. MODE 'hard': anchors with mu < THRESH take TripletX, the
+# others Triplet, each averaged within its subset and combined by subset size; 'soft': each
+# anchor mixes its terms with the gate sigmoid((THRESH - mu) / K). Applied to the global and
+# the JPM local features alike, in the phases whose metric is 'routed'.
+# SUPCON_DARK_WEIGHT: weight of dark anchors in the SupCon mean (1.0 = off; Model B's code
+# hard-codes 1.8, its README says no up-weighting).
+_C.LOSS.BRIGHTNESS.ENABLE = False
+_C.LOSS.BRIGHTNESS.THRESH = 0.35
+_C.LOSS.BRIGHTNESS.K = 0.08
+_C.LOSS.BRIGHTNESS.MODE = "hard"
+_C.LOSS.BRIGHTNESS.SUPCON_DARK_WEIGHT = 1.0
+
+_C.LOSS.ISGVFC = CN()
+# IS-GVFC (VFE-TPS, losses/isgvfc.py): identity-calibrated distribution matching among the
+# batch's global visual features (FEAT_SRC), similarity softmax at temperature T against the
+# ground-truth identity distribution; MEMORY adds detached features of the same identities seen
+# earlier in the epoch. Weight W, per-phase W_SEQ. INCLUDE_SELF True = the released code (each
+# feature is in its own similarity row); with random-init features and T 0.02 the softmax then
+# sits on the diagonal and the loss gives almost no gradient, so False drops the diagonal.
+_C.LOSS.ISGVFC.ENABLE = False
+_C.LOSS.ISGVFC.W = 1.0
+_C.LOSS.ISGVFC.W_SEQ = []
+_C.LOSS.ISGVFC.T = 0.02
+_C.LOSS.ISGVFC.MEMORY = True
+_C.LOSS.ISGVFC.INCLUDE_SELF = True
+_C.LOSS.ISGVFC.FEAT_SRC = "pre_bn"
+
+_C.LOSS.CIRCLE = CN()
+# Circle loss (Sun et al. 2020, losses/circle.py) on FEAT_SRC: FORM 'pairwise' (per anchor,
+# fast-reid) or 'batch' (all pairs at once, the Circle-loss reference code); margin M, scale
+# GAMMA. Weight W, per-phase W_SEQ.
+_C.LOSS.CIRCLE.ENABLE = False
+_C.LOSS.CIRCLE.W = 1.0
+_C.LOSS.CIRCLE.W_SEQ = []
+_C.LOSS.CIRCLE.FORM = "pairwise"
+_C.LOSS.CIRCLE.M = 0.25
+_C.LOSS.CIRCLE.GAMMA = 128.0
+_C.LOSS.CIRCLE.FEAT_SRC = "pre_bn"
+
+_C.LOSS.PHASED = CN()
+# The phase plan (processor/phases.py; printed at the start of training). Epochs are 1-based and
+# phase j covers BOUNDARIES[j-1] < epoch <= BOUNDARIES[j] (the last phase runs to MAX_EPOCHS):
+# [30, 60] -> A = 1..30, B = 31..60, C = 61..MAX_EPOCHS. Per phase: METRIC_SEQ = metric loss
+# ('triplet' | 'tripletx' | 'routed' | 'none'), W_METRIC_SEQ = its weight (a number or a spec),
+# W_SUP_SPEC = SupCon weight spec ('const:x' or 'linear:x->y', x at the phase's first epoch and
+# y at its last). TRIPLETX_END > 0 retires TripletX after that epoch (inclusive: TripletX runs
+# in epochs <= TRIPLETX_END, then 'triplet' takes its place with the same weight); 0 = never.
+# FREEZE_SEQ: per phase, comma-separated parameter-name prefixes whose updates are skipped
+# (e.g. 'backbone'); [] or '' = nothing frozen. ENABLE False = one phase over the whole run.
+_C.LOSS.PHASED.ENABLE = False
+_C.LOSS.PHASED.BOUNDARIES = [30, 60]
+_C.LOSS.PHASED.METRIC_SEQ = ["tripletx", "triplet", "triplet"]
+_C.LOSS.PHASED.W_METRIC_SEQ = [1.2, 1.0, 1.0]
+_C.LOSS.PHASED.W_SUP_SPEC = ["const:0.30", "linear:0.30->0.15", "const:0.0"]
+_C.LOSS.PHASED.TRIPLETX_END = 0
+_C.LOSS.PHASED.FREEZE_SEQ = []
 
 # ---------------------------------------------------------------------------
 # TEST

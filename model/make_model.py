@@ -5,7 +5,9 @@ Output contract (DESIGN.md section 2), a dict:
 - ``feat_bn``: after the BNNeck (equal to ``feat`` with MODEL.NECK 'no');
 - ``logits``: identity logits (training mode only);
 - ``local_feats`` / ``local_feats_bn`` / ``local_logits``: JPM parts (MODEL.JPM only);
-- ``patch_tokens``: (B, N, D) final patch tokens (or the ResNet feature map, flattened).
+- ``patch_tokens``: (B, N, D) final patch tokens (or the ResNet feature map, flattened);
+- ``supcon_z``: L2-normalised SupCon projection of the global feature (LOSS.SUPCON.ENABLE,
+  training mode only).
 
 Heads follow TransReID / reid-strong-baseline: BatchNorm1d with a frozen zero bias (BNNeck),
 classifier Linear without bias initialised N(0, 0.001); with JPM, one BNNeck + classifier per
@@ -50,6 +52,26 @@ class BNNeckHead(nn.Module):
         return feat_bn, logits
 
 
+class ProjectionHead(nn.Module):
+    """SupCon projection: Linear(D, hidden) -> ReLU -> Linear(hidden, out), L2-normalised
+    (SupContrast's ``SupConResNet`` head; Model B uses 768 -> 2048 -> 128).
+
+    ``feat_src`` 'pre_bn' feeds the global feature before the BNNeck, 'bnneck' the one after.
+    """
+
+    def __init__(self, dim: int, hidden: int, out: int, feat_src: str):
+        super().__init__()
+        if feat_src not in ("pre_bn", "bnneck"):
+            raise ValueError(f"LOSS.SUPCON.FEAT_SRC '{feat_src}' is not 'pre_bn' or 'bnneck'")
+        self.feat_src = feat_src
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, out))
+
+    def forward(self, feat: torch.Tensor, feat_bn: torch.Tensor) -> torch.Tensor:
+        z = self.net(feat if self.feat_src == "pre_bn" else feat_bn)
+        return nn.functional.normalize(z, dim=1)
+
+
 class ReIDModel(nn.Module):
     """Backbone + global head (+ one head per JPM part).
 
@@ -59,10 +81,11 @@ class ReIDModel(nn.Module):
         num_classes: training identities.
         neck: 'bnneck' or 'no'.
         num_parts: JPM parts (0 = no JPM).
+        projection: optional SupCon :class:`ProjectionHead` (output ``supcon_z``).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, neck: str = "bnneck",
-                 num_parts: int = 0):
+                 num_parts: int = 0, projection: Optional[nn.Module] = None):
         super().__init__()
         if neck not in ("bnneck", "no"):
             raise ValueError(f"MODEL.NECK '{neck}' is not 'bnneck' or 'no'")
@@ -74,6 +97,7 @@ class ReIDModel(nn.Module):
         self.head = BNNeckHead(self.feat_dim, num_classes, use_bn)
         self.local_heads = nn.ModuleList(
             BNNeckHead(self.feat_dim, num_classes, use_bn) for _ in range(num_parts))
+        self.projection = projection
 
     def forward(self, img: torch.Tensor, camids: Optional[torch.Tensor] = None,
                 viewids: Optional[torch.Tensor] = None) -> dict:
@@ -82,6 +106,8 @@ class ReIDModel(nn.Module):
         result = {"feat": out["feat"], "feat_bn": feat_bn, "patch_tokens": out["patch_tokens"]}
         if logits is not None:
             result["logits"] = logits
+        if self.projection is not None and self.training:
+            result["supcon_z"] = self.projection(out["feat"], feat_bn)
         if self.num_parts:
             parts = [head(f) for head, f in zip(self.local_heads, out["local_feats"])]
             result["local_feats"] = out["local_feats"]
@@ -129,8 +155,16 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDMode
         raise ValueError("INPUT.SIZE_TRAIN and INPUT.SIZE_TEST differ; the ViT's position "
                          "embedding is built for one size: use the same size for both")
     backbone = build_backbone(cfg, num_cams, num_views)
+    sup = cfg.LOSS.SUPCON
+    projection = None
+    if sup.ENABLE:
+        if sup.POS_RULE != "class":
+            raise ValueError(f"LOSS.SUPCON.POS_RULE '{sup.POS_RULE}' is not 'class' (the only "
+                             "rule: positives share the identity; see LOSS.SUPCON.CAM_AWARE)")
+        projection = ProjectionHead(backbone.feat_dim, sup.PROJ_HIDDEN, sup.PROJ_DIM,
+                                    sup.FEAT_SRC)
     model = ReIDModel(backbone, num_classes, m.NECK, m.DEVIDE_LENGTH if (
-        m.NAME == "transformer" and m.JPM) else 0)
+        m.NAME == "transformer" and m.JPM) else 0, projection)
     choice = m.PRETRAIN_CHOICE
     if choice == "imagenet":
         if not m.PRETRAIN_PATH:

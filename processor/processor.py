@@ -1,9 +1,13 @@
 """The training loop (do_train) and evaluation entry (do_inference).
 
-One epoch (1-based ``epoch``):
-  scheduler.step(epoch) -> build/reuse the train loader for this epoch's K -> set the sampler's
-  epoch -> iterate (forward, composed loss, finite check, backward, optional clipping, step)
-  -> one log line with every loss component, lr, time and images/s (+ tensorboard) ->
+The phase plan (processor/phases.py, owned by the loss composer) is printed at the start and
+gives every epoch its PhaseState. One epoch (1-based ``epoch``):
+  state = plan.state(epoch) -> scheduler.step(epoch) -> build/reuse the train loader for the
+  state's K (only the sampler/loader is rebuilt, only when K changes) -> set the sampler's
+  epoch -> iterate (forward, composed loss with the state's weights, finite check, backward,
+  frozen parameters' gradients dropped, optional clipping, step) -> one log line with the phase,
+  K and every loss component, lr, time and images/s (+ tensorboard: the same, plus the phase
+  index and every weight) ->
   evaluation every SOLVER.EVAL_PERIOD epochs and at the last epoch (unless the period is 0)
   -> transformer_<epoch>.pth every
   SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch -> resume.pth.
@@ -27,6 +31,7 @@ from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
 from utils.meters import AverageMeter
 
 from .inference import METRIC_KEYS, do_inference, unwrap
+from .phases import PhaseState, frozen_parameter_names
 
 logger = logging.getLogger("phasereid")
 
@@ -74,6 +79,8 @@ class Trainer:
         self.world, self.rank = world_info()
         self._loader = None
         self._loader_k = None
+        self.plan = composer.plan
+        self._frozen: list = []
 
     # -- data ---------------------------------------------------------------------------
     def train_loader(self, num_instances: int):
@@ -84,9 +91,15 @@ class Trainer:
         return self._loader
 
     # -- one epoch ----------------------------------------------------------------------
-    def train_epoch(self, epoch: int, num_instances: int,
-                    weights: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    def apply_freeze(self, state: PhaseState) -> None:
+        """Parameters whose updates are skipped this epoch (the phase's FREEZE_SEQ prefixes)."""
+        names = frozen_parameter_names(unwrap(self.model), state.freeze)
+        params = dict(unwrap(self.model).named_parameters())
+        self._frozen = [params[n] for n in names]
+
+    def train_epoch(self, epoch: int, state: PhaseState) -> Dict[str, float]:
         cfg = self.cfg
+        num_instances = state.num_instances
         loader = self.train_loader(num_instances)
         loader.batch_sampler.set_epoch(epoch)
         self.model.train()
@@ -100,7 +113,7 @@ class Trainer:
             img = batch["img"]
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 outputs = self.model(img, batch["camid"], batch["viewid"])
-                total, parts = self.composer(outputs, batch, weights)
+                total, parts = self.composer(outputs, batch, state)
             check_finite(total, parts, epoch, iteration)
             self.optimizer.zero_grad(set_to_none=True)
             if self.center_optimizer is not None:
@@ -121,10 +134,17 @@ class Trainer:
         stats["K"] = num_instances
         return stats
 
+    def drop_frozen_grads(self) -> None:
+        """Frozen parameters keep their values: no gradient means no optimiser update (no
+        momentum, no weight decay). Gradients are still computed, so DDP is unaffected."""
+        for param in self._frozen:
+            param.grad = None
+
     def backward_and_step(self, total: torch.Tensor) -> None:
         clip = self.cfg.SOLVER.GRAD_CLIP
         if self.scaler is not None:
             self.scaler.scale(total).backward()
+            self.drop_frozen_grads()
             if clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
@@ -132,6 +152,7 @@ class Trainer:
             self.scaler.update()
         else:
             total.backward()
+            self.drop_frozen_grads()
             if clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.optimizer.step()
@@ -151,15 +172,21 @@ class Trainer:
         self.center_optimizer.step()
 
     # -- logging ------------------------------------------------------------------------
-    def log_epoch(self, epoch: int, stats: Dict[str, float]) -> None:
+    def log_epoch(self, epoch: int, stats: Dict[str, float], state: PhaseState) -> None:
         losses = " ".join(f"{k} {v:.4f}" for k, v in stats.items()
                           if k not in ("lr", "time", "images_per_s", "K"))
-        logger.info("Epoch %d/%d | %s | lr %.3e | K %d | %.1f s | %.1f img/s", epoch,
-                    self.cfg.SOLVER.MAX_EPOCHS, losses, stats["lr"], stats["K"], stats["time"],
-                    stats["images_per_s"])
+        weights = " ".join(f"{k} {v:.3g}" for k, v in state.weights.items() if v > 0)
+        logger.info("Epoch %d/%d | phase %s (%s) K %d | %s | weights %s | lr %.3e | %.1f s | "
+                    "%.1f img/s", epoch, self.cfg.SOLVER.MAX_EPOCHS, state.name, state.metric,
+                    stats["K"], losses, weights, stats["lr"], stats["time"], stats["images_per_s"])
         if self.writer is not None:
             for key, value in stats.items():
                 self.writer.add_scalar(f"train/{key}", value, epoch)
+            self.writer.add_scalar("phase/index", state.index, epoch)
+            self.writer.add_scalar("phase/K", state.num_instances, epoch)
+            self.writer.add_scalar("phase/routing", float(state.routing), epoch)
+            for name, value in state.weights.items():
+                self.writer.add_scalar(f"weight/{name}", value, epoch)
             self.writer.flush()
 
     def log_eval(self, epoch: int, metrics: Dict[str, float]) -> None:
@@ -217,14 +244,19 @@ class Trainer:
         """Train epochs start_epoch..MAX_EPOCHS; returns the last evaluation's metrics."""
         cfg = self.cfg
         last_metrics = None
+        if self.rank == 0:
+            logger.info("%s", self.plan.table())
         for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCHS + 1):
+            state = self.plan.state(epoch)
             self.scheduler.step(epoch)
-            stats = self.train_epoch(epoch, cfg.DATALOADER.NUM_INSTANCE)
+            self.composer.start_epoch(epoch)
+            self.apply_freeze(state)
+            stats = self.train_epoch(epoch, state)
             if self.rank == 0:
-                self.log_epoch(epoch, stats)
+                self.log_epoch(epoch, stats, state)
             metrics = self.evaluate(epoch)
             last_metrics = metrics or last_metrics
-            self.save(epoch)
+            self.save(epoch, {"phase": state.name, "K": state.num_instances})
         return last_metrics
 
 

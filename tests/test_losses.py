@@ -1,4 +1,5 @@
 """Losses: closed forms on tiny inputs and equality with straightforward reference loops."""
+import dataclasses
 import math
 
 import pytest
@@ -71,10 +72,11 @@ def test_composer_names_weights_and_jpm_halves():
     cfg = load_config(opts=["LOSS.NAMES", "['id', 'triplet']", "LOSS.ID.W", "0.5",
                             "LOSS.TRIPLET.W", "2.0", "LOSS.TRIPLET.SOFT_MARGIN", "True"])
     composer = make_loss(cfg, num_classes=3, feat_dim=4)
+    state = composer.plan.state(1)
     torch.manual_seed(0)
     pids = torch.tensor([0, 0, 1, 1, 2, 2])
     out = {"feat": torch.randn(6, 4), "feat_bn": torch.randn(6, 4), "logits": torch.randn(6, 3)}
-    total, parts = composer(out, {"pid": pids})
+    total, parts = composer(out, {"pid": pids}, state)
     assert set(parts) == {"id", "triplet"}
     id_ = F.cross_entropy(out["logits"], pids)
     tri = triplet_loss(out["feat"], pids, soft_margin=True)
@@ -82,16 +84,22 @@ def test_composer_names_weights_and_jpm_halves():
     # JPM: 0.5 * global + 0.5 * mean of the parts, for id and triplet alike
     out["local_logits"] = [torch.randn(6, 3) for _ in range(2)]
     out["local_feats"] = [torch.randn(6, 4) for _ in range(2)]
-    _, parts = composer(out, {"pid": pids})
+    _, parts = composer(out, {"pid": pids}, state)
     id_local = torch.stack([F.cross_entropy(z, pids) for z in out["local_logits"]]).mean()
     assert torch.allclose(parts["id"], 0.5 * id_ + 0.5 * id_local)
+    tri_local = torch.stack([triplet_loss(f, pids, soft_margin=True)
+                             for f in out["local_feats"]]).mean()
+    assert torch.allclose(parts["triplet"], 0.5 * tri + 0.5 * tri_local)
     # a weight of 0 skips the component; a missing branch is a clear error
-    _, parts = composer(out, {"pid": pids}, weights={"id": 1.0, "triplet": 0.0})
+    no_triplet = dataclasses.replace(state, weights={**state.weights, "triplet": 0.0})
+    _, parts = composer(out, {"pid": pids}, no_triplet)
     assert set(parts) == {"id"}
     with pytest.raises(KeyError, match="classifier"):
-        composer({"feat": out["feat"]}, {"pid": pids})
+        composer({"feat": out["feat"]}, {"pid": pids}, state)
 
 
 def test_composer_rejects_unknown_loss():
     with pytest.raises(ValueError, match="unknown losses"):
         make_loss(load_config(opts=["LOSS.NAMES", "['id', 'arcface']"]), 3, 4)
+    with pytest.raises(ValueError, match="LOSS.<NAME>.ENABLE"):
+        make_loss(load_config(opts=["LOSS.NAMES", "['id', 'supcon']"]), 3, 4)

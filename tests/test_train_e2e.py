@@ -74,7 +74,7 @@ def test_outputs_of_a_run(synth_root, tmp_path):
     for name in ("config.yaml", "train_log.txt", "resume.pth"):
         assert os.path.isfile(os.path.join(out, name)), name
     log = open(os.path.join(out, "train_log.txt")).read()
-    assert "Epoch 1/3 | loss" in log and " id " in log and " triplet " in log
+    assert "Epoch 1/3 | phase A" in log and " id " in log and " triplet " in log
     assert "img/s" in log and "mAP" in log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(os.path.join(out, "tb"))
