@@ -12,22 +12,28 @@ import torch
 
 from configs import load_config
 from model.make_model import make_model
+from processor.phases import PhasePlan
 
 COUNTS = {"market1501": (751, 6, 1), "dukemtmcreid": (702, 8, 1), "msmt17": (1041, 15, 1),
           "veri": (576, 20, 8), "vehicleid": (13164, 1, 1)}
 
 
-def recipes(repo_root):
+def recipes(repo_root, synth=False):
     return sorted(p for p in glob.glob(os.path.join(repo_root, "configs", "*", "*.yml"))
-                  if "Synth" not in p)
+                  if synth or "Synth" not in p)
 
 
 @pytest.mark.slow
 def test_recipes_build_and_forward(repo_root):
     paths = recipes(repo_root)
-    assert len(paths) == 15
+    assert len(paths) == 25
+    built = set()
     for path in paths:
         cfg = load_config(path, ["MODEL.PRETRAIN_CHOICE", "none"])
+        key = (cfg.MODEL.dump(), cfg.INPUT.dump(), cfg.LOSS.SUPCON.dump(), cfg.DATASETS.NAMES)
+        if key in built:   # the loss variants of one dataset share the model
+            continue
+        built.add(key)
         assert cfg.MODEL.PRETRAIN_PATH.endswith(".pth"), path
         classes, cams, views = COUNTS[cfg.DATASETS.NAMES]
         model = make_model(cfg, classes, cams, views).eval()
@@ -46,3 +52,30 @@ def test_missing_pretrained_file_is_a_clear_error(repo_root, tmp_path):
                        "MODEL.TRANSFORMER_TYPE", "vit_tiny", "MODEL.VIT_DEPTH", "1"])
     with pytest.raises(FileNotFoundError, match="PRETRAIN_PATH"):
         make_model(cfg, 751, 6, 1)
+
+
+def test_every_recipe_has_a_valid_phase_plan(repo_root):
+    for path in recipes(repo_root, synth=True):
+        PhasePlan(load_config(path))   # raises on an inconsistent plan
+
+
+@pytest.mark.parametrize("dataset", ["VeRi", "Market"])
+def test_model_b_variants_do_what_the_readme_says(repo_root, dataset):
+    def plan(name):
+        path = os.path.join(repo_root, "configs", dataset, f"deit_transreid_stride_{name}.yml")
+        return PhasePlan(load_config(path))
+
+    b0 = plan("baseline").state(1)
+    assert (b0.metric, b0.num_instances, b0.weight("supcon")) == ("triplet", 4, 0.0)
+    sup = plan("ce_triplet_pk8_prebn_supcon_prebn")
+    assert (sup.state(1).num_instances, sup.state(1).weight("supcon")) == (8, 0.3)
+    assert sup.cfg.LOSS.SUPCON.FEAT_SRC == "pre_bn" and sup.cfg.LOSS.TRIPLET.FEAT_SRC == "pre_bn"
+    abc = plan("A_ce_triplet_B_ce_tripletx_supcon_C_ce_triplet_supcon")
+    states = [abc.state(e) for e in (40, 41, 80, 81, 120)]
+    assert [(s.metric, s.num_instances) for s in states] == [
+        ("triplet", 4), ("tripletx", 8), ("tripletx", 8), ("triplet", 8), ("triplet", 8)]
+    assert [s.weight("supcon") for s in states] == pytest.approx([0, 0.3, 0.3, 0.3, 0.3])
+    for name, supcon in (("ce_triplet_tripletx_supcon_prebn_brightness", 0.3),
+                         ("ce_triplet_tripletx_brightness", 0.0)):
+        s = plan(name).state(1)
+        assert (s.routing, s.num_instances, s.weight("supcon")) == (True, 8, supcon)
