@@ -73,14 +73,30 @@ def resolve_config(args):
     return cfg, ckpt, meta
 
 
+# training-only modules: not part of the retrieval feature, so a test config may build them or not
+TRAINING_ONLY_PREFIXES = ("projection.",)   # the SupCon projection head
+
+
 def load_weights(model, ckpt, meta, path, logger) -> None:
-    """Strict load of a PhaseReID checkpoint; plain TransReID/timm files with a load report."""
+    """Strict load of a PhaseReID checkpoint (except training-only heads, reported); plain
+    TransReID/timm files with a load report."""
     if meta is not None:
         try:
-            model.load_state_dict(ckpt["model"])
+            result = model.load_state_dict(ckpt["model"], strict=False)
         except RuntimeError as exc:
             raise RuntimeError(f"{path} does not match the model built from the config: {exc}\n"
                                "Test with the checkpoint's own config (omit --config_file).") from None
+        missing = [k for k in result.missing_keys if not k.startswith(TRAINING_ONLY_PREFIXES)]
+        unexpected = [k for k in result.unexpected_keys
+                      if not k.startswith(TRAINING_ONLY_PREFIXES)]
+        if missing or unexpected:
+            raise RuntimeError(f"{path} does not match the model built from the config: missing "
+                               f"keys {missing}, unexpected keys {unexpected}\n"
+                               "Test with the checkpoint's own config (omit --config_file).")
+        skipped = result.missing_keys + result.unexpected_keys
+        if skipped:
+            logger.info("Training-only keys not loaded (not used for test features): %s",
+                        ", ".join(skipped))
         return
     report = load_transreid_model(model, ckpt)
     logger.info("Loaded plain (non-PhaseReID) weights from %s\n%s", path, report)

@@ -1,11 +1,14 @@
 """Phase-scheduled training end to end on CPU (tiny ViT, tiny SynthPedes): the plan drives the
 losses, K (loader rebuilt only when K changes), routing and freezing, and everything is logged."""
+import json
 import os
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import processor.processor as proc
+import test as test_script
 import train as train_script
 from conftest import tiny_opts
 from utils.checkpoint import load_checkpoint
@@ -64,8 +67,20 @@ def test_phase_plan_drives_losses_k_routing_and_logs(synth_root, tmp_path, monke
     log = open(os.path.join(out, "train_log.txt")).read()
     assert "Phase plan (LOSS.PHASED" in log
     assert "phase B (tripletx) K 8" in log and "phase C (routed) K 8" in log
-    model = load_checkpoint(os.path.join(out, "transformer_3.pth"))["model"]
+    weight = os.path.join(out, "transformer_3.pth")
+    model = load_checkpoint(weight)["model"]
     assert any(k.startswith("projection.") for k in model)
+    # the SupCon head is training-only: testing with or without it gives the same features
+    summaries = []
+    for extra in ([], ["LOSS.SUPCON.ENABLE", "False"]):
+        test_dir = str(tmp_path / f"test{len(extra)}")
+        assert test_script.main(["TEST.WEIGHT", weight, "OUTPUT_DIR", test_dir, *extra]) == 0
+        with open(os.path.join(test_dir, "summary.json")) as f:
+            summaries.append(json.load(f)["metrics"])
+    assert summaries[0] == summaries[1]
+    with pytest.raises(RuntimeError, match="does not match"):
+        test_script.main(["TEST.WEIGHT", weight, "OUTPUT_DIR", str(tmp_path / "bad"),
+                          "MODEL.JPM", "False"])
 
 
 def test_freeze_seq_keeps_frozen_weights(synth_root, tmp_path, monkeypatch):
