@@ -116,8 +116,11 @@ def main(argv=None) -> int:
     optimizer, center_optimizer = make_optimizer(cfg, model, composer.center)
     scheduler = make_scheduler(cfg, optimizer)
     if cfg.MODEL.DIST_TRAIN:
+        # the phase plan can leave a branch idle for whole epochs (SupCon head at weight 0,
+        # classifier without 'id'), so DDP must not expect a gradient for every parameter
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
     writer = None
     if rank == 0:
         writer = SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
