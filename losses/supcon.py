@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def supcon_loss(z: torch.Tensor, pids: torch.Tensor, camids: Optional[torch.Tensor] = None, *,
                 temperature: float = 0.07, cam_aware: bool = False,
                 anchor_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
