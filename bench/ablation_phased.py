@@ -43,6 +43,12 @@ CONDITIONS = {
     "+IS-GVFC": ("synth_baseline.yml", ["LOSS.ISGVFC.ENABLE", "True",
                                         "LOSS.ISGVFC.INCLUDE_SELF", "False"]),
     "phased A-B-C": ("synth_A_ce_triplet_B_ce_tripletx_supcon_C_ce_triplet_supcon.yml", []),
+    # controls: K separately from the loss (batch 32: K 8 means only 4 identities per batch),
+    # and IS-GVFC as released (self-similarity kept in each row)
+    "baseline K 8": ("synth_baseline.yml", ["DATALOADER.NUM_INSTANCE", "8"]),
+    "+SupCon K 4": ("synth_ce_triplet_pk8_prebn_supcon_prebn.yml",
+                    ["DATALOADER.PHASED.K_WHEN_SUPCON", "4"]),
+    "+IS-GVFC (self kept)": ("synth_baseline.yml", ["LOSS.ISGVFC.ENABLE", "True"]),
 }
 METRICS = ("mAP", "R1", "mINP")
 
