@@ -49,6 +49,9 @@ CONDITIONS = {
     "+SupCon K 4": ("synth_ce_triplet_pk8_prebn_supcon_prebn.yml",
                     ["DATALOADER.PHASED.K_WHEN_SUPCON", "4"]),
     "+IS-GVFC (self kept)": ("synth_baseline.yml", ["LOSS.ISGVFC.ENABLE", "True"]),
+    "+TripletX K 4": ("synth_baseline.yml", ["LOSS.TRIPLETX.ENABLE", "True",
+                                             "LOSS.TRIPLETX.W", "1.2",
+                                             "LOSS.TRIPLETX.WARMUP_EPOCHS", "3"]),
 }
 METRICS = ("mAP", "R1", "mINP")
 
