@@ -130,3 +130,19 @@ def test_weights_of_the_state_scale_each_component():
     total, parts = composer(out, batch, off)
     assert set(parts) == {"triplet", "isgvfc"}
     assert total.item() == pytest.approx((parts["triplet"] + 2.0 * parts["isgvfc"]).item())
+
+
+@pytest.mark.parametrize("form", ["pairwise", "batch"])
+def test_circle_form_is_read(form):
+    from losses.circle import batch_circle_loss, pairwise_circle_loss
+    opts = ["LOSS.CIRCLE.ENABLE", "True", "LOSS.CIRCLE.FORM", form, "LOSS.CIRCLE.M", "0.4",
+            "LOSS.CIRCLE.GAMMA", "32.0", "LOSS.NAMES", "['id']"]
+    composer = make_loss(load_config(opts=opts), 4, 6)
+    out, batch = batch_of(seed=7)
+    out["logits"] = torch.randn(12, 4, dtype=torch.float64)
+    _, parts = composer(out, batch, composer.plan.state(1))
+    fn = pairwise_circle_loss if form == "pairwise" else batch_circle_loss
+    assert parts["circle"].item() == pytest.approx(
+        fn(out["feat"], batch["pid"], margin=0.4, gamma=32.0).item())
+    with pytest.raises(ValueError, match="LOSS.CIRCLE.FORM"):
+        make_loss(load_config(opts=opts[:2] + ["LOSS.CIRCLE.FORM", "tri"]), 4, 6)
