@@ -52,6 +52,9 @@ CONDITIONS = {
     "+TripletX K 4": ("synth_baseline.yml", ["LOSS.TRIPLETX.ENABLE", "True",
                                              "LOSS.TRIPLETX.W", "1.2",
                                              "LOSS.TRIPLETX.WARMUP_EPOCHS", "3"]),
+    "+TripletX K 4 unnormalised": ("synth_baseline.yml", [
+        "LOSS.TRIPLETX.ENABLE", "True", "LOSS.TRIPLETX.W", "1.2", "LOSS.TRIPLETX.WARMUP_EPOCHS",
+        "3", "LOSS.TRIPLETX.NORM_FEAT", "False"]),
 }
 METRICS = ("mAP", "R1", "mINP")
 
