@@ -255,8 +255,8 @@ _C.LOSS.ISGVFC = CN()
 # batch's global visual features (FEAT_SRC), similarity softmax at temperature T against the
 # ground-truth identity distribution; MEMORY adds detached features of the same identities seen
 # earlier in the epoch. Weight W, per-phase W_SEQ. INCLUDE_SELF True = the released code (each
-# feature is in its own similarity row); with random-init features and T 0.02 the softmax then
-# sits on the diagonal and the loss gives almost no gradient, so False drops the diagonal.
+# feature is in its own similarity row and its own positive); False leaves the diagonal out of
+# both distributions (losses/isgvfc.py explains when that matters; docs/ablation_phased.md).
 _C.LOSS.ISGVFC.ENABLE = False
 _C.LOSS.ISGVFC.W = 1.0
 _C.LOSS.ISGVFC.W_SEQ = []

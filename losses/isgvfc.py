@@ -98,7 +98,10 @@ reference applies it to CLIP image features, whose same-person cosines are typic
 feature space that starts with low same-identity cosines gets almost no signal from it until
 other losses have pulled identities together. ``include_self=False`` (DIFFERENCE, opt-in, off by
 default) leaves the diagonal out of p and q, which removes this plateau; anchors with no other
-positive then have no target and are left out of the mean.
+positive then have no target and are left out of the mean. The opposite regime also occurs: in
+the SynthPedes ablation (docs/ablation_phased.md) the random-init ViT's features were nearly
+collinear (cosine ~0.98 across identities), the similarity mass spread over negatives, and the
+released form started at 6.0 and dominated the objective at weight 1.
 
 Paper vs code: the paper (arXiv 2412.20646) names the task "Identity Supervised Global Visual
 Feature Calibration"; its method section could not be consulted here, so the semantics above are
