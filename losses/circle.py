@@ -44,6 +44,12 @@ def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torc
     return torch.logsumexp(x.masked_fill(~mask, float("-inf")), dim)
 
 
+def _similarities(feats: torch.Tensor, pids: torch.Tensor):
+    """(cosine similarity matrix of the L2-normalised features, same-pid mask)."""
+    x = F.normalize(_compute_dtype(feats), dim=1)
+    return x @ x.t(), pids.view(-1, 1) == pids.view(1, -1)
+
+
 def _circle_logits(s: torch.Tensor, margin: float, gamma: float):
     """(logit_p, logit_n) for every similarity in s; the alphas do not carry gradients."""
     alpha_p = (1.0 + margin - s.detach()).clamp_min(0.0)
@@ -66,9 +72,7 @@ def pairwise_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float 
     Example:
         >>> pairwise_circle_loss(torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     """
-    x = F.normalize(_compute_dtype(feats), dim=1)
-    s = x @ x.t()
-    same = pids.view(-1, 1) == pids.view(1, -1)
+    s, same = _similarities(feats, pids)
     eye = torch.eye(len(pids), dtype=torch.bool, device=feats.device)
     pos_mask = same & ~eye
     neg_mask = ~same
@@ -84,17 +88,9 @@ def pairwise_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float 
 
 def batch_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float = 0.25,
                       gamma: float = 128.0) -> torch.Tensor:
-    """One circle loss over all unordered pairs of the batch (TinyZeaMays semantics).
-
-    Args:
-        feats: (B, D) features (normalised inside).
-        pids: (B,) identity labels.
-        margin: relaxation m.
-        gamma: scale.
-    """
-    x = F.normalize(_compute_dtype(feats), dim=1)
-    s = x @ x.t()
-    same = pids.view(-1, 1) == pids.view(1, -1)
+    """One circle loss over all unordered pairs of the batch (TinyZeaMays semantics); arguments
+    as :func:`pairwise_circle_loss`."""
+    s, same = _similarities(feats, pids)
     # i < j: every unordered pair once, the diagonal never
     upper = torch.ones_like(same).triu(diagonal=1)
     pos_mask = same & upper

@@ -20,7 +20,7 @@ Components (weights from ``processor.phases.PhaseState``):
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
