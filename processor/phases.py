@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Dict, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger("phasereid")
@@ -147,6 +148,7 @@ class PhasePlan:
             raise ValueError(f"LOSS.PHASED.TRIPLETX_END {self.tripletx_end} must be >= 0 "
                              "(0 = never retire TripletX)")
         self.phases = self._build_phases(cfg)
+        self.states = [self.state(e) for e in range(1, self.max_epochs + 1)]
         self._check_branches(cfg)
         self._check_k(cfg)
 
@@ -273,11 +275,11 @@ class PhasePlan:
 
     def _check_k(self, cfg) -> None:
         batch = int(cfg.SOLVER.IMS_PER_BATCH)
-        for epoch in range(1, self.max_epochs + 1):
-            k = self.state(epoch).num_instances
+        for s in self.states:
+            k = s.num_instances
             if k < 1 or batch % k:
                 raise ValueError(f"SOLVER.IMS_PER_BATCH {batch} is not a multiple of K = {k} "
-                                 f"(epoch {epoch}; DATALOADER.NUM_INSTANCE or "
+                                 f"(epoch {s.epoch}; DATALOADER.NUM_INSTANCE or "
                                  "DATALOADER.PHASED.K_*): P = batch / K must be whole")
 
     # -- queries ------------------------------------------------------------------------
@@ -320,36 +322,29 @@ class PhasePlan:
 
     def components(self) -> Tuple[str, ...]:
         """Every loss that is active (weight > 0) in at least one epoch of the run."""
-        active = set()
-        for epoch in range(1, self.max_epochs + 1):
-            active.update(n for n, w in self.state(epoch).weights.items() if w > 0)
+        active = {n for s in self.states for n, w in s.weights.items() if w > 0}
         return tuple(n for n in WEIGHT_NAMES if n in active)
 
     def table(self) -> str:
         """The plan as a text table: one row per run of epochs with the same phase, metric, K,
         routing and freezing; weights as specs of the phase ('a->b' = linear across it)."""
         rows = []
-        start = 1
-        for epoch in range(1, self.max_epochs + 2):
-            if epoch <= self.max_epochs:
-                s, prev = self.state(epoch), self.state(start)
-                same = (s.index, s.metric, s.num_instances, s.freeze) == (
-                    prev.index, prev.metric, prev.num_instances, prev.freeze)
-                if same:
-                    continue
-            prev = self.state(start)
-            phase = self.phases[prev.index]
+        runs = groupby(self.states, key=lambda s: (s.index, s.metric, s.num_instances,
+                                                   s.routing, s.freeze))
+        for _, group in runs:
+            group = list(group)
+            first = group[0]
+            phase = self.phases[first.index]
             specs = dict(phase.weights)
-            if prev.metric == "triplet" and phase.metric != "triplet":
+            if first.metric == "triplet" and phase.metric != "triplet":
                 specs.pop("tripletx", None)   # retired by TRIPLETX_END
-            if prev.metric == "tripletx":
+            if first.metric == "tripletx":
                 specs.pop("triplet", None)
             weights = " ".join(f"{n}={specs[n]}" for n in WEIGHT_NAMES
                                if n in specs and specs[n].ever_positive) or "-"
-            rows.append((phase.name, f"{start}-{epoch - 1}", prev.metric, weights,
-                         str(prev.num_instances), "on" if prev.routing else "off",
-                         ",".join(prev.freeze) or "-"))
-            start = epoch
+            rows.append((phase.name, f"{first.epoch}-{group[-1].epoch}", first.metric, weights,
+                         str(first.num_instances), "on" if first.routing else "off",
+                         ",".join(first.freeze) or "-"))
         unreached = [p for p in self.phases if p.first > self.max_epochs]
         header = ("phase", "epochs", "metric", "weights", "K", "routing", "freeze")
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
@@ -363,11 +358,11 @@ class PhasePlan:
         return "\n".join(text)
 
 
-def frozen_parameter_names(model, prefixes: Sequence[str]) -> List[str]:
-    """Names of the parameters matching any prefix; a prefix matching nothing is an error."""
-    names = [n for n, _ in model.named_parameters()]
+def frozen_parameters(model, prefixes: Sequence[str]) -> list:
+    """The parameters whose names match any prefix; a prefix matching nothing is an error."""
+    named = list(model.named_parameters())
     for prefix in prefixes:
-        if not any(n.startswith(prefix) for n in names):
+        if not any(n.startswith(prefix) for n, _ in named):
             raise ValueError(f"LOSS.PHASED.FREEZE_SEQ prefix '{prefix}' matches no parameter of "
-                             f"the model (e.g. {', '.join(names[:3])}, ...)")
-    return [n for n in names if any(n.startswith(p) for p in prefixes)]
+                             f"the model (e.g. {', '.join(n for n, _ in named[:3])}, ...)")
+    return [p for n, p in named if n.startswith(tuple(prefixes))]

@@ -31,7 +31,7 @@ from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
 from utils.meters import AverageMeter
 
 from .inference import METRIC_KEYS, do_inference, unwrap
-from .phases import PhaseState, frozen_parameter_names
+from .phases import PhaseState, frozen_parameters
 
 logger = logging.getLogger("phasereid")
 
@@ -93,14 +93,11 @@ class Trainer:
     # -- one epoch ----------------------------------------------------------------------
     def apply_freeze(self, state: PhaseState) -> None:
         """Parameters whose updates are skipped this epoch (the phase's FREEZE_SEQ prefixes)."""
-        names = frozen_parameter_names(unwrap(self.model), state.freeze)
-        params = dict(unwrap(self.model).named_parameters())
-        self._frozen = [params[n] for n in names]
+        self._frozen = frozen_parameters(unwrap(self.model), state.freeze)
 
     def train_epoch(self, epoch: int, state: PhaseState) -> Dict[str, float]:
         cfg = self.cfg
-        num_instances = state.num_instances
-        loader = self.train_loader(num_instances)
+        loader = self.train_loader(state.num_instances)
         loader.batch_sampler.set_epoch(epoch)
         self.model.train()
         meters = {"loss": AverageMeter()}
@@ -131,7 +128,6 @@ class Trainer:
             "lr_scale", 1.0)
         stats["time"] = elapsed
         stats["images_per_s"] = seen * self.world / max(elapsed, 1e-9)
-        stats["K"] = num_instances
         return stats
 
     def drop_frozen_grads(self) -> None:
@@ -174,11 +170,12 @@ class Trainer:
     # -- logging ------------------------------------------------------------------------
     def log_epoch(self, epoch: int, stats: Dict[str, float], state: PhaseState) -> None:
         losses = " ".join(f"{k} {v:.4f}" for k, v in stats.items()
-                          if k not in ("lr", "time", "images_per_s", "K"))
+                          if k not in ("lr", "time", "images_per_s"))
         weights = " ".join(f"{k} {v:.3g}" for k, v in state.weights.items() if v > 0)
         logger.info("Epoch %d/%d | phase %s (%s) K %d | %s | weights %s | lr %.3e | %.1f s | "
                     "%.1f img/s", epoch, self.cfg.SOLVER.MAX_EPOCHS, state.name, state.metric,
-                    stats["K"], losses, weights, stats["lr"], stats["time"], stats["images_per_s"])
+                    state.num_instances, losses, weights, stats["lr"], stats["time"],
+                    stats["images_per_s"])
         if self.writer is not None:
             for key, value in stats.items():
                 self.writer.add_scalar(f"train/{key}", value, epoch)
