@@ -62,6 +62,58 @@ _C.MODEL.NECK = "bnneck"
 # Distributed training through torchrun + DDP (one process per GPU; gloo on CPU).
 _C.MODEL.DIST_TRAIN = False
 
+# CLIP semantic fusion (Model B, model/clip_fusion.py): a CLIP image tower's feature c is fused
+# into the pre-BNNeck global feature g (and, for 'quickwin', into every JPM local feature); the
+# fused feature replaces g for the BNNeck, the classifier and every metric loss.
+# USE_CLIP: build the fusion (False = plain TransReID; a checkpoint trained with fusion is tested
+# without it by passing MODEL.USE_CLIP False to test.py: the fusion layers are dropped, expect a
+# lower mAP).
+_C.MODEL.USE_CLIP = False
+# 'open_clip': a frozen open_clip image tower (CLIP_BACKBONE + CLIP_PRETRAIN), fused by
+# CLIP_FUSION; 'hf': a Hugging Face CLIP vision tower (CLIP_HF_ID, e.g. TinyCLIP), trainable,
+# fused into the global feature only (CLIP_FUSION is not used), optional AFEM / semantic
+# refinement. 'hf' needs the transformers package.
+_C.MODEL.CLIP_IMPL = "open_clip"
+# open_clip fusion: 'minimal' = Linear([g; c]) on the global feature only; 'quickwin' =
+# LayerNorm on both, a learned sigmoid gate a, Linear([(1 - a) LN(g); a LN(c)]) on the global
+# feature and (a shared head) on every JPM local feature.
+_C.MODEL.CLIP_FUSION = "minimal"
+# open_clip model name and pretrained tag (or a local weight file); '' = random init.
+_C.MODEL.CLIP_BACKBONE = "ViT-B-16"
+_C.MODEL.CLIP_PRETRAIN = "laion2b_s34b_b88k"
+# Hugging Face hub id or a local folder of a CLIP (vision) model, for CLIP_IMPL 'hf'.
+_C.MODEL.CLIP_HF_ID = "wkcn/TinyCLIP-ViT-61M-32-Text-29M-LAION400M"
+# (height, width) the image is resized to before the CLIP tower (ImageNet/0.5 normalisation is
+# undone and CLIP's mean/std applied); the tower's position embedding is resized once to it.
+_C.MODEL.CLIP_INPUT_SIZE = [224, 224]
+# True = a tiny random-init tower of the same family (width 64, 2 layers, 2 heads, patch 16)
+# instead of loading CLIP_BACKBONE / CLIP_HF_ID: for tests and SynthPedes, never for real runs.
+_C.MODEL.CLIP_TINY = False
+# 'hf' only: train the CLIP tower (False = frozen) at BASE_LR * CLIP_LR_SCALE.
+_C.MODEL.CLIP_FINETUNE = True
+_C.MODEL.CLIP_LR_SCALE = 0.2
+# 'hf' only: AFEM (T + W_g * f(T), f = Linear -> BN -> ReLU, one learned scale per channel group
+# of 32) on the CLIP feature, and the semantic refinement term Linear(AFEM(t) or t) added to the
+# fused feature.
+_C.MODEL.CLIP_USE_AFEM = True
+_C.MODEL.CLIP_USE_SEM_REFINE = True
+
+_C.MODEL.TEXT = CN()
+# Text encoder (model/text_encoder.py) for text-guided losses (TG-MIM): the text tower of the
+# open_clip model OPEN_CLIP_MODEL with weights PRETRAINED (an open_clip pretrained tag such as
+# 'openai', or a local weight file; '' = random init). The tokenizer is open_clip's for that model
+# (CLIP's BPE ships with open_clip and works offline).
+_C.MODEL.TEXT.OPEN_CLIP_MODEL = "ViT-B-16"
+_C.MODEL.TEXT.PRETRAINED = "openai"
+# True = a tiny random-init text tower (width 64, 2 layers, 2 heads; CLIP BPE tokenizer): tests
+# and SynthPedes only.
+_C.MODEL.TEXT.TINY = False
+# Tokens per caption (CLIP: 77); longer captions are truncated (the end-of-text token is kept).
+_C.MODEL.TEXT.CONTEXT_LENGTH = 77
+# True = frozen text tower (no gradients, eval mode); False = trained at BASE_LR * LR_SCALE.
+_C.MODEL.TEXT.FREEZE = True
+_C.MODEL.TEXT.LR_SCALE = 0.1
+
 # ---------------------------------------------------------------------------
 # INPUT
 # ---------------------------------------------------------------------------
@@ -85,7 +137,9 @@ _C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
 # DATASETS
 # ---------------------------------------------------------------------------
 _C.DATASETS = CN()
-# Dataset name: market1501 | dukemtmcreid | msmt17 | veri | vehicleid | synth
+# Dataset name: market1501 | dukemtmcreid | msmt17 | veri | vehicleid | synth | cuhkpedes |
+# icfgpedes | rstpreid | vn3k (the text datasets: training with captions; image re-ID
+# evaluation is not defined for them)
 _C.DATASETS.NAMES = "market1501"
 # Folder that holds the dataset folders (e.g. ROOT_DIR/market1501/bounding_box_train).
 _C.DATASETS.ROOT_DIR = "./data"
@@ -103,6 +157,16 @@ _C.DATASETS.SYNTH_TRAIN_IDS = 150
 _C.DATASETS.SYNTH_TEST_IDS = 100
 _C.DATASETS.SYNTH_SEED = 0
 _C.DATASETS.SYNTH_IMAGE_SIZE = [128, 64]
+# Captions of the training images (datasets/captions.py), needed by text-guided losses:
+# 'annotation' = the dataset's caption file (SynthPedes reid_raw.json, CUHK-PEDES reid_raw.json,
+# ICFG-PEDES ICFG-PEDES.json, RSTPReid / VN3K data_captions.json); 'attributes' = captions built
+# from attribute annotations (SynthPedes attributes.json, VeRi-776 colour/type from
+# train_label.xml / test_label.xml, Market-1501 market_attribute.mat); 'none' = no text. With
+# captions, batches carry 'text_ids' / 'text_mask'; one caption per image is drawn per epoch.
+_C.DATASETS.CAPTION_SOURCE = "none"
+# Caption language where a dataset has several: 'en' or 'vi' (VN3K captions vs en_captions;
+# SynthPedes reid_raw_vi.json).
+_C.DATASETS.CAPTION_LANG = "en"
 
 # ---------------------------------------------------------------------------
 # DATALOADER
@@ -169,8 +233,8 @@ _C.SOLVER.EVAL_PERIOD = 10
 # ---------------------------------------------------------------------------
 _C.LOSS = CN()
 # Base loss components composed by name, each scaled by LOSS.<NAME>.W: 'id', 'triplet',
-# 'center'. The auxiliary losses (TRIPLETX, SUPCON, ISGVFC, CIRCLE) are switched on by their own
-# ENABLE key. Which metric loss runs in an epoch ('triplet', 'tripletx', brightness-'routed'
+# 'center'. The auxiliary losses (TRIPLETX, SUPCON, ISGVFC, CIRCLE, TGMIM) are switched on by
+# their own ENABLE key. Which metric loss runs in an epoch ('triplet', 'tripletx', brightness-'routed'
 # Triplet/TripletX, or none) and every weight come from the phase plan (processor/phases.py):
 # without LOSS.PHASED.ENABLE the whole run is one phase: metric 'routed' when
 # LOSS.BRIGHTNESS.ENABLE, else 'tripletx' when LOSS.TRIPLETX.ENABLE, else 'triplet' when it is
@@ -180,7 +244,7 @@ _C.LOSS.ID = CN()
 # Weight of the identity (classification) loss.
 _C.LOSS.ID.W = 1.0
 # Per-phase weight specs ('const:x' or 'linear:x->y' across the phase, one per phase of the plan);
-# [] = W in every phase. The same key exists for CENTER, ISGVFC and CIRCLE.
+# [] = W in every phase. The same key exists for CENTER, ISGVFC, CIRCLE and TGMIM.
 _C.LOSS.ID.W_SEQ = []
 # Label smoothing epsilon: target (1 - eps) * onehot + eps / C (0 = plain CE).
 _C.LOSS.ID.LABEL_SMOOTH = 0.0
@@ -276,6 +340,24 @@ _C.LOSS.CIRCLE.FORM = "pairwise"
 _C.LOSS.CIRCLE.M = 0.25
 _C.LOSS.CIRCLE.GAMMA = 128.0
 _C.LOSS.CIRCLE.FEAT_SRC = "pre_bn"
+
+_C.LOSS.TGMIM = CN()
+# TG-MIM (text-guided masked image modelling, VFE-TPS paper; model/tgmim.py, losses/tgmim.py):
+# MASK_RATIO of the patch tokens are replaced by a learned mask token (MASK_MODE 'random' =
+# uniform without replacement, 'block' = BEiT-style rectangles), the masked image runs through
+# the backbone (a second forward, separate from the clean one), patch tokens attend to the
+# caption's text tokens (one cross-attention, HEADS heads), a light decoder (3x3 conv of width
+# DECODER_DIM, 1x1 conv, PixelShuffle) reconstructs the pixels, and the loss is L1 on the masked
+# pixels only. NORM_TARGET True = per-patch normalised targets (MAE). Weight W (VFE-TPS: 10),
+# per-phase W_SEQ. Needs DATASETS.CAPTION_SOURCE != 'none' and MODEL.NAME 'transformer'.
+_C.LOSS.TGMIM.ENABLE = False
+_C.LOSS.TGMIM.W = 10.0
+_C.LOSS.TGMIM.W_SEQ = []
+_C.LOSS.TGMIM.MASK_RATIO = 0.6
+_C.LOSS.TGMIM.MASK_MODE = "random"
+_C.LOSS.TGMIM.DECODER_DIM = 256
+_C.LOSS.TGMIM.HEADS = 8
+_C.LOSS.TGMIM.NORM_TARGET = False
 
 _C.LOSS.PHASED = CN()
 # The phase plan (processor/phases.py; printed at the start of training). Epochs are 1-based and

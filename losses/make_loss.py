@@ -38,7 +38,7 @@ from .tripletx import tripletx_loss, tripletx_terms
 
 KNOWN_LOSSES = ("id", "triplet", "center")
 # auxiliary losses have their own switch (LOSS.<NAME>.ENABLE), not an entry in LOSS.NAMES
-_AUXILIARY = ("tripletx", "supcon", "isgvfc", "circle")
+_AUXILIARY = ("tripletx", "supcon", "isgvfc", "circle", "tgmim")
 
 # which model branch produces each output key (for the error message)
 _BRANCH_OF = {

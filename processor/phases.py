@@ -13,7 +13,7 @@ Rules (the Model B README's keys, with one boundary rule everywhere):
   LOSS.PHASED.ENABLE False -> one phase over the whole run.
 - Weight specs: a number, 'const:x', or 'linear:x->y' (x at the phase's first epoch, y at its
   last, linear in between). Per phase: LOSS.PHASED.W_METRIC_SEQ (metric), W_SUP_SPEC (SupCon),
-  LOSS.{ID,CENTER,ISGVFC,CIRCLE}.W_SEQ (the others; [] = LOSS.<NAME>.W in every phase).
+  LOSS.{ID,CENTER,ISGVFC,CIRCLE,TGMIM}.W_SEQ (the others; [] = LOSS.<NAME>.W in every phase).
 - Metric per phase (LOSS.PHASED.METRIC_SEQ): 'triplet', 'tripletx', 'routed' (brightness
   routing between Triplet and TripletX) or 'none'. Without the plan: 'routed' when
   LOSS.BRIGHTNESS.ENABLE, else 'tripletx' when LOSS.TRIPLETX.ENABLE, else 'triplet' when it is in
@@ -45,10 +45,11 @@ logger = logging.getLogger("phasereid")
 
 METRICS = ("triplet", "tripletx", "routed", "none")
 # every weight the state carries (the loss composer's component names)
-WEIGHT_NAMES = ("id", "triplet", "tripletx", "center", "supcon", "isgvfc", "circle")
+WEIGHT_NAMES = ("id", "triplet", "tripletx", "center", "supcon", "isgvfc", "circle", "tgmim")
 # losses scheduled by LOSS.<NAME>.W_SEQ, with the switch that enables each
 _SCHEDULED = {"id": "LOSS.NAMES contains 'id'", "center": "LOSS.NAMES contains 'center'",
-              "isgvfc": "LOSS.ISGVFC.ENABLE True", "circle": "LOSS.CIRCLE.ENABLE True"}
+              "isgvfc": "LOSS.ISGVFC.ENABLE True", "circle": "LOSS.CIRCLE.ENABLE True",
+              "tgmim": "LOSS.TGMIM.ENABLE True"}
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _CONST = re.compile(rf"^const:\s*({_NUMBER})$")
