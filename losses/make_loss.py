@@ -17,6 +17,8 @@ Components (weights from ``processor.phases.PhaseState``):
               phases dark anchors weigh LOSS.BRIGHTNESS.SUPCON_DARK_WEIGHT (1 = off).
 - 'isgvfc':   IS-GVFC on the global feature LOSS.ISGVFC.FEAT_SRC (losses/isgvfc.py).
 - 'circle':   circle loss, LOSS.CIRCLE.FORM 'pairwise' | 'batch' (losses/circle.py); JPM halves.
+- 'tgmim':    TG-MIM masked-pixel L1 (losses/tgmim.py) on the model's ``tgmim_pred`` /
+              ``tgmim_mask`` (the masked, text-guided forward; model/tgmim.py).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from .circle import batch_circle_loss, pairwise_circle_loss
 from .isgvfc import ISGVFCLoss
 from .softmax_ce import cross_entropy_label_smooth
 from .supcon import supcon_loss
+from .tgmim import tgmim_loss
 from .triplet import batch_hard_terms, triplet_loss
 from .tripletx import tripletx_loss, tripletx_terms
 
@@ -47,6 +50,10 @@ _BRANCH_OF = {
     "local_feats_bn": "JPM (MODEL.JPM True)",
     "local_logits": "JPM (MODEL.JPM True)",
     "supcon_z": "the SupCon projection head (LOSS.SUPCON.ENABLE True, model in training mode)",
+    "tgmim_pred": "the TG-MIM branch (LOSS.TGMIM.ENABLE True; the model called with the "
+                  "batch's text_ids / text_mask and tgmim=True)",
+    "tgmim_mask": "the TG-MIM branch (LOSS.TGMIM.ENABLE True; the model called with the "
+                  "batch's text_ids / text_mask and tgmim=True)",
 }
 
 
@@ -217,6 +224,9 @@ class LossComposer(nn.Module):
             fn = pairwise_circle_loss if c.FORM == "pairwise" else batch_circle_loss
             feats = features_of(outputs, c.FEAT_SRC, name)
             return jpm_combine([fn(f, pids, margin=c.M, gamma=c.GAMMA) for f in feats])
+        if name == "tgmim":
+            return tgmim_loss(output_key(outputs, "tgmim_pred", name), batch["img"],
+                              output_key(outputs, "tgmim_mask", name), self.cfg.TGMIM.NORM_TARGET)
         raise ValueError(f"unknown loss component '{name}'")
 
     def forward(self, outputs: dict, batch: dict,

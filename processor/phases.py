@@ -261,6 +261,13 @@ class PhasePlan:
                     raise ValueError(f"{label} gives '{name}' weight '{spec}' "
                                      f"(LOSS.{name.upper()}.W_SEQ) but that loss is off: needs "
                                      f"{switch}")
+        if loss.TGMIM.ENABLE and cfg.DATASETS.CAPTION_SOURCE == "none":
+            raise ValueError("LOSS.TGMIM.ENABLE is True but DATASETS.CAPTION_SOURCE is 'none': "
+                             "TG-MIM needs a caption per image; set it to 'annotation' or "
+                             "'attributes'")
+        if loss.TGMIM.ENABLE and cfg.MODEL.NAME != "transformer":
+            raise ValueError(f"LOSS.TGMIM.ENABLE needs MODEL.NAME 'transformer' (masked patch "
+                             f"tokens), not '{cfg.MODEL.NAME}'")
         if loss.PHASED.ENABLE and loss.BRIGHTNESS.ENABLE and not any(
                 p.metric == "routed" for p in self.phases):
             raise ValueError("LOSS.BRIGHTNESS.ENABLE is True but no phase routes: put 'routed' "

@@ -1,11 +1,14 @@
-"""Ranked-list figures: each row is a query and its top-k gallery items, matches in green.
+"""Figures.
 
-The ranking shown is the evaluated one: gallery items removed by the protocol (same pid and
-same camera as the query) are left out, as in the metric.
+- Ranked lists: each row is a query and its top-k gallery items, matches in green. The ranking
+  shown is the evaluated one: gallery items removed by the protocol (same pid and same camera
+  as the query) are left out, as in the metric.
+- TG-MIM cross-attention: the image, its masked tokens and, for the caption tokens that draw
+  the most attention, where on the image the patch queries attend to them.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -54,3 +57,63 @@ def _show(ax, path: str, colour: str, label: str) -> None:
 def save_figure(fig, path: str) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def tgmim_attention_figure(image: np.ndarray, attn: np.ndarray, grid: Sequence[int],
+                           tokens: Sequence[str], token_mask: Optional[np.ndarray] = None,
+                           top: int = 6, title: str = ""):
+    """Image + TG-MIM cross-attention over the caption's tokens.
+
+    Args:
+        image: (H, W, 3) float in [0, 1] (de-normalised model input).
+        attn: (N, L) attention of the N patch queries over the L text positions (one image).
+        grid: (gh, gw) token grid, N = gh * gw.
+        tokens: the L readable token strings ('' for padding); start/end-of-text markers
+            ('<start_of_text>', '<end_of_text>') and padding are not drawn as panels.
+        token_mask: optional (gh, gw) bool mask of the masked tokens (drawn in the 2nd panel).
+        top: how many tokens to draw, those with the largest total attention.
+
+    Panels: the image; the masked tokens (grey); then one heat map per drawn token (attention of
+    every patch to it, on the token grid, over the image) titled with the token and its share of
+    the total attention; and a bar chart of the share of every real token.
+    """
+    gh, gw = int(grid[0]), int(grid[1])
+    attn = np.asarray(attn, dtype=np.float64)
+    if attn.shape[0] != gh * gw:
+        raise ValueError(f"attention has {attn.shape[0]} rows, the grid {gh}x{gw} has {gh * gw}")
+    real = [i for i, t in enumerate(tokens[:attn.shape[1]])
+            if t and t not in ("<start_of_text>", "<end_of_text>")]
+    mass = attn.sum(axis=0)
+    share = mass / max(mass.sum(), 1e-12)
+    shown = sorted(real, key=lambda i: -mass[i])[:top]
+    h, w = image.shape[:2]
+    panels = 2 + len(shown)
+    fig = plt.figure(figsize=(1.3 * panels + 4, 3.2), layout="constrained")
+    spec = fig.add_gridspec(1, panels + 1, width_ratios=[1] * panels + [3])
+    ax = fig.add_subplot(spec[0, 0])
+    ax.imshow(image)
+    ax.set_title("image", fontsize=7)
+    ax.axis("off")
+    ax = fig.add_subplot(spec[0, 1])
+    ax.imshow(image)
+    if token_mask is not None:
+        ax.imshow(np.asarray(token_mask, dtype=float), cmap="Greys", alpha=0.6, vmin=0, vmax=1,
+                  extent=(0, w, h, 0), interpolation="nearest")
+    ax.set_title("masked", fontsize=7)
+    ax.axis("off")
+    for k, i in enumerate(shown):
+        ax = fig.add_subplot(spec[0, 2 + k])
+        ax.imshow(image)
+        ax.imshow(attn[:, i].reshape(gh, gw), cmap="jet", alpha=0.5, extent=(0, w, h, 0),
+                  interpolation="bilinear")
+        ax.set_title(f"{tokens[i].strip()}\n{100 * share[i]:.1f}%", fontsize=7)
+        ax.axis("off")
+    ax = fig.add_subplot(spec[0, panels])
+    ax.barh(range(len(real)), [100 * share[i] for i in real], color="tab:blue")
+    ax.set_yticks(range(len(real)), [tokens[i].strip() for i in real], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of attention", fontsize=7)
+    ax.tick_params(axis="x", labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

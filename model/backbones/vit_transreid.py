@@ -431,14 +431,24 @@ class TransReIDBackbone(nn.Module):
             rows = views if rows is None else rows * self.view_num + views
         return rows
 
-    def embed_tokens(self, x: torch.Tensor, camids=None, viewids=None) -> torch.Tensor:
+    def embed_tokens(self, x: torch.Tensor, camids=None, viewids=None, token_mask=None,
+                     mask_token=None) -> torch.Tensor:
         """Patch embedding, [CLS; patches] + pos_embed (+ sie_coe * S[r]), dropout.
+
+        Masked image modelling (SimMIM / TG-MIM): with ``token_mask`` (B, N) bool, the patch
+        embeddings of masked tokens are replaced by ``mask_token`` (1, 1, D) before the CLS token
+        and the position / SIE embeddings are added.
 
         Returns:
             (B, 1 + N, D) tokens entering the first block.
         """
         tokens = self.patch_embed(x)
         batch = tokens.shape[0]
+        if token_mask is not None:
+            if mask_token is None or token_mask.shape != tokens.shape[:2]:
+                raise ValueError(f"token_mask must be (B, N) = {tuple(tokens.shape[:2])} and come "
+                                 "with a mask_token")
+            tokens = torch.where(token_mask.unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
         tokens = tokens + self.pos_embed
         rows = self.sie_rows(camids, viewids, batch, tokens.device)
@@ -447,17 +457,22 @@ class TransReIDBackbone(nn.Module):
         return self.pos_drop(tokens)
 
     # ------------------------------------------------------------------ forwards
-    def forward_trunk(self, x: torch.Tensor, camids=None, viewids=None) -> torch.Tensor:
-        """Tokens after ``blocks[:-1]`` (TransReID ``local_feature=True`` output), (B, 1 + N, D)."""
-        tokens = self.embed_tokens(x, camids, viewids)
+    def forward_trunk(self, x: torch.Tensor, camids=None, viewids=None, token_mask=None,
+                      mask_token=None) -> torch.Tensor:
+        """Tokens after ``blocks[:-1]`` (TransReID ``local_feature=True`` output), (B, 1 + N, D).
+        ``token_mask`` / ``mask_token``: see ``embed_tokens``."""
+        tokens = self.embed_tokens(x, camids, viewids, token_mask, mask_token)
         for block in self.blocks[:-1]:
             tokens = block(tokens)
         return tokens
 
-    def forward_features(self, x: torch.Tensor, camids=None, viewids=None) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, camids=None, viewids=None, token_mask=None,
+                         mask_token=None) -> torch.Tensor:
         """All tokens after every block and the final norm, (B, 1 + N, D), as timm's
-        ``forward_features``. With JPM on this is the global branch b1's output."""
-        return self.norm(self.blocks[-1](self.forward_trunk(x, camids, viewids)))
+        ``forward_features``. With JPM on this is the global branch b1's output.
+        ``token_mask`` / ``mask_token``: masked image modelling (see ``embed_tokens``)."""
+        trunk = self.forward_trunk(x, camids, viewids, token_mask, mask_token)
+        return self.norm(self.blocks[-1](trunk))
 
     def forward_local(self, trunk_tokens: torch.Tensor) -> List[torch.Tensor]:
         """JPM local features from trunk tokens (see module docstring).
