@@ -22,6 +22,7 @@ from configs import load_config
 from datasets.make_dataloader import make_dataloader
 from losses.make_loss import make_loss
 from model.make_model import make_model
+from processor.inference import check_evaluable
 from processor.phases import PhasePlan
 from processor.processor import do_train
 from solver.make_optimizer import make_optimizer
@@ -99,6 +100,8 @@ def main(argv=None) -> int:
 
     data = make_dataloader(cfg)
     ds = data.dataset
+    if cfg.SOLVER.EVAL_PERIOD > 0:
+        check_evaluable(ds)   # fail now, not after the first evaluation period
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)
     composer = make_loss(cfg, ds.num_train_pids, model.feat_dim, plan)
     start_epoch = 1

@@ -129,8 +129,14 @@ class ReIDDataset:
         query, gallery: test records with raw pids.
         splits: evaluation splits over ``test``; default = one Market-1501 split
             (all queries against the whole gallery, camera filter on).
-        test: the test images when they are not simply ``query + gallery`` (VehicleID).
+        test: the test images when they are not simply ``query + gallery`` (VehicleID, the
+            text-based person search datasets).
         info: extra facts printed with the statistics (e.g. {'version': 'V2'}).
+
+    ``splits`` may be empty: the text-based person search datasets have no image re-ID
+    evaluation (``query = gallery = []``, the test images in ``test``). ``caption_source`` says
+    whether batches carry text ('none' until ``datasets.captions.apply_caption_source`` sets
+    'annotation' or 'attributes').
     """
 
     def __init__(
@@ -158,6 +164,7 @@ class ReIDDataset:
                                 np.arange(len(query), len(query) + len(gallery)))]
         self.splits = splits
         self.info = info or {}
+        self.caption_source = "none"
 
     @property
     def num_train_pids(self) -> int:

@@ -4,6 +4,19 @@ A batch (DESIGN.md section 2) is a dict: ``img`` (B,3,H,W), ``pid``, ``camid``, 
 ``path`` (list of str), ``brightness`` (mean BT.709 luma of the augmented crop in [0,1]) and
 ``index`` (position in the split). Nothing downstream unpacks positional tuples.
 
+With captions (DATASETS.CAPTION_SOURCE != 'none', ``datasets/captions.py``) TRAINING batches also
+carry ``caption`` (list of str, one per image), ``text_ids`` (B, L) int64 and ``text_mask``
+(B, L) bool (True on real tokens incl. start / end of text), L = MODEL.TEXT.CONTEXT_LENGTH
+(``datasets/tokenize.py``). Test batches carry no text.
+
+One caption per image is drawn per epoch: item ``index`` of epoch ``e`` uses caption
+``numpy.random.default_rng([SOLVER.SEED, e, index]).integers(len(captions))``, so the choice
+depends on neither the batch order nor the worker, and a run is reproducible. The training loop
+calls ``data.train_set.set_epoch(epoch)`` before iterating; the DataLoader is not built with
+``persistent_workers``, so its workers are re-created (forked / pickled from the main process's
+dataset) at the start of every epoch and see the new epoch. Tokenisation runs in ``__getitem__``,
+i.e. in the workers.
+
 The training loader is rebuilt only when K of the P x K sampler changes (the phase plan decides
 K); the parsed dataset and the image dataset object are reused.
 """
@@ -11,8 +24,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -21,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from .bases import Record, ReIDDataset
 from .factory import build_dataset
 from .samplers import PKBatchSampler, RandomBatchSampler
+from .tokenize import CaptionTokenizer, build_tokenizer
 from .transforms import brightness, build_transforms
 
 logger = logging.getLogger("phasereid")
@@ -38,13 +53,45 @@ def read_image(path: str) -> Image.Image:
 
 
 class ImageDataset(Dataset):
-    """Records -> batch items (dicts). The brightness is measured after augmentation."""
+    """Records -> batch items (dicts). The brightness is measured after augmentation.
 
-    def __init__(self, records: Sequence[Record], transform, pixel_mean, pixel_std):
+    Args:
+        records: the split's records.
+        transform: image transform (``build_transforms``).
+        pixel_mean, pixel_std: the normalisation, to de-normalise for the brightness.
+        tokenizer: with a tokenizer, items also carry ``caption``, ``text_ids`` (L,) and
+            ``text_mask`` (L,): one of the record's captions drawn per (seed, epoch, index)
+            (module docstring); every record must then have a caption.
+        caption_seed: SOLVER.SEED, the first word of the caption draw's seed.
+    """
+
+    def __init__(self, records: Sequence[Record], transform, pixel_mean, pixel_std,
+                 tokenizer: Optional[CaptionTokenizer] = None, caption_seed: int = 0):
         self.records = list(records)
         self.transform = transform
         self.pixel_mean = list(pixel_mean)
         self.pixel_std = list(pixel_std)
+        self.tokenizer = tokenizer
+        self.caption_seed = int(caption_seed)
+        self.epoch = 0
+        if tokenizer is not None:
+            missing = [r.path for r in self.records if not r.captions]
+            if missing:
+                raise ValueError(f"{len(missing)} image(s) have no caption but text is on, "
+                                 f"e.g. {missing[0]}")
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the caption draw (call before iterating; workers are re-created per
+        epoch, so they see it)."""
+        self.epoch = int(epoch)
+
+    def caption(self, index: int) -> str:
+        """The caption of item ``index`` in the current epoch."""
+        captions = self.records[index].captions
+        if len(captions) == 1:
+            return captions[0]
+        rng = np.random.default_rng([self.caption_seed, self.epoch, index])
+        return captions[int(rng.integers(len(captions)))]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -52,7 +99,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         img = self.transform(read_image(record.path))
-        return {
+        item = {
             "img": img,
             "pid": record.pid,
             "camid": record.camid,
@@ -61,6 +108,11 @@ class ImageDataset(Dataset):
             "brightness": brightness(img, self.pixel_mean, self.pixel_std),
             "index": index,
         }
+        if self.tokenizer is not None:
+            caption = self.caption(index)
+            ids, mask = self.tokenizer([caption])
+            item.update(caption=caption, text_ids=ids[0], text_mask=mask[0])
+        return item
 
 
 def world_info():
@@ -108,6 +160,7 @@ def build_train_loader(cfg, train_set: ImageDataset, num_instances: int) -> Data
                                      num_replicas=world, rank=rank)
     else:
         raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not 'pk' or 'random'")
+    # No persistent_workers: workers are re-created each epoch, so they see train_set.set_epoch.
     return DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
                       pin_memory=torch.cuda.is_available())
 
@@ -136,12 +189,18 @@ def build_dataset_rank0_first(cfg) -> ReIDDataset:
 def make_dataloader(cfg, dataset: ReIDDataset = None) -> ReIDData:
     """Parse the dataset named by the config (once) and build the test loader.
 
-    Training loaders come from :func:`build_train_loader` with the K of the current phase.
+    Training loaders come from :func:`build_train_loader` with the K of the current phase. With
+    DATASETS.CAPTION_SOURCE != 'none' the training items carry text (module docstring); a
+    ``dataset`` passed in must then have its captions (``build_dataset`` applies the source).
     """
     if dataset is None:
         dataset = build_dataset_rank0_first(cfg)
         logger.info(dataset.statistics())
+    tokenizer = None
+    if cfg.DATASETS.CAPTION_SOURCE != "none":
+        tokenizer = build_tokenizer(cfg)
     train_set = ImageDataset(dataset.train, build_transforms(cfg, is_train=True),
-                             cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+                             cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, tokenizer=tokenizer,
+                             caption_seed=cfg.SOLVER.SEED)
     test_set, test_loader = build_test_loader(cfg, dataset.test)
     return ReIDData(dataset, train_set, test_set, test_loader)

@@ -725,12 +725,13 @@ def near_twin_pairs(dataset_dir: str) -> List[Tuple[int, int, str]]:
 
 def load_synth(root: str, num_train_ids: int = 150, num_test_ids: int = 100, seed: int = 0,
                image_size: Sequence[int] = (128, 64), workers: Optional[int] = None,
-               twin_share: float = DEFAULT_TWIN_SHARE) -> ReIDDataset:
+               twin_share: float = DEFAULT_TWIN_SHARE, caption_lang: str = "en") -> ReIDDataset:
     """SynthPedes as a :class:`ReIDDataset` (DATASETS.NAMES 'synth'), generated on first use.
 
     The folders are parsed by ``load_market_style`` (the Market-1501 code: junk dropped,
     distractors kept in the gallery, train pids relabelled). Each record then gets its view id
-    (0 front / 1 back / 2 side), its English captions (empty for distractors) and ``attrs``:
+    (0 front / 1 back / 2 side), its captions (``reid_raw.json``, English, or
+    ``reid_raw_vi.json``, Vietnamese, by ``caption_lang``; empty for distractors) and ``attrs``:
     ``raw_pid``, ``dark`` (dark camera), ``view``, ``occluded``, ``near_twin`` (its identity has
     a near-twin), ``twin_of``, ``twin_detail``, ``distractor`` and ``identity`` (the attribute
     dict; None for distractors).
@@ -741,7 +742,10 @@ def load_synth(root: str, num_train_ids: int = 150, num_test_ids: int = 100, see
         seed, image_size: generator seed and (height, width).
         workers: rendering processes when the dataset has to be generated.
         twin_share: share of near-twin identities (see ``generate_synthpedes``).
+        caption_lang: 'en' | 'vi' (DATASETS.CAPTION_LANG).
     """
+    if caption_lang not in ("en", "vi"):
+        raise ValueError(f"synth: caption language '{caption_lang}' is not 'en' or 'vi'")
     if num_train_ids < 1 or num_test_ids < 1:
         raise ValueError(f"SynthPedes needs >= 1 train and >= 1 test identity "
                          f"(got {num_train_ids} / {num_test_ids})")
@@ -752,8 +756,9 @@ def load_synth(root: str, num_train_ids: int = 150, num_test_ids: int = 100, see
     meta = read_meta(dataset_dir)
     dark = set(meta["dark_cameras"])
     attributes = _read_json(os.path.join(dataset_dir, "attributes.json"))
+    caption_file = "reid_raw.json" if caption_lang == "en" else "reid_raw_vi.json"
     captions = {r["file_path"]: r["captions"]
-                for r in _read_json(os.path.join(dataset_dir, "reid_raw.json"))}
+                for r in _read_json(os.path.join(dataset_dir, caption_file))}
 
     def annotate(rec: Record) -> Record:
         rel = os.path.relpath(rec.path, dataset_dir).replace(os.sep, "/")
@@ -779,7 +784,8 @@ def load_synth(root: str, num_train_ids: int = 150, num_test_ids: int = 100, see
     info = {"folder": dataset_dir,
             "dark cameras (0-based)": str(sorted(dark)),
             "camera mean luma": lumas,
-            "near-twin pairs": str(meta["counts"]["near_twin_pairs"])}
+            "near-twin pairs": str(meta["counts"]["near_twin_pairs"]),
+            "caption language": caption_lang}
     return ReIDDataset("synth", [annotate(r) for r in base.train], [annotate(r) for r in base.query],
                        [annotate(r) for r in base.gallery], info=info)
 

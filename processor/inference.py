@@ -107,8 +107,22 @@ def summarise_results(results: List[EvalResult]) -> Dict[str, float]:
     return summary
 
 
+def check_evaluable(dataset) -> None:
+    """Raise a clear error when the dataset has no image re-ID evaluation split.
+
+    The text-based person search datasets (``datasets/text_datasets.py``) have ``splits == []``:
+    their test images have no query / gallery roles for image re-ID.
+    """
+    if not dataset.splits:
+        raise ValueError(
+            f"{dataset.name} has no image re-ID evaluation split (a text-based person search "
+            "dataset); text-to-image evaluation is not implemented yet: set SOLVER.EVAL_PERIOD 0 "
+            "to train")
+
+
 def do_inference(cfg, model, data, device) -> Dict[str, float]:
     """Extract test features and evaluate every split; returns percent metrics."""
+    check_evaluable(data.dataset)
     feats = extract_features(model, data.test_loader, device, cfg.TEST.NECK_FEAT)
     pids = np.array([r.pid for r in data.dataset.test])
     camids = np.array([r.camid for r in data.dataset.test])

@@ -1,0 +1,133 @@
+"""Captions -> token ids and masks for the text tower (open_clip's tokenizers).
+
+``build_tokenizer(cfg)`` returns a :class:`CaptionTokenizer` for MODEL.TEXT.OPEN_CLIP_MODEL (or
+CLIP's BPE for MODEL.TEXT.TINY) with L = MODEL.TEXT.CONTEXT_LENGTH tokens per caption::
+
+    tok = build_tokenizer(cfg)
+    ids, mask = tok(["A man in a red shirt."])   # (1, L) int64, (1, L) bool
+    tok.tokens(ids[0])   # ['<start_of_text>', 'a', 'man', 'in', 'a', 'red', 'shirt', '.', '<end_of_text>']
+
+Semantics follow open_clip (``open_clip.get_tokenizer``), which is what its text towers expect:
+
+- CLIP models (e.g. 'ViT-B-16'): open_clip's ``SimpleTokenizer``, CLIP's byte-level BPE (vocabulary
+  ``bpe_simple_vocab_16e6.txt.gz`` shipped inside the open_clip package, so it works offline). A
+  caption is lower-cased and whitespace-cleaned, then encoded as ``[SOT=49406] + BPE + [EOT=49407]``
+  and zero-padded to L. A caption longer than L tokens is TRUNCATED to its first L tokens and the
+  last one is overwritten with EOT (open_clip's rule), so every row ends its real tokens with EOT,
+  which is where CLIP pools its text feature. ``mask`` is True from SOT to EOT inclusive and False
+  on the padding; it is computed from the EOT position, not from ``ids != 0``, because id 0 is
+  also a real BPE token ('!').
+- Models whose tokenizer is a Hugging Face tokenizer (SigLIP, e.g. the multilingual
+  'ViT-B-16-SigLIP-i18n-256', or ``hf-hub:`` names): open_clip loads it through ``transformers``,
+  which needs the files in the Hugging Face cache. Offline without them, :func:`build_tokenizer`
+  raises an error saying so. ``mask`` is ``ids != pad_token_id`` for these.
+
+The tokenizer is picklable (DataLoader workers tokenise in ``__getitem__``).
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+
+CLIP_BPE_MODEL = "ViT-B-16"  # MODEL.TEXT.TINY uses this model's tokenizer (CLIP BPE)
+
+
+def _open_clip():
+    try:
+        import open_clip
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise ImportError(f"captions need open_clip: pip install open-clip-torch ({exc})") from None
+    return open_clip
+
+
+class CaptionTokenizer:
+    """Wraps an open_clip tokenizer: ``__call__(texts) -> (ids, mask)`` and ``tokens(row)``.
+
+    Args:
+        tokenizer: the object returned by ``open_clip.get_tokenizer``.
+        context_length: L, tokens per caption (padding / truncation length).
+        model_name: the open_clip model the tokenizer belongs to (for messages).
+    """
+
+    def __init__(self, tokenizer, context_length: int, model_name: str):
+        self.tokenizer = tokenizer
+        self.context_length = int(context_length)
+        self.model_name = model_name
+        self.eot_token_id = getattr(tokenizer, "eot_token_id", None)
+        self.is_clip_bpe = type(tokenizer).__name__ == "SimpleTokenizer"
+        self.pad_token_id = None
+        if not self.is_clip_bpe:
+            hf = getattr(tokenizer, "tokenizer", None)
+            self.pad_token_id = getattr(hf, "pad_token_id", None)
+            if self.pad_token_id is None:
+                raise ValueError(f"the tokenizer of '{model_name}' ({type(tokenizer).__name__}) "
+                                 "has no pad token id, so the text mask cannot be computed")
+
+    def __call__(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (n, L) int64 and mask (n, L) bool (True on real tokens incl. SOT / EOT)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        ids = self.tokenizer(list(texts), context_length=self.context_length).long()
+        if self.is_clip_bpe:
+            # open_clip's truncation keeps EOT last, so every row holds exactly one EOT.
+            is_eot = ids == self.eot_token_id
+            last = is_eot.int().argmax(dim=1)
+            mask = torch.arange(ids.shape[1]).unsqueeze(0) <= last.unsqueeze(1)
+        else:
+            mask = ids != self.pad_token_id
+        return ids, mask
+
+    def tokens(self, ids_row: torch.Tensor) -> List[str]:
+        """Readable token strings of one row, up to its last real token (for attention figures).
+
+        CLIP BPE: each id decoded on its own by open_clip's ``SimpleTokenizer`` decoder, the
+        end-of-word marker stripped (so a word split into pieces shows as several strings; a
+        multi-byte character split across tokens shows as U+FFFD).
+        """
+        row = [int(i) for i in torch.as_tensor(ids_row).flatten().tolist()]
+        if self.is_clip_bpe:
+            end = row.index(self.eot_token_id) + 1 if self.eot_token_id in row else len(row)
+            return [self.tokenizer.decode([i]).strip() for i in row[:end]]
+        keep = [i for i in row if i != self.pad_token_id]
+        return list(self.tokenizer.tokenizer.convert_ids_to_tokens(keep))
+
+    def __repr__(self) -> str:
+        return (f"CaptionTokenizer({self.model_name!r}, {type(self.tokenizer).__name__}, "
+                f"context_length={self.context_length})")
+
+
+def build_tokenizer(cfg) -> CaptionTokenizer:
+    """The caption tokenizer of MODEL.TEXT (OPEN_CLIP_MODEL, TINY, CONTEXT_LENGTH).
+
+    Raises:
+        ValueError: an unknown open_clip model name (open_clip itself would silently fall back
+            to CLIP's BPE) or a context length < 2.
+        RuntimeError: the model's tokenizer cannot be loaded (e.g. a Hugging Face tokenizer
+            that is not in the local cache and no internet).
+    """
+    t = cfg.MODEL.TEXT
+    model_name = CLIP_BPE_MODEL if t.TINY else t.OPEN_CLIP_MODEL
+    return build_tokenizer_for(model_name, t.CONTEXT_LENGTH)
+
+
+def build_tokenizer_for(model_name: str, context_length: int) -> CaptionTokenizer:
+    """:func:`build_tokenizer` for an explicit open_clip model name and context length."""
+    open_clip = _open_clip()
+    if context_length < 2:
+        raise ValueError(f"MODEL.TEXT.CONTEXT_LENGTH must be >= 2 (SOT + EOT), got {context_length}")
+    has_schema = model_name.startswith(("hf-hub:", "local-dir:"))
+    if not has_schema and open_clip.get_model_config(model_name) is None:
+        raise ValueError(f"MODEL.TEXT.OPEN_CLIP_MODEL '{model_name}' is not an open_clip model "
+                         "(see open_clip.list_models())")
+    try:
+        tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
+    except Exception as exc:  # transformers / huggingface_hub raise OSError, ValueError, ...
+        raise RuntimeError(
+            f"cannot load the tokenizer of open_clip model '{model_name}' ({type(exc).__name__}: "
+            f"{exc}). Its tokenizer is not CLIP's BPE (which ships with open_clip) but a Hugging "
+            "Face tokenizer that must be in the local Hugging Face cache: download it once with "
+            "internet (e.g. python -c \"import open_clip; open_clip.get_tokenizer('"
+            f"{model_name}')\"), or set MODEL.TEXT.OPEN_CLIP_MODEL to a CLIP model (e.g. "
+            "'ViT-B-16') whose BPE ships with open_clip.") from exc
+    return CaptionTokenizer(tokenizer, context_length, model_name)
