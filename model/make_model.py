@@ -7,7 +7,20 @@ Output contract (DESIGN.md section 2), a dict:
 - ``local_feats`` / ``local_feats_bn`` / ``local_logits``: JPM parts (MODEL.JPM only);
 - ``patch_tokens``: (B, N, D) final patch tokens (or the ResNet feature map, flattened);
 - ``supcon_z``: L2-normalised SupCon projection of the global feature (LOSS.SUPCON.ENABLE,
-  training mode only).
+  training mode only);
+- ``clip_feat`` (B, C): the CLIP tower's feature (MODEL.USE_CLIP, model/clip_fusion.py), and
+  ``clip_gate`` (B, 1) the quickwin gate of the global feature. With CLIP fusion, ``feat`` is
+  the fused global feature (and, for quickwin with JPM, ``local_feats`` the fused parts): the
+  BNNeck, the classifier, every loss and the test feature see the fused features;
+- ``tgmim_pred`` (B, 3, gh*r, gw*r), ``tgmim_mask`` (B, gh, gw) bool and ``tgmim_attn``
+  (B, N, L): the TG-MIM branch (LOSS.TGMIM.ENABLE, model/tgmim.py), computed only when the
+  model is called with ``text_ids`` / ``text_mask`` and ``tgmim=True`` -- a second, masked
+  forward of the backbone whose patch tokens attend to the caption's tokens (text encoder:
+  model/text_encoder.py) and are decoded to pixels.
+
+Training-only modules (``TRAINING_ONLY_PREFIXES``: the SupCon projection, the TG-MIM head and
+the text encoder) do not contribute to the test feature; test.py loads checkpoints with or
+without them.
 
 Heads follow TransReID / reid-strong-baseline: BatchNorm1d with a frozen zero bias (BNNeck),
 classifier Linear without bias initialised N(0, 0.001); with JPM, one BNNeck + classifier per
@@ -19,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -29,8 +42,14 @@ from utils.checkpoint import load_model_weights
 from .backbones.resnet import build_resnet50_backbone
 from .backbones.vit_transreid import build_transreid_backbone
 from .backbones.vit_weights import LoadReport, load_vit_pretrained, read_state_dict, unwrap_state_dict
+from .clip_fusion import build_clip_fusion
+from .text_encoder import build_text_encoder
+from .tgmim import TGMIMHead
 
 logger = logging.getLogger("phasereid")
+
+# modules used by training losses only (not by the test feature)
+TRAINING_ONLY_PREFIXES = ("projection.", "tgmim.", "text_encoder.")
 
 
 class BNNeckHead(nn.Module):
@@ -82,11 +101,19 @@ class ReIDModel(nn.Module):
         neck: 'bnneck' or 'no'.
         num_parts: JPM parts (0 = no JPM).
         projection: optional SupCon :class:`ProjectionHead` (output ``supcon_z``).
+        clip_fusion: optional :class:`model.clip_fusion.ClipFusion` applied to the backbone's
+            features (outputs ``clip_feat``; ``feat`` / ``local_feats`` become the fused ones).
+        text_encoder, tgmim: optional :class:`model.text_encoder.TextEncoder` and
+            :class:`model.tgmim.TGMIMHead` (TG-MIM; both or neither).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, neck: str = "bnneck",
-                 num_parts: int = 0, projection: Optional[nn.Module] = None):
+                 num_parts: int = 0, projection: Optional[nn.Module] = None,
+                 clip_fusion: Optional[nn.Module] = None,
+                 text_encoder: Optional[nn.Module] = None, tgmim: Optional[nn.Module] = None):
         super().__init__()
+        if (text_encoder is None) != (tgmim is None):
+            raise ValueError("TG-MIM needs both a text encoder and its head")
         if neck not in ("bnneck", "no"):
             raise ValueError(f"MODEL.NECK '{neck}' is not 'bnneck' or 'no'")
         self.backbone = backbone
@@ -98,12 +125,53 @@ class ReIDModel(nn.Module):
         self.local_heads = nn.ModuleList(
             BNNeckHead(self.feat_dim, num_classes, use_bn) for _ in range(num_parts))
         self.projection = projection
+        self.clip_fusion = clip_fusion
+        self.text_encoder = text_encoder
+        self.tgmim = tgmim
+
+    def lr_scales(self) -> Dict[str, float]:
+        """Parameter-name prefix -> LR scale that the model itself requires (merged under
+        SOLVER.LR_SCALES by the optimiser; an explicit SOLVER.LR_SCALES entry wins)."""
+        scales: Dict[str, float] = {}
+        if self.clip_fusion is not None and self.clip_fusion.tower_lr_scale is not None:
+            scales["clip_fusion.tower."] = self.clip_fusion.tower_lr_scale
+        if self.text_encoder is not None and not self.text_encoder.frozen:
+            scales["text_encoder."] = self.text_encoder.lr_scale
+        return scales
+
+    def _fuse(self, img: torch.Tensor, out: dict) -> dict:
+        """CLIP fusion of the backbone outputs (identity without it): 'feat' (and quickwin's
+        'local_feats') replaced by the fused features, 'clip_feat' / 'clip_gate' added."""
+        if self.clip_fusion is None:
+            return out
+        return {**out, **self.clip_fusion(img, out["feat"], out.get("local_feats"))}
+
+    def _masked_image_modelling(self, img, camids, viewids, text_ids, text_mask) -> dict:
+        """The TG-MIM forward: mask, masked backbone pass, text cross-attention, decoder."""
+        if self.tgmim is None:
+            raise RuntimeError("tgmim=True but the model has no TG-MIM branch: set "
+                               "LOSS.TGMIM.ENABLE True")
+        if text_ids is None or text_mask is None:
+            raise ValueError("the TG-MIM forward needs text_ids and text_mask (batch fields of "
+                             "DATASETS.CAPTION_SOURCE 'annotation' | 'attributes')")
+        mask = self.tgmim.sample_mask(img.shape[0], img.device)
+        tokens = self.backbone.forward_features(img, camids, viewids, token_mask=mask.flatten(1),
+                                                mask_token=self.tgmim.mask_token)
+        text = self.text_encoder(text_ids, text_mask)
+        pred, attn = self.tgmim(tokens[:, 1:], text, text_mask)
+        return {"tgmim_pred": pred, "tgmim_mask": mask, "tgmim_attn": attn}
 
     def forward(self, img: torch.Tensor, camids: Optional[torch.Tensor] = None,
-                viewids: Optional[torch.Tensor] = None) -> dict:
-        out = self.backbone(img, camids=camids, viewids=viewids)
+                viewids: Optional[torch.Tensor] = None, text_ids: Optional[torch.Tensor] = None,
+                text_mask: Optional[torch.Tensor] = None, tgmim: bool = False) -> dict:
+        """Outputs of the module docstring; ``tgmim=True`` (training with TG-MIM) adds the
+        masked, text-guided forward's outputs."""
+        out = self._fuse(img, self.backbone(img, camids=camids, viewids=viewids))
         feat_bn, logits = self.head(out["feat"])
         result = {"feat": out["feat"], "feat_bn": feat_bn, "patch_tokens": out["patch_tokens"]}
+        for key in ("clip_feat", "clip_gate"):
+            if key in out:
+                result[key] = out[key]
         if logits is not None:
             result["logits"] = logits
         if self.projection is not None and self.training:
@@ -114,6 +182,8 @@ class ReIDModel(nn.Module):
             result["local_feats_bn"] = [p[0] for p in parts]
             if self.training:
                 result["local_logits"] = [p[1] for p in parts]
+        if tgmim:
+            result.update(self._masked_image_modelling(img, camids, viewids, text_ids, text_mask))
         return result
 
     def test_feature(self, outputs: dict, neck_feat: str) -> torch.Tensor:
@@ -143,6 +213,27 @@ def build_backbone(cfg, num_cams: int, num_views: int) -> nn.Module:
         divide_length=m.DEVIDE_LENGTH, rearrange=m.RE_ARRANGE)
 
 
+def build_tgmim(cfg, backbone: nn.Module):
+    """(text encoder, TG-MIM head) when LOSS.TGMIM.ENABLE, else (None, None)."""
+    g = cfg.LOSS.TGMIM
+    if not g.ENABLE:
+        return None, None
+    if cfg.MODEL.NAME != "transformer":
+        raise ValueError(f"LOSS.TGMIM.ENABLE needs MODEL.NAME 'transformer', not "
+                         f"'{cfg.MODEL.NAME}'")
+    sh, sw = backbone.stride_size
+    if sh != sw:
+        raise ValueError(f"TG-MIM decodes square stride cells; MODEL.STRIDE_SIZE {[sh, sw]} is "
+                         "not square")
+    text_encoder, report = build_text_encoder(cfg)
+    logger.info("TG-MIM text encoder (%s):\n%s", "frozen" if text_encoder.frozen else
+                f"trained at LR x {text_encoder.lr_scale:g}", report)
+    head = TGMIMHead(backbone.feat_dim, text_encoder.width, backbone.grid_size, sh,
+                     decoder_dim=g.DECODER_DIM, heads=g.HEADS, mask_ratio=g.MASK_RATIO,
+                     mask_mode=g.MASK_MODE)
+    return text_encoder, head
+
+
 def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDModel:
     """Build the model of a config and load MODEL.PRETRAIN_CHOICE weights.
 
@@ -163,8 +254,16 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDMode
                              "rule: positives share the identity; see LOSS.SUPCON.CAM_AWARE)")
         projection = ProjectionHead(backbone.feat_dim, sup.PROJ_HIDDEN, sup.PROJ_DIM,
                                     sup.FEAT_SRC)
-    model = ReIDModel(backbone, num_classes, m.NECK, m.DEVIDE_LENGTH if (
-        m.NAME == "transformer" and m.JPM) else 0, projection)
+    num_parts = m.DEVIDE_LENGTH if (m.NAME == "transformer" and m.JPM) else 0
+    clip_fusion = None
+    if m.USE_CLIP:
+        if m.NAME != "transformer":
+            raise ValueError("MODEL.USE_CLIP: CLIP fusion is built for the TransReID ViT "
+                             f"(MODEL.NAME 'transformer'), not '{m.NAME}'")
+        clip_fusion = build_clip_fusion(cfg, backbone.feat_dim, num_parts)
+    text_encoder, tgmim = build_tgmim(cfg, backbone)
+    model = ReIDModel(backbone, num_classes, m.NECK, num_parts, projection,
+                      clip_fusion=clip_fusion, text_encoder=text_encoder, tgmim=tgmim)
     choice = m.PRETRAIN_CHOICE
     if choice == "imagenet":
         if not m.PRETRAIN_PATH:

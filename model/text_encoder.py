@@ -53,6 +53,7 @@ class TextEncoder(nn.Module):
     Args:
         tower: an open_clip TextTransformer built with ``output_tokens=True``.
         frozen: no gradients and always eval mode.
+        lr_scale: LR factor of a trainable tower (MODEL.TEXT.LR_SCALE; ``ReIDModel.lr_scales``).
 
     Call: ``tokens = encoder(text_ids, text_mask)`` -> (B, L, width) after the final LayerNorm.
     ``text_mask`` is not used by the causal tower itself (CLIP's causal attention already keeps
@@ -60,10 +61,11 @@ class TextEncoder(nn.Module):
     padding as keys.
     """
 
-    def __init__(self, tower: nn.Module, frozen: bool):
+    def __init__(self, tower: nn.Module, frozen: bool, lr_scale: float = 1.0):
         super().__init__()
         self.tower = tower
         self.frozen = frozen
+        self.lr_scale = float(lr_scale)
         self.width = int(tower.width)
         self.context_length = int(tower.context_length)
         if frozen:
@@ -192,7 +194,7 @@ def build_text_encoder(cfg) -> Tuple[TextEncoder, str]:
         state = _pretrained_text_state(t.OPEN_CLIP_MODEL, pretrained)
         report = f"  {name}: " + load_text_weights(
             tower, state, f"open_clip '{t.OPEN_CLIP_MODEL}' / '{pretrained}'").strip()
-    return TextEncoder(tower, frozen=bool(t.FREEZE)), report
+    return TextEncoder(tower, frozen=bool(t.FREEZE), lr_scale=t.LR_SCALE), report
 
 
 def _pretrained_text_state(model_name: str, tag: str) -> Dict[str, torch.Tensor]:

@@ -1,7 +1,9 @@
 """Optimiser with TransReID-style parameter groups.
 
 For every trainable parameter: lr = BASE_LR * scale * (BIAS_LR_FACTOR for biases), where scale
-is the factor of the longest SOLVER.LR_SCALES prefix matching the parameter name (1 if none);
+is the factor of the longest prefix matching the parameter name (1 if none) among SOLVER.LR_SCALES
+and the scales the model itself requires (``model.lr_scales()``, e.g. a trained HF CLIP tower at
+MODEL.CLIP_LR_SCALE; an explicit SOLVER.LR_SCALES entry wins for the same prefix);
 weight decay = WEIGHT_DECAY, or 0 for biases, normalisation weights and the token/position/SIE
 embeddings when SOLVER.NO_DECAY_BIAS_NORM is True. Parameters with the same (scale, decay) share
 one group; each group keeps its ``lr_scale`` so the scheduler can set lr = base(epoch) * scale.
@@ -39,14 +41,24 @@ def is_no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim <= 1 or name.endswith(".bias") or any(t in name for t in _NO_DECAY_NAMES)
 
 
+def model_lr_scales(model: torch.nn.Module) -> Dict[str, float]:
+    """The prefix -> scale map a model requires (its ``lr_scales()``; {} without one). A DDP
+    wrapper is unwrapped."""
+    net = model.module if hasattr(model, "module") else model
+    own = getattr(net, "lr_scales", None)
+    return dict(own()) if callable(own) else {}
+
+
 def param_groups(cfg, model: torch.nn.Module) -> List[dict]:
     s = cfg.SOLVER
-    scales = parse_lr_scales(list(s.LR_SCALES))
-    unused = [p for p in scales if not any(n.startswith(p) for n, _ in model.named_parameters())]
+    net = model.module if hasattr(model, "module") else model   # names without 'module.'
+    explicit = parse_lr_scales(list(s.LR_SCALES))
+    unused = [p for p in explicit if not any(n.startswith(p) for n, _ in net.named_parameters())]
     if unused:
         raise ValueError(f"SOLVER.LR_SCALES prefixes {unused} match no parameter of the model")
+    scales = {**model_lr_scales(net), **explicit}
     groups: Dict[Tuple[float, float], List[torch.Tensor]] = {}
-    for name, param in model.named_parameters():
+    for name, param in net.named_parameters():
         if not param.requires_grad:
             continue
         scale = lr_scale_of(name, scales)

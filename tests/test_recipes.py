@@ -2,7 +2,8 @@
 
 The real datasets and ImageNet weights are not available here, so the recipes are checked with
 random init and the dataset's camera / view counts (Market 6 cams, Duke 8, MSMT17 15, VeRi 20
-cams x 8 views, VehicleID none).
+cams x 8 views, VehicleID none); recipes with CLIP fusion get a tiny random-init CLIP tower
+(MODEL.CLIP_TINY) instead of the downloaded one.
 """
 import glob
 import os
@@ -26,10 +27,10 @@ def recipes(repo_root, synth=False):
 @pytest.mark.slow
 def test_recipes_build_and_forward(repo_root):
     paths = recipes(repo_root)
-    assert len(paths) == 25
+    assert len(paths) == 27
     built = set()
     for path in paths:
-        cfg = load_config(path, ["MODEL.PRETRAIN_CHOICE", "none"])
+        cfg = load_config(path, ["MODEL.PRETRAIN_CHOICE", "none", "MODEL.CLIP_TINY", "True"])
         key = (cfg.MODEL.dump(), cfg.INPUT.dump(), cfg.LOSS.SUPCON.dump(), cfg.DATASETS.NAMES)
         if key in built:   # the loss variants of one dataset share the model
             continue
@@ -79,3 +80,33 @@ def test_model_b_variants_do_what_the_readme_says(repo_root, dataset):
                          ("ce_triplet_tripletx_brightness", 0.0)):
         s = plan(name).state(1)
         assert (s.routing, s.num_instances, s.weight("supcon")) == (True, 8, supcon)
+
+
+def test_veri_clip_variants_do_what_the_readme_says(repo_root):
+    """Model B README 4.6 / table row W5: CE + Triplet, P x K 8 x 4, plus CLIP fusion."""
+    def load(name):
+        path = os.path.join(repo_root, "configs", "VeRi", f"deit_transreid_stride_{name}.yml")
+        return load_config(path)
+
+    baseline = load("baseline")
+    for name in ("ce_triplet_openclip_minimal", "ce_triplet_tinyclip_quickwin"):
+        cfg = load(name)
+        s = PhasePlan(cfg).state(1)
+        assert (s.metric, s.num_instances, s.weight("supcon"), s.routing) == (
+            "triplet", 4, 0.0, False), name
+        assert (cfg.SOLVER.IMS_PER_BATCH, list(cfg.LOSS.NAMES)) == (32, ["id", "triplet"]), name
+        assert cfg.MODEL.USE_CLIP and not cfg.MODEL.CLIP_TINY and cfg.MODEL.JPM, name
+        # apart from the CLIP keys and the output folder, the recipe is B0
+        clipless = cfg.clone()
+        clipless.defrost()
+        for key in [k for k in clipless.MODEL if k.startswith("CLIP_") or k == "USE_CLIP"]:
+            clipless.MODEL[key] = baseline.MODEL[key]
+        clipless.OUTPUT_DIR = baseline.OUTPUT_DIR
+        assert clipless.dump() == baseline.dump(), name
+    m = load("ce_triplet_openclip_minimal").MODEL
+    assert (m.CLIP_IMPL, m.CLIP_FUSION, m.CLIP_BACKBONE, m.CLIP_PRETRAIN, list(m.CLIP_INPUT_SIZE)) \
+        == ("open_clip", "minimal", "ViT-B-16", "laion2b_s34b_b88k", [224, 224])
+    m = load("ce_triplet_tinyclip_quickwin").MODEL
+    assert (m.CLIP_IMPL, m.CLIP_HF_ID, list(m.CLIP_INPUT_SIZE), m.CLIP_FINETUNE, m.CLIP_LR_SCALE,
+            m.CLIP_USE_AFEM, m.CLIP_USE_SEM_REFINE) == (
+        "hf", "wkcn/TinyCLIP-ViT-61M-32-Text-29M-LAION400M", [224, 224], True, 0.2, True, True)

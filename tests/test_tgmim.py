@@ -1,5 +1,6 @@
 """TG-MIM: token masks, the masked-pixel L1, the text-guided head, the text encoder and its
 weight loading, the attention figure, and the whole branch training on one batch."""
+import json
 import os
 
 import numpy as np
@@ -184,3 +185,125 @@ def test_masked_forward_replaces_masked_patch_embeddings_only():
     assert diff[0, 2] > 0 and diff[0, [0, 1, 3, 4, 5, 6, 7, 8]].sum() == 0 and diff[1].sum() == 0
     expected = mask_token[0, 0] + vit.pos_embed[0, 2]
     assert torch.allclose(masked[0, 2], expected, atol=1e-6)
+
+
+# -- the branch in the model, training, checkpoints ---------------------------------------
+TGMIM_OPTS = {
+    "DATASETS.CAPTION_SOURCE": "annotation", "MODEL.TEXT.TINY": "True",
+    "MODEL.TEXT.PRETRAINED": "''", "MODEL.TEXT.CONTEXT_LENGTH": "64",
+    "LOSS.TGMIM.ENABLE": "True", "LOSS.TGMIM.W": "1.0", "LOSS.TGMIM.DECODER_DIM": "32",
+    "LOSS.TGMIM.HEADS": "4",
+}
+
+
+def tgmim_model(synth_root, tmp_path, **overrides):
+    from conftest import tiny_opts
+    from datasets.make_dataloader import build_train_loader, make_dataloader
+    from losses.make_loss import make_loss
+    from model.make_model import make_model
+
+    cfg = load_config(opts=tiny_opts(synth_root, str(tmp_path), **{**TGMIM_OPTS, **overrides}))
+    data = make_dataloader(cfg)
+    torch.manual_seed(0)
+    model = make_model(cfg, data.num_classes, data.dataset.num_cams, data.dataset.num_views)
+    composer = make_loss(cfg, data.num_classes, model.feat_dim)
+    data.train_set.set_epoch(1)
+    batch = next(iter(build_train_loader(cfg, data.train_set, 4)))
+    return cfg, model, composer, batch
+
+
+def forward(model, batch):
+    return model(batch["img"], batch["camid"], batch["viewid"], text_ids=batch["text_ids"],
+                 text_mask=batch["text_mask"], tgmim=True)
+
+
+def test_tgmim_loss_falls_when_overfitting_one_batch(synth_root, tmp_path):
+    cfg, model, composer, batch = tgmim_model(synth_root, tmp_path)
+    state = composer.plan.state(1)
+    assert state.weight("tgmim") == 1.0
+    model.train()
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    losses = []
+    for _ in range(40):
+        torch.manual_seed(0)          # the same mask every step: a fixed reconstruction task
+        outputs = forward(model, batch)
+        total, parts = composer(outputs, batch, state)
+        assert {"id", "triplet", "tgmim"} <= set(parts)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(parts["tgmim"].item())
+    assert losses[-1] < 0.75 * losses[0] and losses == sorted(losses, reverse=True), losses[::8]
+    assert outputs["tgmim_pred"].shape == (batch["img"].shape[0], 3, 64, 32)
+    assert outputs["tgmim_mask"].shape == (batch["img"].shape[0], 4, 2)
+    assert outputs["tgmim_attn"].shape == (batch["img"].shape[0], 8, 64)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_model_text_gradients_only_when_trainable(synth_root, tmp_path, frozen):
+    from solver.make_optimizer import param_groups
+
+    cfg, model, composer, batch = tgmim_model(synth_root, tmp_path,
+                                              **{"MODEL.TEXT.FREEZE": str(frozen),
+                                                 "MODEL.TEXT.LR_SCALE": "0.1"})
+    model.train()
+    total, _ = composer(forward(model, batch), batch, composer.plan.state(1))
+    total.backward()
+    # the pooled-output projection is not used by TG-MIM (it reads the tokens)
+    text_grads = [p.grad for n, p in model.text_encoder.named_parameters()
+                  if "text_projection" not in n]
+    head_grads = [p.grad for p in model.tgmim.parameters()]
+    assert all(g is not None for g in head_grads)
+    if frozen:
+        assert all(g is None for g in text_grads)
+        assert model.lr_scales() == {}
+    else:
+        assert all(g is not None for g in text_grads)
+        assert model.lr_scales() == {"text_encoder.": 0.1}
+        ids = {id(p) for p in model.text_encoder.parameters()}
+        text_groups = [g for g in param_groups(cfg, model) if ids & {id(p) for p in g["params"]}]
+        assert {g["lr_scale"] for g in text_groups} <= {0.1, 0.1 * cfg.SOLVER.BIAS_LR_FACTOR}
+
+
+def test_without_tgmim_flag_no_masked_forward_and_errors_name_the_fix(synth_root, tmp_path):
+    cfg, model, composer, batch = tgmim_model(synth_root, tmp_path)
+    out = model(batch["img"], batch["camid"], batch["viewid"])
+    assert not any(k.startswith("tgmim") for k in out)
+    with pytest.raises(KeyError, match="tgmim_pred.*LOSS.TGMIM.ENABLE"):
+        composer(out, batch, composer.plan.state(1))
+    with pytest.raises(ValueError, match="needs text_ids"):
+        model(batch["img"], batch["camid"], batch["viewid"], tgmim=True)
+    from processor.phases import PhasePlan
+    bad = load_config(opts=["LOSS.TGMIM.ENABLE", "True"])
+    with pytest.raises(ValueError, match="CAPTION_SOURCE is 'none'"):
+        PhasePlan(bad)
+
+
+def test_train_with_tgmim_logs_the_loss_and_figure_and_tests_without_the_branch(
+        synth_root, tmp_path):
+    import test as test_script
+    import train as train_script
+    from conftest import tiny_opts
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from utils.checkpoint import load_checkpoint
+
+    out = str(tmp_path / "run")
+    opts = tiny_opts(synth_root, out, **TGMIM_OPTS, **{"SOLVER.MAX_EPOCHS": "1",
+                                                       "SOLVER.EVAL_PERIOD": "0"})
+    assert train_script.main(opts) == 0
+    log = open(os.path.join(out, "train_log.txt")).read()
+    assert "tgmim" in log.split("Epoch 1/1")[1].split("\n")[0]
+    events = EventAccumulator(os.path.join(out, "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert "train/tgmim" in events.Tags()["scalars"]
+    assert "tgmim/attention" in events.Tags()["images"]
+    ckpt = load_checkpoint(os.path.join(out, "transformer_1.pth"))
+    assert not any(k.startswith(("tgmim.", "text_encoder.")) for k in ckpt["model"])
+    resume = load_checkpoint(os.path.join(out, "resume.pth"))
+    assert any(k.startswith("text_encoder.") for k in resume["model"])
+    test_out = str(tmp_path / "test")
+    assert test_script.main(["TEST.WEIGHT", os.path.join(out, "transformer_1.pth"),
+                             "OUTPUT_DIR", test_out, "TEST.VIS_QUERIES", "0"]) == 0
+    summary = json.load(open(os.path.join(test_out, "summary.json")))
+    assert summary["metrics"]["mAP"] > 0
