@@ -4,12 +4,13 @@ The phase plan (processor/phases.py, owned by the loss composer) is printed at t
 gives every epoch its PhaseState. One epoch (1-based ``epoch``):
   state = plan.state(epoch) -> scheduler.step(epoch) -> build/reuse the train loader for the
   state's K (only the sampler/loader is rebuilt, only when K changes) -> set the sampler's
-  epoch -> iterate (forward, composed loss with the state's weights, finite check, backward,
-  frozen parameters' gradients dropped, optional clipping, step) -> one log line with the phase,
-  K and every loss component, lr, time and images/s (+ tensorboard: the same, plus the phase
-  index and every weight) ->
-  evaluation every SOLVER.EVAL_PERIOD epochs and at the last epoch (unless the period is 0)
-  -> transformer_<epoch>.pth every
+  epoch and the train set's (which draws each image's caption) -> iterate (forward -- plus the
+  masked, text-guided TG-MIM forward in epochs where its weight is > 0 --, composed loss with
+  the state's weights, finite check, backward, frozen parameters' gradients dropped, optional
+  clipping, step) -> one log line with the phase, K and every loss component, lr, time and
+  images/s (+ tensorboard: the same, plus the phase index, every weight and, with TG-MIM, the
+  first image's cross-attention figure) -> evaluation every SOLVER.EVAL_PERIOD epochs and at the
+  last epoch (unless the period is 0) -> transformer_<epoch>.pth every
   SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch -> resume.pth.
 
 A non-finite loss stops the run with FloatingPointError naming the component; it is raised
@@ -27,8 +28,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from datasets.make_dataloader import build_train_loader, world_info
+from model.make_model import TRAINING_ONLY_PREFIXES
 from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
 from utils.meters import AverageMeter
+from utils.visualize import tgmim_attention_figure
 
 from .inference import METRIC_KEYS, do_inference, unwrap
 from .phases import PhaseState, frozen_parameters
@@ -95,10 +98,22 @@ class Trainer:
         """Parameters whose updates are skipped this epoch (the phase's FREEZE_SEQ prefixes)."""
         self._frozen = frozen_parameters(unwrap(self.model), state.freeze)
 
+    def model_inputs(self, batch: dict, state: PhaseState) -> dict:
+        """Keyword inputs of the model for this phase: the text and the masked TG-MIM forward
+        only when TG-MIM weighs > 0 (epochs without it pay nothing)."""
+        if state.weight("tgmim") <= 0:
+            return {}
+        missing = [k for k in ("text_ids", "text_mask") if k not in batch]
+        if missing:
+            raise KeyError(f"TG-MIM needs batch fields {missing}: set DATASETS.CAPTION_SOURCE "
+                           "to 'annotation' or 'attributes'")
+        return {"text_ids": batch["text_ids"], "text_mask": batch["text_mask"], "tgmim": True}
+
     def train_epoch(self, epoch: int, state: PhaseState) -> Dict[str, float]:
         cfg = self.cfg
         loader = self.train_loader(state.num_instances)
         loader.batch_sampler.set_epoch(epoch)
+        self.data.train_set.set_epoch(epoch)   # the caption drawn for each image this epoch
         self.model.train()
         meters = {"loss": AverageMeter()}
         start, seen = time.time(), 0
@@ -109,8 +124,11 @@ class Trainer:
                      for k, v in batch.items()}
             img = batch["img"]
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                outputs = self.model(img, batch["camid"], batch["viewid"])
+                outputs = self.model(img, batch["camid"], batch["viewid"],
+                                     **self.model_inputs(batch, state))
                 total, parts = self.composer(outputs, batch, state)
+            if iteration == 1 and "tgmim_attn" in outputs:
+                self.log_attention(epoch, batch, outputs)
             check_finite(total, parts, epoch, iteration)
             self.optimizer.zero_grad(set_to_none=True)
             if self.center_optimizer is not None:
@@ -186,6 +204,22 @@ class Trainer:
                 self.writer.add_scalar(f"weight/{name}", value, epoch)
             self.writer.flush()
 
+    def log_attention(self, epoch: int, batch: dict, outputs: dict) -> None:
+        """TG-MIM cross-attention of the epoch's first image over its caption's tokens, as a
+        tensorboard figure (tgmim/attention)."""
+        if self.writer is None:
+            return
+        mean = torch.tensor(self.cfg.INPUT.PIXEL_MEAN).view(3, 1, 1)
+        std = torch.tensor(self.cfg.INPUT.PIXEL_STD).view(3, 1, 1)
+        image = (batch["img"][0].detach().float().cpu() * std + mean).clamp(0, 1)
+        mask = outputs["tgmim_mask"][0].cpu()
+        fig = tgmim_attention_figure(
+            image.permute(1, 2, 0).numpy(), outputs["tgmim_attn"][0].detach().float().cpu().numpy(),
+            tuple(mask.shape), self.data.train_set.tokenizer.tokens(batch["text_ids"][0].cpu()),
+            token_mask=mask.numpy(), title=f"epoch {epoch}: {batch['caption'][0]}"
+            if "caption" in batch else f"epoch {epoch}")
+        self.writer.add_figure("tgmim/attention", fig, epoch)
+
     def log_eval(self, epoch: int, metrics: Dict[str, float]) -> None:
         if self.writer is not None:
             for key in METRIC_KEYS:
@@ -203,7 +237,7 @@ class Trainer:
         if epoch == cfg.SOLVER.MAX_EPOCHS or (period > 0 and epoch % period == 0):
             path = checkpoint_path(cfg.OUTPUT_DIR, epoch)
             save_checkpoint(path, self.model, cfg, epoch, ds.num_train_pids, ds.num_cams,
-                            ds.num_views)
+                            ds.num_views, exclude_prefixes=TRAINING_ONLY_PREFIXES)
             logger.info("Saved %s", path)
         optimizers = {"model": self.optimizer}
         if self.center_optimizer is not None:

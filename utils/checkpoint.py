@@ -1,8 +1,9 @@
 """Checkpoint files: atomic writes, weights + metadata, resume state (DESIGN.md section 2).
 
 - ``transformer_<epoch>.pth``: {'model': state_dict, 'meta': {'config': YAML string, 'epoch',
-  'num_classes', 'num_cams', 'num_views', 'format'}} -- enough for test.py to evaluate the file
-  on its own.
+  'num_classes', 'num_cams', 'num_views', 'format', 'excluded'}} -- enough for test.py to
+  evaluate the file on its own; training-only modules (``excluded`` prefixes: the SupCon
+  projection, the TG-MIM head and text encoder) are left out.
 - ``resume.pth`` (rewritten after every completed epoch): the model, optimiser(s), scheduler,
   AMP scaler, RNG states, sampler position and phase, so training continues exactly where the
   last complete epoch ended.
@@ -18,7 +19,7 @@ import os
 import random
 import re
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -67,12 +68,20 @@ def unwrap_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: str, model, cfg, epoch: int, num_classes: int, num_cams: int,
-                    num_views: int) -> None:
-    """Write weights + metadata (resolved config as YAML, epoch, class/camera/view counts)."""
+                    num_views: int, exclude_prefixes: Sequence[str] = ()) -> None:
+    """Write weights + metadata (resolved config as YAML, epoch, class/camera/view counts).
+
+    ``exclude_prefixes``: parameter-name prefixes left out of the file (training-only modules
+    such as a text encoder, which the test feature does not use; resume.pth keeps them). The
+    metadata lists them under 'excluded'.
+    """
+    prefixes = tuple(exclude_prefixes)
+    state = {k: v for k, v in unwrap_state_dict(model).items()
+             if not (prefixes and k.startswith(prefixes))}
     meta = {"format": CHECKPOINT_FORMAT, "config": cfg.dump(), "epoch": int(epoch),
             "num_classes": int(num_classes), "num_cams": int(num_cams),
-            "num_views": int(num_views)}
-    atomic_torch_save({"model": unwrap_state_dict(model), "meta": meta}, path)
+            "num_views": int(num_views), "excluded": list(prefixes)}
+    atomic_torch_save({"model": state, "meta": meta}, path)
 
 
 def load_checkpoint(path: str) -> dict:
