@@ -3,7 +3,8 @@
 Trains every condition x seed with train.py, evaluates the last checkpoint with test.py
 (features exported), and reports mean +/- std over seeds of mAP, R1 and mINP on all queries and
 on the dark-camera queries (SynthPedes cameras designed dark, mean luma < 0.35), plus the
-training time. Resumable: a finished training or test is not redone; per-run results are kept
+training time. ``one_run`` / ``evaluate_subsets`` also serve bench/ablation_text.py (near-twin
+subset, seconds per epoch). Resumable: a finished training or test is not redone; per-run results are kept
 as JSON next to the run.
 
     python bench/ablation_phased.py --seeds 0 1 2 --output-root logs/ablation_phased
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +59,7 @@ CONDITIONS = {
         "3", "LOSS.TRIPLETX.NORM_FEAT", "False"]),
 }
 METRICS = ("mAP", "R1", "mINP")
+EPOCH_TIME = re.compile(r"^.*Epoch \d+/\d+ \|.*\| ([\d.]+) s \|")
 
 
 def slug(name: str) -> str:
@@ -77,7 +80,8 @@ def evaluate_subsets(cfg, features_path: str) -> dict:
     qf, gf = data["feats"][:nq], data["feats"][nq:]
     pids, camids = data["pids"], data["camids"]
     subsets = {"all": np.ones(nq, dtype=bool),
-               "dark": np.array([bool(r.attrs.get("dark")) for r in ds.query])}
+               "dark": np.array([bool(r.attrs.get("dark")) for r in ds.query]),
+               "near_twin": np.array([bool(r.attrs.get("near_twin")) for r in ds.query])}
     out = {}
     for name, mask in subsets.items():
         res = evaluate_features(qf[mask], gf, pids[:nq][mask], pids[nq:], camids[:nq][mask],
@@ -87,8 +91,19 @@ def evaluate_subsets(cfg, features_path: str) -> dict:
     return out
 
 
-def one_run(name: str, seed: int, root: str, extra: list) -> dict:
-    recipe, opts = CONDITIONS[name]
+def epoch_seconds(train_log: str) -> float:
+    """Mean training seconds per epoch from the 'Epoch e/E | ... | 12.3 s |' log lines."""
+    times = []
+    with open(train_log) as f:
+        for line in f:
+            match = EPOCH_TIME.search(line)
+            if match:
+                times.append(float(match.group(1)))
+    return float(np.mean(times)) if times else float("nan")
+
+
+def one_run(name: str, seed: int, root: str, extra: list, conditions: dict = None) -> dict:
+    recipe, opts = (conditions or CONDITIONS)[name]
     run_dir = os.path.join(root, f"{slug(name)}_s{seed}")
     result_path = os.path.join(run_dir, "ablation_result.json")
     if os.path.exists(result_path):
@@ -109,6 +124,7 @@ def one_run(name: str, seed: int, root: str, extra: list) -> dict:
         os.path.join(run_dir, "ablation_stdout.txt"))
     result = {"condition": name, "seed": seed, "recipe": recipe, "opts": opts,
               "train_seconds": train_s,
+              "epoch_seconds": epoch_seconds(os.path.join(run_dir, "train_log.txt")),
               **evaluate_subsets(cfg, os.path.join(test_dir, "features.npz"))}
     tmp = result_path + ".tmp"
     with open(tmp, "w") as f:

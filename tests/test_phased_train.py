@@ -69,8 +69,11 @@ def test_phase_plan_drives_losses_k_routing_and_logs(synth_root, tmp_path, monke
     assert "phase B (tripletx) K 8" in log and "phase C (routed) K 8" in log
     weight = os.path.join(out, "transformer_3.pth")
     model = load_checkpoint(weight)["model"]
-    assert any(k.startswith("projection.") for k in model)
-    # the SupCon head is training-only: testing with or without it gives the same features
+    # the SupCon head is training-only: left out of the checkpoint (resume.pth keeps it), and
+    # testing with or without it gives the same features
+    assert not any(k.startswith("projection.") for k in model)
+    assert any(k.startswith("projection.") for k in load_checkpoint(
+        os.path.join(out, "resume.pth"))["model"])
     summaries = []
     for extra in ([], ["LOSS.SUPCON.ENABLE", "False"]):
         test_dir = str(tmp_path / f"test{len(extra)}")
