@@ -3,7 +3,8 @@
     python run_phased_loss.py --config configs/VeRi/deit_transreid_stride_baseline.yml \\
         --seeds 0 1 2 --epochs 120 --save-every 3 --output-root ./logs \\
         [--phased | --baseline] [--supcon | --no-supcon] [--tripletx | --no-tripletx] \\
-        [--train-only] [--compare-to OTHER_ROOT] [--dry-run] [--opts KEY VALUE ...]
+        [--train-only] [--compare-to OTHER_ROOT] [--dry-run] [--opts KEY VALUE ...] \\
+        [--test-opts KEY VALUE ...]
 
 Behaviour
 - One run folder per seed, named from the config stem, the variant and the seed only:
@@ -17,7 +18,9 @@ Behaviour
   resumes after the last complete epoch on its own (resume.pth).
 - Every checkpoint without a ``summary.json`` is tested by test.py in a subprocess (the same
   interpreter) into ``<run>/test/epoch_<e>/`` -- ``<run>/test-t<hash>/`` when --opts holds TEST.*
-  keys that change the numbers, so results of another evaluation are never mistaken for these.
+  keys that change the numbers, or --test-opts (overrides for test.py only, e.g. MODEL.USE_CLIP
+  False to test a CLIP-fusion run without fusion) are given, so results of another evaluation
+  are never mistaken for these.
   test.py writes summary.json last and only on success, so a crashed or killed test is retried
   on the next run; tested epochs print ``Skip epoch N (already tested)``. Each result also goes
   into ``<run>/train/tb`` as ``test/<metric>`` scalars at its epoch.
@@ -142,6 +145,9 @@ def parse_args(argv=None):
                         "and do nothing else")
     p.add_argument("--opts", nargs="*", default=[],
                    help="KEY VALUE config overrides, forwarded to train.py and test.py")
+    p.add_argument("--test-opts", nargs="*", default=[],
+                   help="KEY VALUE overrides for test.py only, e.g. MODEL.USE_CLIP False (train "
+                        "with CLIP fusion, test without); results go to their own test folder")
     args = p.parse_args(argv)
     for name in ("epochs", "save_every"):
         if getattr(args, name) < 1:
@@ -260,6 +266,7 @@ class Experiment:
     flags: List[str]                  # toggles given
     toggle_opts: List[Tuple[str, str]]
     user_opts: List[Tuple[str, str]]  # --opts, forwarded to train.py and test.py
+    test_opts: List[Tuple[str, str]]  # --test-opts, forwarded to test.py only
     test_tag: str                     # 'test' or 'test-t<hash>'
     plan_table: str
     recipe: str
@@ -311,7 +318,8 @@ class Experiment:
         # no --config_file: test.py uses the resolved config stored in the checkpoint (YAML +
         # toggles + --opts as trained); --opts are forwarded again for the TEST.* keys
         return [sys.executable, TEST_SCRIPT, "TEST.WEIGHT", weight,
-                "OUTPUT_DIR", self.test_dir(seed, epoch), *flat(self.user_opts)]
+                "OUTPUT_DIR", self.test_dir(seed, epoch), *flat(self.user_opts),
+                *flat(self.test_opts)]
 
     def checkpoint_epochs(self) -> List[int]:
         """The epochs train.py saves: every save_every and the last."""
@@ -345,8 +353,10 @@ def build_experiment(args, argv: Sequence[str]) -> Experiment:
                          "toggles or the YAML.") from None
     train_keyed = [(k, v) for k, v in user
                    if not k.startswith("TEST.") and k not in RUNTIME_KEYS]
+    test_only = option_pairs(args.test_opts)
     test_keyed = [(k, v) for k, v in user
                   if k.startswith("TEST.") and k not in TEST_OUTPUT_KEYS]
+    test_keyed += [(k, v) for k, v in test_only if k not in TEST_OUTPUT_KEYS]
     variant = "-".join(f.lstrip("-").replace("no-supcon", "nosup").replace("no-tripletx", "notx")
                        for f in flags) or "yaml"
     if train_keyed:
@@ -354,7 +364,8 @@ def build_experiment(args, argv: Sequence[str]) -> Experiment:
     test_tag = f"test-t{short_hash(test_keyed)}" if test_keyed else "test"
     return Experiment(config=config, root=os.path.abspath(args.output_root), epochs=args.epochs,
                       save_every=args.save_every, variant=variant, flags=flags,
-                      toggle_opts=toggles, user_opts=user, test_tag=test_tag,
+                      toggle_opts=toggles, user_opts=user, test_opts=test_only,
+                      test_tag=test_tag,
                       plan_table=plan.table(), recipe=recipe_line(cfg), argv=list(argv))
 
 
@@ -495,6 +506,7 @@ def launcher_record(exp: Experiment, seed: int) -> dict:
     return {"command": quote_command(["python", "run_phased_loss.py", *exp.argv]),
             "config": exp.config, "seed": seed, "variant": exp.variant, "toggles": exp.flags,
             "toggle_opts": flat(exp.toggle_opts), "opts": flat(exp.user_opts),
+            "test_opts": flat(exp.test_opts),
             "epochs": exp.epochs, "save_every": exp.save_every,
             "train_command": quote_command(exp.train_command(seed)),
             "train_dir": exp.train_dir(seed),
@@ -833,6 +845,10 @@ def print_plan(exp: Experiment, seeds: Sequence[int], train_only: bool) -> None:
         print(f"{tag}   test: epochs {todo or 'none'} -> "
               f"{os.path.join(exp.run_dir(seed), exp.test_tag)}/epoch_<N>"
               + (f"; already tested: {tested}" if tested else ""))
+        if todo:
+            weight = os.path.join(train_dir, f"transformer_{todo[0]}.pth")
+            print(f"{tag}   test command (epoch {todo[0]}): "
+                  f"{quote_command(exp.test_command(seed, todo[0], weight))}")
     print(f"Summaries: {exp.summary_base}.json/.md/.csv")
     print("Dry run: nothing was started or written.", flush=True)
 

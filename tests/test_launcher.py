@@ -307,6 +307,17 @@ def dry_run(capsys, config, *flags, opts=()):
     return capsys.readouterr().out
 
 
+def test_test_opts_go_to_test_py_only_and_to_their_own_folder(launched, capsys):
+    out = dry_run(capsys, launched.config, "--test-opts", "TEST.NECK_FEAT", "after")
+    train_line = next(line for line in out.splitlines() if "train: epochs" in line)
+    test_line = next(line for line in out.splitlines() if "test command" in line)
+    assert "NECK_FEAT" not in train_line
+    assert test_line.endswith("TEST.NECK_FEAT after")
+    assert "/test-t" in test_line
+    plain = dry_run(capsys, launched.config)
+    assert "NECK_FEAT" not in plain and "/test-t" not in plain
+
+
 def test_toggles_override_the_yaml_only_when_given(launched, capsys):
     config = launched.config  # SupCon on, no phase plan
     out = dry_run(capsys, config)
