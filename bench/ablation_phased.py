@@ -92,14 +92,15 @@ def evaluate_subsets(cfg, features_path: str) -> dict:
 
 
 def epoch_seconds(train_log: str) -> float:
-    """Mean training seconds per epoch from the 'Epoch e/E | ... | 12.3 s |' log lines."""
+    """Median training seconds per epoch from the 'Epoch e/E | ... | 12.3 s |' log lines (the
+    median, so an epoch slowed by another job on the machine does not move it)."""
     times = []
     with open(train_log) as f:
         for line in f:
             match = EPOCH_TIME.search(line)
             if match:
                 times.append(float(match.group(1)))
-    return float(np.mean(times)) if times else float("nan")
+    return float(np.median(times)) if times else float("nan")
 
 
 def one_run(name: str, seed: int, root: str, extra: list, conditions: dict = None) -> dict:

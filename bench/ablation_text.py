@@ -5,8 +5,8 @@ TG-MIM, + CLIP fusion (tiny open_clip tower, minimal fusion). Every condition x 
 with train.py and its last checkpoint tested with test.py (features exported); the table gives
 mean +/- std over seeds of mAP / R1 / mINP on all queries and on the near-twin queries (queries
 whose identity has a near-twin in the gallery: SynthPedes identities that differ from another
-only in shoes, bag, hat, logo or hair colour), and the mean training seconds per epoch (from the
-train logs) with its difference to the baseline. Resumable (per-run JSON next to each run).
+only in shoes, bag, hat, logo or hair colour), and the training seconds per epoch (the median
+epoch of each run's train log, averaged over seeds) with its difference to the baseline. Resumable (per-run JSON next to each run).
 
     python bench/ablation_text.py --seeds 0 1 2 --output-root logs/ablation_text
     python bench/ablation_text.py --table-only --output-root logs/ablation_text \
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation_phased import METRICS, one_run, slug  # noqa: E402
+from ablation_phased import METRICS, epoch_seconds, one_run, slug  # noqa: E402
 
 CONDITIONS = {
     "baseline": ("synth_baseline.yml", []),
@@ -36,10 +36,14 @@ CONDITIONS = {
 }
 
 
-def table(results: list) -> str:
+def table(results: list, root: str) -> str:
     head = ("| condition | seeds | mAP | R1 | mINP | near-twin mAP | near-twin R1 | "
             "near-twin mINP | s / epoch | extra s / epoch |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = [head]
+    for r in results:   # median seconds per epoch, read again from the run's log
+        log = os.path.join(root, f"{slug(r['condition'])}_s{r['seed']}", "train_log.txt")
+        if os.path.exists(log):
+            r["epoch_seconds"] = epoch_seconds(log)
     base = [r["epoch_seconds"] for r in results if r["condition"] == "baseline"]
     base_s = float(np.mean(base)) if base else float("nan")
     for name in CONDITIONS:
@@ -84,7 +88,7 @@ def main(argv=None) -> int:
             print(f"{name} seed {seed}: mAP {r['all']['mAP']:.1f} R1 {r['all']['R1']:.1f} "
                   f"near-twin mAP {r['near_twin']['mAP']:.1f} {r['epoch_seconds']:.1f} s/epoch "
                   f"({time.time() - t:.0f} s)", flush=True)
-    text = table(results)
+    text = table(results, args.output_root)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -47,7 +47,8 @@ def tgmim_loss(pred: torch.Tensor, img: torch.Tensor, token_mask: torch.Tensor,
     if img.shape[-2] < ph or img.shape[-1] < pw:
         raise ValueError(f"image {tuple(img.shape[-2:])} is smaller than the TG-MIM "
                          f"prediction {ph}x{pw}")
-    target = patchify(img[..., :ph, :pw].to(pred.dtype), stride)
+    pred = pred.float()   # float32 under AMP too: the L1 of small pixel errors
+    target = patchify(img[..., :ph, :pw].float(), stride)
     if norm_target:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True, unbiased=False)
