@@ -307,3 +307,27 @@ def test_train_with_tgmim_logs_the_loss_and_figure_and_tests_without_the_branch(
                              "OUTPUT_DIR", test_out, "TEST.VIS_QUERIES", "0"]) == 0
     summary = json.load(open(os.path.join(test_out, "summary.json")))
     assert summary["metrics"]["mAP"] > 0
+
+
+def test_phase_plan_schedules_tgmim_and_the_trainer_skips_it_at_weight_zero():
+    from processor.phases import PhasePlan
+    from processor.processor import Trainer
+
+    cfg = load_config(opts=["DATASETS.CAPTION_SOURCE", "annotation", "LOSS.TGMIM.ENABLE", "True",
+                            "LOSS.PHASED.ENABLE", "True", "LOSS.PHASED.BOUNDARIES", "[2, 4]",
+                            "LOSS.PHASED.METRIC_SEQ", "['triplet', 'triplet', 'triplet']",
+                            "LOSS.PHASED.W_METRIC_SEQ", "[1.0, 1.0, 1.0]",
+                            "LOSS.PHASED.W_SUP_SPEC", "['const:0', 'const:0', 'const:0']",
+                            "LOSS.TGMIM.W_SEQ", "['const:0.0', 'linear:10->2', 'const:1']",
+                            "SOLVER.MAX_EPOCHS", "6"])
+    plan = PhasePlan(cfg)
+    assert [plan.state(e).weight("tgmim") for e in range(1, 7)] == [0.0, 0.0, 10.0, 2.0, 1.0, 1.0]
+    assert "tgmim" in plan.table()
+    trainer = Trainer.__new__(Trainer)   # model_inputs reads only the state and the batch
+    batch = {"text_ids": torch.zeros(2, 4, dtype=torch.long),
+             "text_mask": torch.ones(2, 4, dtype=torch.bool)}
+    assert trainer.model_inputs(batch, plan.state(1)) == {}
+    inputs = trainer.model_inputs(batch, plan.state(3))
+    assert inputs["tgmim"] is True and inputs["text_ids"] is batch["text_ids"]
+    with pytest.raises(KeyError, match="CAPTION_SOURCE"):
+        trainer.model_inputs({}, plan.state(3))
