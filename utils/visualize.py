@@ -73,7 +73,7 @@ def tgmim_attention_figure(image: np.ndarray, attn: np.ndarray, grid: Sequence[i
         token_mask: optional (gh, gw) bool mask of the masked tokens (drawn in the 2nd panel).
         top: how many tokens to draw, those with the largest total attention.
 
-    Panels: the image; the masked tokens (grey); then one heat map per drawn token (attention of
+    Panels: the image; the masked tokens (black); then one heat map per drawn token (attention of
     every patch to it, on the token grid, over the image) titled with the token and its share of
     the total attention; and a bar chart of the share of every real token.
     """
@@ -96,10 +96,11 @@ def tgmim_attention_figure(image: np.ndarray, attn: np.ndarray, grid: Sequence[i
     ax.axis("off")
     ax = fig.add_subplot(spec[0, 1])
     ax.imshow(image)
-    if token_mask is not None:
-        ax.imshow(np.asarray(token_mask, dtype=float), cmap="Greys", alpha=0.6, vmin=0, vmax=1,
-                  extent=(0, w, h, 0), interpolation="nearest")
-    ax.set_title("masked", fontsize=7)
+    if token_mask is not None:   # masked tokens drawn black, the others left as they are
+        masked = np.asarray(token_mask, dtype=bool)
+        ax.imshow(np.ma.masked_where(~masked, masked.astype(float)), cmap="Greys", vmin=0,
+                  vmax=1, alpha=0.85, extent=(0, w, h, 0), interpolation="nearest")
+    ax.set_title("masked (black)", fontsize=7)
     ax.axis("off")
     for k, i in enumerate(shown):
         ax = fig.add_subplot(spec[0, 2 + k])
