@@ -91,15 +91,16 @@ def evaluate_subsets(cfg, features_path: str) -> dict:
     return out
 
 
-def epoch_seconds(train_log: str) -> float:
-    """Median training seconds per epoch from the 'Epoch e/E | ... | 12.3 s |' log lines (the
-    median, so an epoch slowed by another job on the machine does not move it)."""
-    times = []
+def epoch_times(train_log: str) -> list:
+    """Training seconds of every epoch, from the 'Epoch e/E | ... | 12.3 s |' log lines."""
     with open(train_log) as f:
-        for line in f:
-            match = EPOCH_TIME.search(line)
-            if match:
-                times.append(float(match.group(1)))
+        return [float(m.group(1)) for m in map(EPOCH_TIME.search, f) if m]
+
+
+def epoch_seconds(train_log: str) -> float:
+    """Median training seconds per epoch of one run (the median, so an epoch slowed by another
+    job on the machine does not move it)."""
+    times = epoch_times(train_log)
     return float(np.median(times)) if times else float("nan")
 
 

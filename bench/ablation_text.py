@@ -6,7 +6,7 @@ with train.py and its last checkpoint tested with test.py (features exported); t
 mean +/- std over seeds of mAP / R1 / mINP on all queries and on the near-twin queries (queries
 whose identity has a near-twin in the gallery: SynthPedes identities that differ from another
 only in shoes, bag, hat, logo or hair colour), and the training seconds per epoch (the median
-epoch of each run's train log, averaged over seeds) with its difference to the baseline. Resumable (per-run JSON next to each run).
+over every epoch of every seed, read from the train logs) with its difference to the baseline. Resumable (per-run JSON next to each run).
 
     python bench/ablation_text.py --seeds 0 1 2 --output-root logs/ablation_text
     python bench/ablation_text.py --table-only --output-root logs/ablation_text \
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation_phased import METRICS, epoch_seconds, one_run, slug  # noqa: E402
+from ablation_phased import METRICS, epoch_times, one_run, slug  # noqa: E402
 
 CONDITIONS = {
     "baseline": ("synth_baseline.yml", []),
@@ -38,14 +38,20 @@ CONDITIONS = {
 
 def table(results: list, root: str) -> str:
     head = ("| condition | seeds | mAP | R1 | mINP | near-twin mAP | near-twin R1 | "
-            "near-twin mINP | s / epoch | extra s / epoch |\n|---|---|---|---|---|---|---|---|---|---|")
+            "near-twin mINP | s / epoch | extra s / epoch |\n" + "|---" * 10 + "|")
     rows = [head]
-    for r in results:   # median seconds per epoch, read again from the run's log
-        log = os.path.join(root, f"{slug(r['condition'])}_s{r['seed']}", "train_log.txt")
-        if os.path.exists(log):
-            r["epoch_seconds"] = epoch_seconds(log)
-    base = [r["epoch_seconds"] for r in results if r["condition"] == "baseline"]
-    base_s = float(np.mean(base)) if base else float("nan")
+
+    def seconds(name: str) -> float:
+        """Median over every epoch of every seed of a condition (robust to epochs slowed by
+        other jobs on the machine)."""
+        times = []
+        for r in results:
+            log = os.path.join(root, f"{slug(name)}_s{r['seed']}", "train_log.txt")
+            if r["condition"] == name and os.path.exists(log):
+                times += epoch_times(log)
+        return float(np.median(times)) if times else float("nan")
+
+    base_s = seconds("baseline")
     for name in CONDITIONS:
         rs = [r for r in results if r["condition"] == name]
         if not rs:
@@ -55,7 +61,7 @@ def table(results: list, root: str) -> str:
             for m in METRICS:
                 v = np.array([r[subset][m] for r in rs])
                 cells.append(f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}")
-        per_epoch = float(np.mean([r["epoch_seconds"] for r in rs]))
+        per_epoch = seconds(name)
         cells += [f"{per_epoch:.1f}", f"{per_epoch - base_s:+.1f}"]
         rows.append("| " + " | ".join(cells) + " |")
     queries = sorted({(r["all"]["queries"], r["near_twin"]["queries"]) for r in results})
