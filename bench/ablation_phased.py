@@ -4,8 +4,8 @@ Trains every condition x seed with train.py, evaluates the last checkpoint with 
 (features exported), and reports mean +/- std over seeds of mAP, R1 and mINP on all queries and
 on the dark-camera queries (SynthPedes cameras designed dark, mean luma < 0.35), plus the
 training time. ``one_run`` / ``evaluate_subsets`` also serve bench/ablation_text.py (near-twin
-subset, seconds per epoch). Resumable: a finished training or test is not redone; per-run results are kept
-as JSON next to the run.
+subset, seconds per epoch). Resumable: a finished training or test is not redone; per-run
+results are kept as JSON next to the run.
 
     python bench/ablation_phased.py --seeds 0 1 2 --output-root logs/ablation_phased
     python bench/ablation_phased.py --table-only --output-root logs/ablation_phased \

@@ -6,7 +6,8 @@ with train.py and its last checkpoint tested with test.py (features exported); t
 mean +/- std over seeds of mAP / R1 / mINP on all queries and on the near-twin queries (queries
 whose identity has a near-twin in the gallery: SynthPedes identities that differ from another
 only in shoes, bag, hat, logo or hair colour), and the training seconds per epoch (the median
-over every epoch of every seed, read from the train logs) with its difference to the baseline. Resumable (per-run JSON next to each run).
+over every epoch of every seed, read from the train logs) with its difference to the baseline.
+Resumable (per-run JSON next to each run).
 
     python bench/ablation_text.py --seeds 0 1 2 --output-root logs/ablation_text
     python bench/ablation_text.py --table-only --output-root logs/ablation_text \

@@ -234,8 +234,9 @@ _C.SOLVER.EVAL_PERIOD = 10
 _C.LOSS = CN()
 # Base loss components composed by name, each scaled by LOSS.<NAME>.W: 'id', 'triplet',
 # 'center'. The auxiliary losses (TRIPLETX, SUPCON, ISGVFC, CIRCLE, TGMIM) are switched on by
-# their own ENABLE key. Which metric loss runs in an epoch ('triplet', 'tripletx', brightness-'routed'
-# Triplet/TripletX, or none) and every weight come from the phase plan (processor/phases.py):
+# their own ENABLE key. Which metric loss runs in an epoch ('triplet', 'tripletx',
+# brightness-'routed' Triplet/TripletX, or none) and every weight come from the phase plan
+# (processor/phases.py):
 # without LOSS.PHASED.ENABLE the whole run is one phase: metric 'routed' when
 # LOSS.BRIGHTNESS.ENABLE, else 'tripletx' when LOSS.TRIPLETX.ENABLE, else 'triplet' when it is
 # in NAMES, else none.
