@@ -37,7 +37,7 @@ CONDITIONS = {
 }
 
 
-def table(results: list, root: str) -> str:
+def table(results: list, root: str, timing_seeds=None) -> str:
     head = ("| condition | seeds | mAP | R1 | mINP | near-twin mAP | near-twin R1 | "
             "near-twin mINP | s / epoch | extra s / epoch |\n" + "|---" * 10 + "|")
     rows = [head]
@@ -48,6 +48,8 @@ def table(results: list, root: str) -> str:
         times = []
         for r in results:
             log = os.path.join(root, f"{slug(name)}_s{r['seed']}", "train_log.txt")
+            if timing_seeds and r["seed"] not in timing_seeds:
+                continue
             if r["condition"] == name and os.path.exists(log):
                 times += epoch_times(log)
         return float(np.median(times)) if times else float("nan")
@@ -79,6 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", default="", help="also write the table to this file")
     parser.add_argument("--table-only", action="store_true", help="summarise finished runs")
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE for every run")
+    parser.add_argument("--timing-seeds", type=int, nargs="*", default=None,
+                        help="seconds per epoch from these seeds' runs only (e.g. the seed whose "
+                             "conditions ran back to back on a quiet machine); default all")
     args = parser.parse_args(argv)
     results = []
     for seed in args.seeds:
@@ -95,7 +100,7 @@ def main(argv=None) -> int:
             print(f"{name} seed {seed}: mAP {r['all']['mAP']:.1f} R1 {r['all']['R1']:.1f} "
                   f"near-twin mAP {r['near_twin']['mAP']:.1f} {r['epoch_seconds']:.1f} s/epoch "
                   f"({time.time() - t:.0f} s)", flush=True)
-    text = table(results, args.output_root)
+    text = table(results, args.output_root, args.timing_seeds)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:
