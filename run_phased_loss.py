@@ -65,7 +65,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -76,7 +75,7 @@ if ROOT not in sys.path:
 from configs import load_config  # noqa: E402
 from processor.inference import METRIC_KEYS  # noqa: E402
 from processor.phases import PhasePlan  # noqa: E402
-from utils.checkpoint import checkpoint_path, list_checkpoints  # noqa: E402
+from utils.checkpoint import atomic_write_text, checkpoint_path, list_checkpoints  # noqa: E402
 from utils.stats import mean_std, paired_ttest  # noqa: E402
 
 try:  # advisory per-run lock (POSIX); released by the OS when the launcher dies
@@ -372,30 +371,13 @@ def build_experiment(args, argv: Sequence[str]) -> Experiment:
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------
-def write_text_atomic(path: str, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_if_changed(path: str, text: str) -> bool:
     """Atomic write unless the file already holds ``text`` (a rerun touches nothing)."""
     if os.path.isfile(path):
         with open(path) as f:
             if f.read() == text:
                 return False
-    write_text_atomic(path, text)
+    atomic_write_text(path, text)
     return True
 
 
@@ -802,9 +784,9 @@ def summary_csv(s: dict) -> str:
 def write_summaries(exp: Experiment, summary: dict) -> str:
     base = exp.summary_base
     text = summary_markdown(summary)
-    write_text_atomic(base + ".json", json.dumps(summary, indent=2) + "\n")
-    write_text_atomic(base + ".md", text)
-    write_text_atomic(base + ".csv", summary_csv(summary))
+    atomic_write_text(base + ".json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(base + ".md", text)
+    atomic_write_text(base + ".csv", summary_csv(summary))
     print(f"Summaries written: {base}.json, .md, .csv", flush=True)
     return text
 

@@ -27,7 +27,7 @@ from model.make_model import load_transreid_model, make_model
 from processor.inference import (check_evaluable, describe_evaluation, evaluate_split,
                                  extract_features, format_metrics, summarise_results)
 from train import resolve_device
-from utils.checkpoint import checkpoint_meta, load_checkpoint
+from utils.checkpoint import atomic_write_text, checkpoint_meta, load_checkpoint
 from utils.logger import setup_logger
 from utils.visualize import ranked_list_figure, save_figure
 
@@ -153,12 +153,7 @@ def ranked_for_figure(cfg, dataset, split, vis, vis_dist):
 
 
 def write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,7 @@ from processor.phases import PhasePlan
 from processor.processor import do_train
 from solver.make_optimizer import make_optimizer
 from solver.scheduler import make_scheduler
-from utils.checkpoint import load_resume_state, set_rng_state
+from utils.checkpoint import atomic_write_text, load_resume_state, set_rng_state
 from utils.logger import setup_logger
 
 
@@ -72,13 +72,6 @@ def init_distributed(cfg) -> int:
     return torch.distributed.get_rank()
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
@@ -93,7 +86,7 @@ def main(argv=None) -> int:
                     cfg.OUTPUT_DIR, resume["epoch"], cfg.SOLVER.MAX_EPOCHS)
         return 0
     if rank == 0:
-        write_text_atomic(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     logger.info("Resolved config written to %s", os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
     seed_everything(cfg.SOLVER.SEED)
     device = resolve_device(cfg)

@@ -46,6 +46,24 @@ def atomic_torch_save(obj, path: str) -> None:
         raise
 
 
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to a temp file next to ``path``, fsync, then rename over ``path`` (configs,
+    summaries: a crash never leaves a truncated file under the final name)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def checkpoint_path(output_dir: str, epoch: int) -> str:
     return os.path.join(output_dir, f"transformer_{epoch}.pth")
 
