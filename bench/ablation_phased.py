@@ -153,16 +153,9 @@ def table(results: list) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--output-root", default="logs/ablation_phased")
-    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS),
-                        choices=list(CONDITIONS))
-    parser.add_argument("--markdown", default="", help="also write the table to this file")
-    parser.add_argument("--table-only", action="store_true", help="summarise finished runs")
-    parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE for every run")
-    args = parser.parse_args(argv)
+def collect(args, conditions: dict, subset: str) -> list:
+    """Results of every seed x condition of ``args``: run (resuming) or, with --table-only, read
+    the finished ones; one progress line per run naming ``subset``'s mAP."""
     results = []
     for seed in args.seeds:
         for name in args.conditions:
@@ -173,10 +166,25 @@ def main(argv=None) -> int:
                         results.append(json.load(f))
                 continue
             t = time.time()
-            results.append(one_run(name, seed, args.output_root, list(args.opts)))
-            r = results[-1]
+            r = one_run(name, seed, args.output_root, list(args.opts), conditions)
+            results.append(r)
             print(f"{name} seed {seed}: mAP {r['all']['mAP']:.1f} R1 {r['all']['R1']:.1f} "
-                  f"dark mAP {r['dark']['mAP']:.1f} ({time.time() - t:.0f} s)", flush=True)
+                  f"{subset} mAP {r[subset]['mAP']:.1f} {r['epoch_seconds']:.1f} s/epoch "
+                  f"({time.time() - t:.0f} s)", flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output-root", default="logs/ablation_phased")
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS),
+                        choices=list(CONDITIONS))
+    parser.add_argument("--markdown", default="", help="also write the table to this file")
+    parser.add_argument("--table-only", action="store_true", help="summarise finished runs")
+    parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE for every run")
+    args = parser.parse_args(argv)
+    results = collect(args, CONDITIONS, "dark")
     text = table(results)
     print(text)
     if args.markdown:

@@ -16,15 +16,13 @@ Resumable (per-run JSON next to each run).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation_phased import METRICS, epoch_times, one_run, slug  # noqa: E402
+from ablation_phased import METRICS, collect, epoch_times, slug  # noqa: E402
 
 CONDITIONS = {
     "baseline": ("synth_baseline.yml", []),
@@ -85,21 +83,7 @@ def main(argv=None) -> int:
                         help="seconds per epoch from these seeds' runs only (e.g. the seed whose "
                              "conditions ran back to back on a quiet machine); default all")
     args = parser.parse_args(argv)
-    results = []
-    for seed in args.seeds:
-        for name in args.conditions:
-            path = os.path.join(args.output_root, f"{slug(name)}_s{seed}", "ablation_result.json")
-            if args.table_only:
-                if os.path.exists(path):
-                    with open(path) as f:
-                        results.append(json.load(f))
-                continue
-            t = time.time()
-            r = one_run(name, seed, args.output_root, list(args.opts), CONDITIONS)
-            results.append(r)
-            print(f"{name} seed {seed}: mAP {r['all']['mAP']:.1f} R1 {r['all']['R1']:.1f} "
-                  f"near-twin mAP {r['near_twin']['mAP']:.1f} {r['epoch_seconds']:.1f} s/epoch "
-                  f"({time.time() - t:.0f} s)", flush=True)
+    results = collect(args, CONDITIONS, "near_twin")
     text = table(results, args.output_root, args.timing_seeds)
     print(text)
     if args.markdown:
