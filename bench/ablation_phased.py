@@ -135,6 +135,16 @@ def one_run(name: str, seed: int, root: str, extra: list, conditions: dict = Non
     return result
 
 
+def metric_cells(rs: list, subsets) -> list:
+    """'mean ± std' (sample std over seeds) of every METRICS entry of every subset."""
+    cells = []
+    for subset in subsets:
+        for m in METRICS:
+            v = np.array([r[subset][m] for r in rs])
+            cells.append(f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}")
+    return cells
+
+
 def table(results: list) -> str:
     head = ("| condition | seeds | mAP | R1 | mINP | dark mAP | dark R1 | dark mINP | train s |\n"
             "|---|---|---|---|---|---|---|---|---|")
@@ -143,11 +153,7 @@ def table(results: list) -> str:
         rs = [r for r in results if r["condition"] == name]
         if not rs:
             continue
-        cells = [name, str(len(rs))]
-        for subset in ("all", "dark"):
-            for m in METRICS:
-                v = np.array([r[subset][m] for r in rs])
-                cells.append(f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}")
+        cells = [name, str(len(rs))] + metric_cells(rs, ("all", "dark"))
         cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f}")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

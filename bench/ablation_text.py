@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation_phased import METRICS, collect, epoch_times, slug  # noqa: E402
+from ablation_phased import collect, epoch_times, metric_cells, slug  # noqa: E402
 
 CONDITIONS = {
     "baseline": ("synth_baseline.yml", []),
@@ -57,11 +57,7 @@ def table(results: list, root: str, timing_seeds=None) -> str:
         rs = [r for r in results if r["condition"] == name]
         if not rs:
             continue
-        cells = [name, str(len(rs))]
-        for subset in ("all", "near_twin"):
-            for m in METRICS:
-                v = np.array([r[subset][m] for r in rs])
-                cells.append(f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}")
+        cells = [name, str(len(rs))] + metric_cells(rs, ("all", "near_twin"))
         per_epoch = seconds(name)
         cells += [f"{per_epoch:.1f}", f"{per_epoch - base_s:+.1f}"]
         rows.append("| " + " | ".join(cells) + " |")

@@ -29,14 +29,15 @@ RESUME_FILE = "resume.pth"
 _CKPT_RE = re.compile(r"^transformer_(\d+)\.pth$")
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    """torch.save to a temp file next to ``path``, fsync, then rename over ``path``."""
+def _atomic_write(path: str, mode: str, write, suffix: str = "") -> None:
+    """``write(f)`` into a temp file next to ``path``, fsync, then rename over ``path``: a crash
+    never leaves a truncated file under the final name."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -44,24 +45,16 @@ def atomic_torch_save(obj, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save to a temp file next to ``path``, fsync, then rename over ``path``."""
+    _atomic_write(path, "wb", lambda f: torch.save(obj, f), suffix=".pth")
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temp file next to ``path``, fsync, then rename over ``path`` (configs,
-    summaries: a crash never leaves a truncated file under the final name)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Atomically write ``text`` to ``path`` (configs, summaries)."""
+    _atomic_write(path, "w", lambda f: f.write(text))
 
 
 def checkpoint_path(output_dir: str, epoch: int) -> str:
