@@ -74,7 +74,7 @@ if ROOT not in sys.path:
 
 from configs import load_config  # noqa: E402
 from processor.inference import METRIC_KEYS  # noqa: E402
-from processor.phases import PhasePlan  # noqa: E402
+from solver.phase_plan import PhasePlan  # noqa: E402
 from utils.checkpoint import atomic_write_text, checkpoint_path, list_checkpoints  # noqa: E402
 from utils.stats import mean_std, paired_ttest  # noqa: E402
 

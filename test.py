@@ -26,8 +26,8 @@ from datasets.make_dataloader import make_dataloader
 from model.make_model import load_transreid_model, make_model
 from processor.inference import (check_evaluable, describe_evaluation, evaluate_split,
                                  extract_features, format_metrics, summarise_results)
-from train import resolve_device
 from utils.checkpoint import atomic_write_text, checkpoint_meta, load_checkpoint
+from utils.dist import resolve_device
 from utils.logger import setup_logger
 from utils.visualize import ranked_list_figure, save_figure
 

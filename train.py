@@ -23,11 +23,12 @@ from datasets.make_dataloader import make_dataloader
 from losses.make_loss import make_loss
 from model.make_model import make_model
 from processor.inference import check_evaluable
-from processor.phases import PhasePlan
 from processor.processor import do_train
 from solver.make_optimizer import make_optimizer
+from solver.phase_plan import PhasePlan
 from solver.scheduler import make_scheduler
 from utils.checkpoint import atomic_write_text, load_resume_state, set_rng_state
+from utils.dist import init_distributed, resolve_device
 from utils.logger import setup_logger
 
 
@@ -43,33 +44,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def resolve_device(cfg) -> torch.device:
-    """MODEL.DEVICE 'auto' -> CUDA when available; under DDP, the process's local GPU."""
-    name = cfg.MODEL.DEVICE
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE '{cfg.MODEL.DEVICE}' but CUDA is not available; "
-                           "use MODEL.DEVICE cpu")
-    if cfg.MODEL.DIST_TRAIN and name == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def init_distributed(cfg) -> int:
-    """Join the torchrun process group (NCCL on GPU, gloo on CPU); returns the rank."""
-    if not cfg.MODEL.DIST_TRAIN:
-        return 0
-    if "RANK" not in os.environ:
-        raise RuntimeError("MODEL.DIST_TRAIN True needs torchrun (RANK/WORLD_SIZE not set): "
-                           "torchrun --nproc_per_node N train.py --config_file CFG ...")
-    backend = "nccl" if torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu" else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-    return torch.distributed.get_rank()
 
 
 def main(argv=None) -> int:

@@ -32,6 +32,8 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from utils.dist import world_info
+
 from .bases import Record, ReIDDataset
 from .factory import build_dataset
 from .samplers import PKBatchSampler, RandomBatchSampler
@@ -113,13 +115,6 @@ class ImageDataset(Dataset):
             ids, mask = self.tokenizer([caption])
             item.update(caption=caption, text_ids=ids[0], text_mask=mask[0])
         return item
-
-
-def world_info():
-    """(world size, rank): (1, 0) unless torch.distributed is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from processor.phases import PhasePlan, PhaseState
+from solver.phase_plan import PhasePlan, PhaseState
 
 from .brightness import brightness_gate, route
 from .center import CenterLoss

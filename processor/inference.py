@@ -16,17 +16,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from utils.dist import unwrap
 from utils.metrics import EvalResult, evaluate, evaluate_features, pairwise_distance
 from utils.reranking import describe_reranking, re_ranking
 
 logger = logging.getLogger("phasereid")
 
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DDP wrapper (evaluation runs on the plain module, on rank 0 only)."""
-    return model.module if hasattr(model, "module") else model
 
 
 @torch.no_grad()

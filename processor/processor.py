@@ -27,14 +27,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from datasets.make_dataloader import build_train_loader, world_info
+from datasets.make_dataloader import build_train_loader
 from model.make_model import TRAINING_ONLY_PREFIXES
 from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
 from utils.meters import AverageMeter
 from utils.visualize import tgmim_attention_figure
 
-from .inference import METRIC_KEYS, do_inference, unwrap
-from .phases import PhaseState, frozen_parameters
+from utils.dist import unwrap, world_info
+
+from .inference import METRIC_KEYS, do_inference
+from solver.phase_plan import PhaseState, frozen_parameters
 
 logger = logging.getLogger("phasereid")
 

@@ -3,7 +3,7 @@ errors for phases that ask for disabled branches."""
 import pytest
 
 from configs import load_config
-from processor.phases import PhasePlan, WeightSpec
+from solver.phase_plan import PhasePlan, WeightSpec
 
 PHASED_ABC = [  # Model B's recommended A: Triplet -> B: TripletX + SupCon -> C: Triplet + SupCon
     "SOLVER.MAX_EPOCHS", "120", "SOLVER.IMS_PER_BATCH", "64",

@@ -13,7 +13,7 @@ import torch
 
 from configs import load_config
 from model.make_model import make_model
-from processor.phases import PhasePlan
+from solver.phase_plan import PhasePlan
 
 COUNTS = {"market1501": (751, 6, 1), "dukemtmcreid": (702, 8, 1), "msmt17": (1041, 15, 1),
           "veri": (576, 20, 8), "vehicleid": (13164, 1, 1)}

@@ -274,7 +274,7 @@ def test_without_tgmim_flag_no_masked_forward_and_errors_name_the_fix(synth_root
         composer(out, batch, composer.plan.state(1))
     with pytest.raises(ValueError, match="needs text_ids"):
         model(batch["img"], batch["camid"], batch["viewid"], tgmim=True)
-    from processor.phases import PhasePlan
+    from solver.phase_plan import PhasePlan
     bad = load_config(opts=["LOSS.TGMIM.ENABLE", "True"])
     with pytest.raises(ValueError, match="CAPTION_SOURCE is 'none'"):
         PhasePlan(bad)
@@ -310,7 +310,7 @@ def test_train_with_tgmim_logs_the_loss_and_figure_and_tests_without_the_branch(
 
 
 def test_phase_plan_schedules_tgmim_and_the_trainer_skips_it_at_weight_zero():
-    from processor.phases import PhasePlan
+    from solver.phase_plan import PhasePlan
     from processor.processor import Trainer
 
     cfg = load_config(opts=["DATASETS.CAPTION_SOURCE", "annotation", "LOSS.TGMIM.ENABLE", "True",
