@@ -24,8 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from configs import load_config
 from datasets.make_dataloader import make_dataloader
 from model.make_model import load_transreid_model, make_model
-from processor.inference import (check_evaluable, describe_evaluation, evaluate_split,
-                                 extract_features, format_metrics, summarise_results)
+from processor.inference import check_evaluable, evaluate_model, format_metrics
 from utils.checkpoint import atomic_write_text, checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
 from utils.logger import setup_logger
@@ -176,29 +175,25 @@ def main(argv=None) -> int:
     clip_fusion = load_weights(model, ckpt, meta, cfg.TEST.WEIGHT, logger)
     model.to(device).eval()
 
-    feats = extract_features(model, data.test_loader, device, cfg.TEST.NECK_FEAT)
-    pids = np.array([r.pid for r in ds.test])
-    camids = np.array([r.camid for r in ds.test])
     vis = pick_vis_queries(len(ds.splits[0].query_idx), cfg.TEST.VIS_QUERIES)
-    outcomes = [evaluate_split(cfg, feats, pids, camids, split, vis if i == 0 else ())
-                for i, split in enumerate(ds.splits)]
-    metrics = summarise_results([o.result for o in outcomes])
-    evaluation = describe_evaluation(cfg)
+    result = evaluate_model(cfg, model, data, device, vis)
+    metrics, evaluation = result.metrics, result.description
     logger.info("Results of %s on %s (%s):%s", cfg.TEST.WEIGHT, ds.name, evaluation,
                 format_metrics(metrics))
 
     epoch = meta["epoch"] if meta else None
     if vis:
         fig = ranked_list_figure(*ranked_for_figure(cfg, ds, ds.splits[0], vis,
-                                                    outcomes[0].vis_dist),
+                                                    result.outcomes[0].vis_dist),
                                  title=f"{ds.name} epoch {epoch}: top-{cfg.TEST.VIS_TOPK}")
         writer = SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
         writer.add_figure("test/ranked_list", fig, global_step=epoch or 0)
         writer.close()
         save_figure(fig, os.path.join(cfg.OUTPUT_DIR, "ranked_list.png"))
     if cfg.TEST.EXPORT_FEATURES:
-        np.savez(os.path.join(cfg.OUTPUT_DIR, "features.npz"), feats=feats.numpy(), pids=pids,
-                 camids=camids, paths=np.array([r.path for r in ds.test]))
+        np.savez(os.path.join(cfg.OUTPUT_DIR, "features.npz"), feats=result.feats.numpy(),
+                 pids=result.pids, camids=result.camids,
+                 paths=np.array([r.path for r in ds.test]))
 
     summary = {
         "metrics": metrics,

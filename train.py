@@ -19,9 +19,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from configs import load_config
-from datasets.make_dataloader import make_dataloader
+from datasets.make_dataloader import check_train_batches, make_dataloader
 from losses.make_loss import make_loss
 from model.make_model import make_model
+from processor.hooks import make_epoch_hooks
 from processor.inference import check_evaluable
 from processor.processor import do_train
 from solver.make_optimizer import make_optimizer
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, args.opts)
     plan = PhasePlan(cfg)   # an inconsistent phase plan fails here, before any work
     rank = init_distributed(cfg)
+    check_train_batches(cfg, plan.num_instances_by_epoch())   # per-process batch: after init
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger = setup_logger(cfg.OUTPUT_DIR, "train_log.txt", rank)
     logger.info("Command: %s", " ".join(sys.argv))
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
     if cfg.SOLVER.EVAL_PERIOD > 0:
         check_evaluable(ds)   # fail now, not after the first evaluation period
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)
-    composer = make_loss(cfg, ds.num_train_pids, model.feat_dim, plan)
+    composer = make_loss(cfg, ds.num_train_pids, model.feat_dim)
     start_epoch = 1
     if resume is not None:
         try:
@@ -98,8 +100,9 @@ def main(argv=None) -> int:
         set_rng_state(resume["rng"])
     logger.info("Training %s on %s: %d identities, %d images, epochs %d..%d", cfg.MODEL.NAME,
                 device, ds.num_train_pids, len(ds.train), start_epoch, cfg.SOLVER.MAX_EPOCHS)
-    do_train(cfg, model, data, composer, optimizer, center_optimizer, scheduler, device,
-             start_epoch=start_epoch, writer=writer, resume_state=resume)
+    do_train(cfg, model, data, composer, plan, optimizer, center_optimizer, scheduler, device,
+             start_epoch=start_epoch, writer=writer, resume_state=resume,
+             hooks=make_epoch_hooks(cfg, data))
     if writer is not None:
         writer.close()
     if cfg.MODEL.DIST_TRAIN:

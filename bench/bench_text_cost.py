@@ -25,6 +25,8 @@ from configs import load_config  # noqa: E402
 from datasets.make_dataloader import build_train_loader, make_dataloader  # noqa: E402
 from losses.make_loss import make_loss  # noqa: E402
 from model.make_model import make_model  # noqa: E402
+from processor.processor import forward_options  # noqa: E402
+from solver.phase_plan import PhasePlan  # noqa: E402
 
 RECIPES = {
     "baseline": "synth_baseline.yml",
@@ -49,14 +51,11 @@ def setup(recipe: str, opts: list, num_batches: int):
         batches.append(batch)
         if len(batches) == num_batches:
             break
-    return model, composer, optimizer, batches, composer.plan.state(1)
+    return model, composer, optimizer, batches, PhasePlan(cfg).state(1)
 
 
 def step(model, composer, optimizer, batch, state) -> None:
-    extra = {}
-    if state.weight("tgmim") > 0:
-        extra = {"text_ids": batch["text_ids"], "text_mask": batch["text_mask"], "tgmim": True}
-    outputs = model(batch["img"], batch["camid"], batch["viewid"], **extra)
+    outputs = model(batch, **forward_options(state))
     total, _ = composer(outputs, batch, state)
     optimizer.zero_grad(set_to_none=True)
     total.backward()

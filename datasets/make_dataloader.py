@@ -36,7 +36,7 @@ from utils.dist import world_info
 
 from .bases import Record, ReIDDataset
 from .factory import build_dataset
-from .samplers import PKBatchSampler, RandomBatchSampler
+from .samplers import PKBatchSampler, RandomBatchSampler, check_pk_batch
 from .tokenize import CaptionTokenizer, build_tokenizer
 from .transforms import brightness, build_transforms
 
@@ -137,6 +137,20 @@ def per_process_batch(cfg) -> int:
         raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
                          f"the world size {world}")
     return cfg.SOLVER.IMS_PER_BATCH // world
+
+
+def check_train_batches(cfg, ks_by_epoch: Sequence[tuple]) -> None:
+    """Before training: every K the run will use (``(epoch, K)`` pairs from the phase plan) must
+    divide the per-process batch when DATALOADER.SAMPLER is 'pk' (the P x K sampler checks the
+    same rule when it is built)."""
+    batch = per_process_batch(cfg)
+    if cfg.DATALOADER.SAMPLER not in ("pk", "random"):
+        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not 'pk' or 'random'")
+    if cfg.DATALOADER.SAMPLER != "pk":
+        return
+    for epoch, k in ks_by_epoch:
+        check_pk_batch(batch, k, f"epoch {epoch}; DATALOADER.NUM_INSTANCE or "
+                                 "DATALOADER.PHASED.K_*")
 
 
 def build_train_loader(cfg, train_set: ImageDataset, num_instances: int) -> DataLoader:

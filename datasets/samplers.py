@@ -31,6 +31,14 @@ def _group_by_pid(pids: Sequence[int]) -> Dict[int, List[int]]:
     return dict(sorted(groups.items()))
 
 
+def check_pk_batch(batch_size: int, num_instances: int,
+                   where: str = "DATALOADER.NUM_INSTANCE") -> None:
+    """A P x K batch needs K >= 1 dividing the (per-process) batch: P = batch / K is whole."""
+    if num_instances < 1 or batch_size % num_instances:
+        raise ValueError(f"batch size {batch_size} (SOLVER.IMS_PER_BATCH per process) is not a "
+                         f"multiple of K = {num_instances} ({where}): P = batch / K must be whole")
+
+
 def plan_pk_steps(groups: Dict[int, List[int]], num_instances: int, ids_per_step: int,
                   rng: np.random.Generator) -> List[List[List[int]]]:
     """One epoch's plan: a list of steps, each a list of ``ids_per_step`` chunks of K indices."""
@@ -76,10 +84,7 @@ class PKBatchSampler(Sampler):
 
     def __init__(self, pids: Sequence[int], batch_size: int, num_instances: int, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0):
-        if num_instances < 1 or batch_size % num_instances != 0:
-            raise ValueError(
-                f"batch size {batch_size} (SOLVER.IMS_PER_BATCH per process) must be a multiple of "
-                f"K = {num_instances} (DATALOADER.NUM_INSTANCE)")
+        check_pk_batch(batch_size, num_instances)
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} out of range for world size {num_replicas}")
         self.groups = _group_by_pid(pids)

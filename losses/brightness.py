@@ -31,16 +31,21 @@ from .tripletx import TripletXTerms
 MODES = ("hard", "soft")
 
 
+def check_gate(mode: str, temperature: float) -> None:
+    """LOSS.BRIGHTNESS.MODE is 'hard' or 'soft'; 'soft' needs a temperature K > 0."""
+    if mode not in MODES:
+        raise ValueError(f"LOSS.BRIGHTNESS.MODE '{mode}' is not one of {MODES}")
+    if mode == "soft" and temperature <= 0:
+        raise ValueError(f"LOSS.BRIGHTNESS.K {temperature} must be > 0 for MODE 'soft'")
+
+
 def brightness_gate(mu: torch.Tensor, thresh: float, temperature: float,
                     mode: str) -> torch.Tensor:
     """Per-anchor share of TripletX: 1[mu < thresh] ('hard') or sigmoid((thresh - mu) / K)."""
+    check_gate(mode, temperature)
     if mode == "hard":
         return (mu < thresh).float()
-    if mode == "soft":
-        if temperature <= 0:
-            raise ValueError(f"LOSS.BRIGHTNESS.K {temperature} must be > 0 for MODE 'soft'")
-        return torch.sigmoid((thresh - mu.float()) / temperature)
-    raise ValueError(f"LOSS.BRIGHTNESS.MODE '{mode}' is not one of {MODES}")
+    return torch.sigmoid((thresh - mu.float()) / temperature)
 
 
 class RoutedTerms(NamedTuple):

@@ -4,7 +4,7 @@ total = sum over components with weight w > 0 in this epoch's PhaseState of w * 
 each component is a small function of the model output dict and the batch dict. Every
 component's value is returned by name so the processor logs each one (console, tensorboard).
 
-Components (weights from ``processor.phases.PhaseState``):
+Components (weights from ``solver.phase_plan.PhaseState``):
 - 'id':       label-smoothed CE on ``logits``; with JPM 0.5 CE(global) + 0.5 mean_k CE(local_k),
               as TransReID.
 - 'triplet':  batch-hard triplet (LOSS.TRIPLET.*) on its FEAT_SRC; JPM halves as for 'id'.
@@ -22,14 +22,14 @@ Components (weights from ``processor.phases.PhaseState``):
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 
-from solver.phase_plan import PhasePlan, PhaseState
+from solver.phase_plan import PhaseState
 
-from .brightness import brightness_gate, route
+from .brightness import brightness_gate, check_gate, route
 from .center import CenterLoss
 from .circle import batch_circle_loss, pairwise_circle_loss
 from .isgvfc import ISGVFCLoss
@@ -105,19 +105,20 @@ class LossComposer(nn.Module):
         cfg: the config (LOSS.*).
         num_classes: training identities (center loss).
         feat_dim: global feature size (center loss).
-        plan: the run's PhasePlan (built from cfg when None; validation errors surface here).
 
+    The composer does not own the phase plan: the caller passes each epoch's state.
     Call: ``total, parts = composer(outputs, batch, state)`` with ``state`` =
     ``plan.state(epoch)``; ``parts`` maps each computed component (and routing diagnostics) to
     its unweighted, detached value. Components with weight 0 in ``state`` are not computed.
     Call ``composer.start_epoch(epoch)`` before an epoch (it clears the IS-GVFC memory).
 
     Example:
+        >>> plan = PhasePlan(cfg)
         >>> composer = make_loss(cfg, num_classes, model.feat_dim)
-        >>> total, parts = composer(model(img), batch, composer.plan.state(epoch))
+        >>> total, parts = composer(model(batch), batch, plan.state(epoch))
     """
 
-    def __init__(self, cfg, num_classes: int, feat_dim: int, plan: Optional[PhasePlan] = None):
+    def __init__(self, cfg, num_classes: int, feat_dim: int):
         super().__init__()
         unknown = [n for n in cfg.LOSS.NAMES if n not in KNOWN_LOSSES]
         if unknown:
@@ -127,8 +128,6 @@ class LossComposer(nn.Module):
             raise ValueError(f"LOSS.NAMES has unknown losses {unknown}; known: {KNOWN_LOSSES}"
                              + hint)
         self.cfg = cfg.LOSS
-        self.plan = plan if plan is not None else PhasePlan(cfg)
-        self.names = self.plan.components()
         self.center = CenterLoss(num_classes, feat_dim) if "center" in cfg.LOSS.NAMES else None
         self.isgvfc = None
         if cfg.LOSS.ISGVFC.ENABLE:
@@ -138,9 +137,7 @@ class LossComposer(nn.Module):
         if cfg.LOSS.CIRCLE.FORM not in ("pairwise", "batch"):
             raise ValueError(f"LOSS.CIRCLE.FORM '{cfg.LOSS.CIRCLE.FORM}' is not 'pairwise' or "
                              "'batch'")
-        if cfg.LOSS.BRIGHTNESS.MODE not in ("hard", "soft"):
-            raise ValueError(f"LOSS.BRIGHTNESS.MODE '{cfg.LOSS.BRIGHTNESS.MODE}' is not 'hard' "
-                             "or 'soft'")
+        check_gate(cfg.LOSS.BRIGHTNESS.MODE, cfg.LOSS.BRIGHTNESS.K)
         for section in ("TRIPLET", "TRIPLETX", "ISGVFC", "CIRCLE"):
             feature_keys(cfg.LOSS[section].FEAT_SRC)   # a bad FEAT_SRC fails here, not mid-run
 
@@ -253,7 +250,6 @@ class LossComposer(nn.Module):
         return total, parts
 
 
-def make_loss(cfg, num_classes: int, feat_dim: int,
-              plan: Optional[PhasePlan] = None) -> LossComposer:
+def make_loss(cfg, num_classes: int, feat_dim: int) -> LossComposer:
     """The loss composer for a config (see :class:`LossComposer`)."""
-    return LossComposer(cfg, num_classes, feat_dim, plan)
+    return LossComposer(cfg, num_classes, feat_dim)

@@ -14,9 +14,12 @@ Output contract (DESIGN.md section 2), a dict:
   BNNeck, the classifier, every loss and the test feature see the fused features;
 - ``tgmim_pred`` (B, 3, gh*r, gw*r), ``tgmim_mask`` (B, gh, gw) bool and ``tgmim_attn``
   (B, N, L): the TG-MIM branch (LOSS.TGMIM.ENABLE, model/tgmim.py), computed only when the
-  model is called with ``text_ids`` / ``text_mask`` and ``tgmim=True`` -- a second, masked
-  forward of the backbone whose patch tokens attend to the caption's tokens (text encoder:
-  model/text_encoder.py) and are decoded to pixels.
+  model is called as ``model(batch, tgmim=True)`` on a batch with ``text_ids`` / ``text_mask``
+  -- a second, masked forward of the backbone whose patch tokens attend to the caption's
+  tokens (text encoder: model/text_encoder.py) and are decoded to pixels.
+
+The model takes the batch dict (DESIGN.md section 2): ``model(batch)`` reads ``img`` and, where
+used, ``camid`` / ``viewid`` (SIE) and ``text_ids`` / ``text_mask`` (TG-MIM).
 
 Training-only modules (``TRAINING_ONLY_PREFIXES``: the SupCon projection, the TG-MIM head and
 the text encoder) do not contribute to the test feature; test.py loads checkpoints with or
@@ -146,27 +149,35 @@ class ReIDModel(nn.Module):
             return out
         return {**out, **self.clip_fusion(img, out["feat"], out.get("local_feats"))}
 
-    def _masked_image_modelling(self, img, camids, viewids, text_ids, text_mask) -> dict:
+    def _masked_image_modelling(self, batch: dict) -> dict:
         """The TG-MIM forward: mask, masked backbone pass, text cross-attention, decoder."""
         if self.tgmim is None:
             raise RuntimeError("tgmim=True but the model has no TG-MIM branch: set "
                                "LOSS.TGMIM.ENABLE True")
+        text_ids, text_mask = batch.get("text_ids"), batch.get("text_mask")
         if text_ids is None or text_mask is None:
             raise ValueError("the TG-MIM forward needs text_ids and text_mask (batch fields of "
-                             "DATASETS.CAPTION_SOURCE 'annotation' | 'attributes')")
+                             "DATASETS.CAPTION_SOURCE 'annotation' | 'attributes'); the batch "
+                             f"has {sorted(batch)}")
+        img = batch["img"]
         mask = self.tgmim.sample_mask(img.shape[0], img.device)
-        tokens = self.backbone.forward_features(img, camids, viewids, token_mask=mask.flatten(1),
+        tokens = self.backbone.forward_features(img, batch.get("camid"), batch.get("viewid"),
+                                                token_mask=mask.flatten(1),
                                                 mask_token=self.tgmim.mask_token)
         text = self.text_encoder(text_ids, text_mask)
         pred, attn = self.tgmim(tokens[:, 1:], text, text_mask)
         return {"tgmim_pred": pred, "tgmim_mask": mask, "tgmim_attn": attn}
 
-    def forward(self, img: torch.Tensor, camids: Optional[torch.Tensor] = None,
-                viewids: Optional[torch.Tensor] = None, text_ids: Optional[torch.Tensor] = None,
-                text_mask: Optional[torch.Tensor] = None, tgmim: bool = False) -> dict:
-        """Outputs of the module docstring; ``tgmim=True`` (training with TG-MIM) adds the
-        masked, text-guided forward's outputs."""
-        out = self._fuse(img, self.backbone(img, camids=camids, viewids=viewids))
+    def forward(self, batch: dict, tgmim: bool = False) -> dict:
+        """The outputs of a batch (a dict with ``img`` (B,3,H,W) and, where the model uses
+        them, ``camid`` / ``viewid`` for SIE and ``text_ids`` / ``text_mask`` for TG-MIM).
+
+        ``tgmim=True`` (epochs where the phase plan gives TG-MIM a weight > 0) adds the masked,
+        text-guided forward's outputs ``tgmim_pred``, ``tgmim_mask``, ``tgmim_attn``.
+        """
+        img = batch["img"]
+        out = self._fuse(img, self.backbone(img, camids=batch.get("camid"),
+                                            viewids=batch.get("viewid")))
         feat_bn, logits = self.head(out["feat"])
         result = {"feat": out["feat"], "feat_bn": feat_bn, "patch_tokens": out["patch_tokens"]}
         for key in ("clip_feat", "clip_gate"):
@@ -183,7 +194,7 @@ class ReIDModel(nn.Module):
             if self.training:
                 result["local_logits"] = [p[1] for p in parts]
         if tgmim:
-            result.update(self._masked_image_modelling(img, camids, viewids, text_ids, text_mask))
+            result.update(self._masked_image_modelling(batch))
         return result
 
     def test_feature(self, outputs: dict, neck_feat: str) -> torch.Tensor:
@@ -219,8 +230,12 @@ def build_tgmim(cfg, backbone: nn.Module):
     if not g.ENABLE:
         return None, None
     if cfg.MODEL.NAME != "transformer":
-        raise ValueError(f"LOSS.TGMIM.ENABLE needs MODEL.NAME 'transformer', not "
-                         f"'{cfg.MODEL.NAME}'")
+        raise ValueError(f"LOSS.TGMIM.ENABLE needs MODEL.NAME 'transformer' (masked patch "
+                         f"tokens), not '{cfg.MODEL.NAME}'")
+    if cfg.DATASETS.CAPTION_SOURCE == "none":
+        raise ValueError("LOSS.TGMIM.ENABLE is True but DATASETS.CAPTION_SOURCE is 'none': "
+                         "TG-MIM needs a caption per image; set it to 'annotation' or "
+                         "'attributes'")
     sh, sw = backbone.stride_size
     if sh != sw:
         raise ValueError(f"TG-MIM decodes square stride cells; MODEL.STRIDE_SIZE {[sh, sw]} is "

@@ -33,7 +33,7 @@ def extract_features(model, loader, device, neck_feat: str, desc: str = "feature
     net.eval()
     feats = []
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        out = net(batch["img"].to(device), batch["camid"].to(device), batch["viewid"].to(device))
+        out = net({k: batch[k].to(device) for k in ("img", "camid", "viewid")})
         feats.append(net.test_feature(out, neck_feat).float().cpu())
     net.train(was_training)
     return torch.cat(feats)
@@ -116,15 +116,40 @@ def check_evaluable(dataset) -> None:
             "to train")
 
 
-def do_inference(cfg, model, data, device) -> Dict[str, float]:
-    """Extract test features and evaluate every split; returns percent metrics."""
-    check_evaluable(data.dataset)
+@dataclass
+class Evaluation:
+    """One evaluation of a model on a dataset's test set (the one path of train and test).
+
+    ``feats`` (N, D) are the test features in ``dataset.test`` order; ``outcomes`` one per
+    evaluation split (several for VehicleID trials); ``metrics`` their summary (percent);
+    ``description`` says what was computed (:func:`describe_evaluation`).
+    """
+
+    feats: torch.Tensor
+    pids: np.ndarray
+    camids: np.ndarray
+    outcomes: List[SplitOutcome]
+    metrics: Dict[str, float]
+    description: Dict[str, object]
+
+
+def evaluate_model(cfg, model, data, device, vis_queries: Sequence[int] = ()) -> Evaluation:
+    """Extract test features and evaluate every split; ``vis_queries`` (positions in the first
+    split's queries) also get their distance rows, for the ranked-list figure."""
+    dataset = data.dataset
+    check_evaluable(dataset)
     feats = extract_features(model, data.test_loader, device, cfg.TEST.NECK_FEAT)
-    pids = np.array([r.pid for r in data.dataset.test])
-    camids = np.array([r.camid for r in data.dataset.test])
-    results = [evaluate_split(cfg, feats, pids, camids, split).result
-               for split in data.dataset.splits]
-    metrics = summarise_results(results)
+    pids = np.array([r.pid for r in dataset.test])
+    camids = np.array([r.camid for r in dataset.test])
+    outcomes = [evaluate_split(cfg, feats, pids, camids, split, vis_queries if i == 0 else ())
+                for i, split in enumerate(dataset.splits)]
+    metrics = summarise_results([o.result for o in outcomes])
+    return Evaluation(feats, pids, camids, outcomes, metrics, describe_evaluation(cfg))
+
+
+def do_inference(cfg, model, data, device) -> Dict[str, float]:
+    """Evaluate during training (:func:`evaluate_model`); logs and returns percent metrics."""
+    metrics = evaluate_model(cfg, model, data, device).metrics
     logger.info(format_metrics(metrics))
     return metrics
 

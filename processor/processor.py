@@ -1,17 +1,18 @@
 """The training loop (do_train) and evaluation entry (do_inference).
 
-The phase plan (processor/phases.py, owned by the loss composer) is printed at the start and
-gives every epoch its PhaseState. One epoch (1-based ``epoch``):
+``train.py`` builds the phase plan (solver/phase_plan.py) once and passes it in; it is printed
+at the start and gives every epoch its PhaseState. One epoch (1-based ``epoch``):
   state = plan.state(epoch) -> scheduler.step(epoch) -> build/reuse the train loader for the
   state's K (only the sampler/loader is rebuilt, only when K changes) -> set the sampler's
-  epoch and the train set's (which draws each image's caption) -> iterate (forward -- plus the
-  masked, text-guided TG-MIM forward in epochs where its weight is > 0 --, composed loss with
-  the state's weights, finite check, backward, frozen parameters' gradients dropped, optional
-  clipping, step) -> one log line with the phase, K and every loss component, lr, time and
-  images/s (+ tensorboard: the same, plus the phase index, every weight and, with TG-MIM, the
-  first image's cross-attention figure) -> evaluation every SOLVER.EVAL_PERIOD epochs and at the
-  last epoch (unless the period is 0) -> transformer_<epoch>.pth every
-  SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch -> resume.pth.
+  epoch and the train set's (which draws each image's caption) -> iterate (``model(batch)`` --
+  with ``tgmim=True`` in epochs where TG-MIM weighs > 0, see :func:`forward_options` --,
+  composed loss with the state's weights, finite check, backward, frozen parameters' gradients
+  dropped, optional clipping, step; the epoch hooks (processor/hooks.py) see the first batch)
+  -> one log line with the phase, K and every loss component, lr, time and images/s
+  (+ tensorboard: the same, plus the phase index and every weight) -> evaluation every
+  SOLVER.EVAL_PERIOD epochs and at the last epoch (unless the period is 0) ->
+  transformer_<epoch>.pth every SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch ->
+  resume.pth.
 
 A non-finite loss stops the run with FloatingPointError naming the component; it is raised
 before the optimiser step, so the weights and every checkpoint on disk stay as they were.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -29,14 +30,12 @@ from tqdm import tqdm
 
 from datasets.make_dataloader import build_train_loader
 from model.make_model import TRAINING_ONLY_PREFIXES
+from solver.phase_plan import PhasePlan, PhaseState, frozen_parameters
 from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
-from utils.meters import AverageMeter
-from utils.visualize import tgmim_attention_figure
-
 from utils.dist import unwrap, world_info
+from utils.meters import AverageMeter
 
 from .inference import METRIC_KEYS, do_inference
-from solver.phase_plan import PhaseState, frozen_parameters
 
 logger = logging.getLogger("phasereid")
 
@@ -54,6 +53,12 @@ def check_finite(total: torch.Tensor, parts: Dict[str, torch.Tensor], epoch: int
         "SOLVER.BASE_LR, enable SOLVER.GRAD_CLIP or check the inputs.")
 
 
+def forward_options(state: PhaseState) -> dict:
+    """Keyword options of ``model(batch, ...)`` for an epoch: the masked, text-guided TG-MIM
+    forward only when TG-MIM weighs > 0 (epochs without it pay nothing)."""
+    return {"tgmim": True} if state.weight("tgmim") > 0 else {}
+
+
 class Trainer:
     """Holds what an epoch needs; ``run(start_epoch)`` trains up to SOLVER.MAX_EPOCHS.
 
@@ -62,14 +67,16 @@ class Trainer:
         model: the (possibly DDP-wrapped) model.
         data: ReIDData from make_dataloader.
         composer: LossComposer.
+        plan: the run's PhasePlan (built once by train.py).
         optimizer, center_optimizer: from make_optimizer (center_optimizer may be None).
         scheduler: EpochLRScheduler.
         device: torch device.
         writer: tensorboard SummaryWriter (rank 0) or None.
+        hooks: epoch hooks (processor/hooks.py), called with the first batch of every epoch.
     """
 
-    def __init__(self, cfg, model, data, composer, optimizer, center_optimizer, scheduler,
-                 device, writer=None):
+    def __init__(self, cfg, model, data, composer, plan: PhasePlan, optimizer, center_optimizer,
+                 scheduler, device, writer=None, hooks: Sequence = ()):
         self.cfg = cfg
         self.model = model
         self.data = data
@@ -84,7 +91,8 @@ class Trainer:
         self.world, self.rank = world_info()
         self._loader = None
         self._loader_k = None
-        self.plan = composer.plan
+        self.plan = plan
+        self.hooks = list(hooks)
         self._frozen: list = []
 
     # -- data ---------------------------------------------------------------------------
@@ -100,17 +108,6 @@ class Trainer:
         """Parameters whose updates are skipped this epoch (the phase's FREEZE_SEQ prefixes)."""
         self._frozen = frozen_parameters(unwrap(self.model), state.freeze)
 
-    def model_inputs(self, batch: dict, state: PhaseState) -> dict:
-        """Keyword inputs of the model for this phase: the text and the masked TG-MIM forward
-        only when TG-MIM weighs > 0 (epochs without it pay nothing)."""
-        if state.weight("tgmim") <= 0:
-            return {}
-        missing = [k for k in ("text_ids", "text_mask") if k not in batch]
-        if missing:
-            raise KeyError(f"TG-MIM needs batch fields {missing}: set DATASETS.CAPTION_SOURCE "
-                           "to 'annotation' or 'attributes'")
-        return {"text_ids": batch["text_ids"], "text_mask": batch["text_mask"], "tgmim": True}
-
     def train_epoch(self, epoch: int, state: PhaseState) -> Dict[str, float]:
         cfg = self.cfg
         loader = self.train_loader(state.num_instances)
@@ -124,19 +121,18 @@ class Trainer:
         for iteration, batch in enumerate(bar, start=1):
             batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
                      for k, v in batch.items()}
-            img = batch["img"]
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                outputs = self.model(img, batch["camid"], batch["viewid"],
-                                     **self.model_inputs(batch, state))
+                outputs = self.model(batch, **forward_options(state))
                 total, parts = self.composer(outputs, batch, state)
-            if iteration == 1 and "tgmim_attn" in outputs:
-                self.log_attention(epoch, batch, outputs)
+            if iteration == 1 and self.rank == 0:
+                for hook in self.hooks:
+                    hook(epoch, batch, outputs, self.writer)
             check_finite(total, parts, epoch, iteration)
             self.optimizer.zero_grad(set_to_none=True)
             if self.center_optimizer is not None:
                 self.center_optimizer.zero_grad(set_to_none=True)
             self.backward_and_step(total)
-            n = img.shape[0]
+            n = batch["img"].shape[0]
             seen += n
             meters["loss"].update(total.item(), n)
             for name, value in parts.items():
@@ -205,22 +201,6 @@ class Trainer:
             for name, value in state.weights.items():
                 self.writer.add_scalar(f"weight/{name}", value, epoch)
             self.writer.flush()
-
-    def log_attention(self, epoch: int, batch: dict, outputs: dict) -> None:
-        """TG-MIM cross-attention of the epoch's first image over its caption's tokens, as a
-        tensorboard figure (tgmim/attention)."""
-        if self.writer is None:
-            return
-        mean = torch.tensor(self.cfg.INPUT.PIXEL_MEAN).view(3, 1, 1)
-        std = torch.tensor(self.cfg.INPUT.PIXEL_STD).view(3, 1, 1)
-        image = (batch["img"][0].detach().float().cpu() * std + mean).clamp(0, 1)
-        mask = outputs["tgmim_mask"][0].cpu()
-        fig = tgmim_attention_figure(
-            image.permute(1, 2, 0).numpy(), outputs["tgmim_attn"][0].detach().float().cpu().numpy(),
-            tuple(mask.shape), self.data.train_set.tokenizer.tokens(batch["text_ids"][0].cpu()),
-            token_mask=mask.numpy(), title=f"epoch {epoch}: {batch['caption'][0]}"
-            if "caption" in batch else f"epoch {epoch}")
-        self.writer.add_figure("tgmim/attention", fig, epoch)
 
     def log_eval(self, epoch: int, metrics: Dict[str, float]) -> None:
         if self.writer is not None:
@@ -293,11 +273,12 @@ class Trainer:
         return last_metrics
 
 
-def do_train(cfg, model, data, composer, optimizer, center_optimizer, scheduler, device,
-             start_epoch: int = 1, writer=None, resume_state: Optional[dict] = None):
+def do_train(cfg, model, data, composer, plan, optimizer, center_optimizer, scheduler, device,
+             start_epoch: int = 1, writer=None, resume_state: Optional[dict] = None,
+             hooks: Sequence = ()):
     """Train from ``start_epoch`` (restoring ``resume_state`` when given) to SOLVER.MAX_EPOCHS."""
-    trainer = Trainer(cfg, model, data, composer, optimizer, center_optimizer, scheduler, device,
-                      writer)
+    trainer = Trainer(cfg, model, data, composer, plan, optimizer, center_optimizer, scheduler,
+                      device, writer, hooks)
     if resume_state is not None:
         restore_trainer(trainer, resume_state)
     return trainer.run(start_epoch)
@@ -314,4 +295,4 @@ def restore_trainer(trainer: Trainer, state: dict) -> None:
         trainer.scaler.load_state_dict(state["scaler"])
 
 
-__all__ = ["do_train", "do_inference", "Trainer", "check_finite", "unwrap"]
+__all__ = ["do_train", "do_inference", "Trainer", "check_finite", "forward_options", "unwrap"]

@@ -1,10 +1,14 @@
 """The phase plan: ONE table that decides, for every epoch, which losses run with which weights,
 which metric loss is used, K of the P x K sampler, brightness routing and freezing.
 
-Built once from the config before training (``PhasePlan(cfg)``), validated (a phase that asks
-for a loss whose branch is disabled is an error before the first epoch), printed as a table at
-the start, and queried per epoch (``plan.state(epoch)`` -> :class:`PhaseState`). The loss
-composer, the sampler and the freezer read that state; nothing else decides.
+Built once from the config by ``train.py`` (``PhasePlan(cfg)``) and passed to whoever needs it
+(the trainer; the launcher validates configs with it). It checks plan facts only: phase lists of
+the right length, weight specs, metrics, and that a phase asking for a loss has that loss
+switched on. Facts about the model or the data (TG-MIM needs a ViT and captions, K must divide
+the batch) are checked by the builders that own them. The plan is printed as a table at the
+start and queried per epoch (``plan.state(epoch)`` -> :class:`PhaseState`); the loss composer,
+the sampler and the freezer read that state; nothing else decides. This module imports nothing
+from ``losses/``, ``model/``, ``processor/`` or ``datasets/``.
 
 Rules (the Model B README's keys, with one boundary rule everywhere):
 - Epochs are 1-based. With LOSS.PHASED.BOUNDARIES [b_0, ..., b_{n-2}] phase j covers
@@ -28,10 +32,7 @@ Rules (the Model B README's keys, with one boundary rule everywhere):
 - Freezing (LOSS.PHASED.FREEZE_SEQ): per phase, comma-separated parameter-name prefixes whose
   updates are skipped in that phase.
 
-Differences from Model B's code (which its README describes but does not do): METRIC_SEQ,
-W_METRIC_SEQ and W_SUP_SPEC are honoured (its make_loss ignores them); one boundary rule (its
-code mixes ``e < b``, ``e <= b`` and 0-based comments); the sampler and the losses read the same
-state (its processor and make_loss read different keys).
+Where Model B's released code does otherwise: docs/reference_differences.md (Phase plan).
 """
 from __future__ import annotations
 
@@ -151,7 +152,6 @@ class PhasePlan:
         self.phases = self._build_phases(cfg)
         self.states = [self.state(e) for e in range(1, self.max_epochs + 1)]
         self._check_branches(cfg)
-        self._check_k(cfg)
 
     # -- construction -------------------------------------------------------------------
     def _build_phases(self, cfg) -> List[Phase]:
@@ -261,13 +261,6 @@ class PhasePlan:
                     raise ValueError(f"{label} gives '{name}' weight '{spec}' "
                                      f"(LOSS.{name.upper()}.W_SEQ) but that loss is off: needs "
                                      f"{switch}")
-        if loss.TGMIM.ENABLE and cfg.DATASETS.CAPTION_SOURCE == "none":
-            raise ValueError("LOSS.TGMIM.ENABLE is True but DATASETS.CAPTION_SOURCE is 'none': "
-                             "TG-MIM needs a caption per image; set it to 'annotation' or "
-                             "'attributes'")
-        if loss.TGMIM.ENABLE and cfg.MODEL.NAME != "transformer":
-            raise ValueError(f"LOSS.TGMIM.ENABLE needs MODEL.NAME 'transformer' (masked patch "
-                             f"tokens), not '{cfg.MODEL.NAME}'")
         if loss.PHASED.ENABLE and loss.BRIGHTNESS.ENABLE and not any(
                 p.metric == "routed" for p in self.phases):
             raise ValueError("LOSS.BRIGHTNESS.ENABLE is True but no phase routes: put 'routed' "
@@ -280,15 +273,6 @@ class PhasePlan:
                                           for p in self.phases):
             logger.warning("LOSS.SUPCON.ENABLE is True but its weight is 0 in every phase: the "
                            "projection head is built and never trained")
-
-    def _check_k(self, cfg) -> None:
-        batch = int(cfg.SOLVER.IMS_PER_BATCH)
-        for s in self.states:
-            k = s.num_instances
-            if k < 1 or batch % k:
-                raise ValueError(f"SOLVER.IMS_PER_BATCH {batch} is not a multiple of K = {k} "
-                                 f"(epoch {s.epoch}; DATALOADER.NUM_INSTANCE or "
-                                 "DATALOADER.PHASED.K_*): P = batch / K must be whole")
 
     # -- queries ------------------------------------------------------------------------
     def phase_index(self, epoch: int) -> int:
@@ -327,6 +311,10 @@ class PhasePlan:
         if weights["supcon"] > 0:
             return int(d.PHASED.K_WHEN_SUPCON)
         return int(d.PHASED.K_OTHER)
+
+    def num_instances_by_epoch(self) -> List[Tuple[int, int]]:
+        """(epoch, K of the P x K sampler) for every epoch of the run."""
+        return [(s.epoch, s.num_instances) for s in self.states]
 
     def components(self) -> Tuple[str, ...]:
         """Every loss that is active (weight > 0) in at least one epoch of the run."""

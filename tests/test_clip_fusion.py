@@ -64,7 +64,7 @@ def test_minimal_replaces_the_global_feature_and_leaves_the_parts():
     model.eval()
     img = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
-        out = model(img)
+        out = model({"img": img})
     raw, c = backbone_and_clip(model, img)
     proj = model.clip_fusion.global_head.proj
     assert out["clip_feat"].shape == (3, 64) and out["feat"].shape == (3, 192)
@@ -93,7 +93,7 @@ def test_quickwin_gates_the_global_feature_and_every_part_with_one_shared_head()
     model.eval()
     img = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
-        out = model(img)
+        out = model({"img": img})
         raw, c = backbone_and_clip(model, img)
         fusion = model.clip_fusion
         assert fusion.local_head is not None and fusion.local_head is not fusion.global_head
@@ -120,7 +120,7 @@ def test_quickwin_without_jpm_fuses_the_global_feature_only(log_lines):
     assert model.clip_fusion.local_head is None
     assert any("no JPM parts" in line for line in log_lines)
     with torch.no_grad():
-        out = model.eval()(torch.randn(2, 3, 64, 32))
+        out = model.eval()({"img": torch.randn(2, 3, 64, 32)})
     assert "local_feats" not in out and out["feat"].shape == (2, 192)
 
 
@@ -157,7 +157,7 @@ def test_hf_fusion_is_global_only_with_semantic_refinement(log_lines):
     img = torch.randn(3, 3, 64, 32)
     head = model.clip_fusion.global_head
     with torch.no_grad():
-        out = model(img)
+        out = model({"img": img})
         raw, t = backbone_and_clip(model, img)
         want = head.proj(torch.cat([raw["feat"], t], dim=1)) + head.refine(head.afem(t))
         torch.testing.assert_close(out["feat"], want)
@@ -174,7 +174,7 @@ def test_hf_fusion_is_global_only_with_semantic_refinement(log_lines):
     no_refine.eval()
     with torch.no_grad():
         raw, t = backbone_and_clip(no_refine, img)
-        torch.testing.assert_close(no_refine(img)["feat"],
+        torch.testing.assert_close(no_refine({"img": img})["feat"],
                                    head.proj(torch.cat([raw["feat"], t], dim=1)))
 
 
@@ -186,7 +186,7 @@ def test_open_clip_tower_is_frozen_and_stays_in_eval_mode():
     assert not any(m.training for m in tower.modules())
     assert model.clip_fusion.global_head.training
     assert not any(p.requires_grad for p in tower.parameters())
-    out = model(torch.randn(4, 3, 64, 32))
+    out = model({"img": torch.randn(4, 3, 64, 32)})
     (out["feat"].sum() + sum(f.sum() for f in out["local_feats"])).backward()
     assert all(p.grad is None for p in tower.parameters())
     assert model.clip_fusion.global_head.proj.weight.grad is not None
@@ -207,7 +207,7 @@ def test_hf_tower_trains_at_base_lr_times_clip_lr_scale():
     assert model.lr_scales() == {"clip_fusion.tower.": 0.2}
     model.train()
     assert tower.training
-    model(torch.randn(4, 3, 64, 32))["feat"].sum().backward()
+    model({"img": torch.randn(4, 3, 64, 32)})["feat"].sum().backward()
     assert all(p.grad is not None for p in tower.parameters())
 
     def lrs(cfg, net):
@@ -291,7 +291,7 @@ def test_open_clip_tower_takes_a_non_square_input():
     visual = model.clip_fusion.tower.net
     assert tuple(visual.grid_size) == (4, 2) and visual.positional_embedding.shape == (9, 64)
     with torch.no_grad():
-        assert model.eval()(torch.randn(2, 3, 64, 32))["clip_feat"].shape == (2, 64)
+        assert model.eval()({"img": torch.randn(2, 3, 64, 32)})["clip_feat"].shape == (2, 64)
 
 
 def test_hf_pos_embed_resize_and_square_inputs_only():
@@ -398,7 +398,8 @@ def test_synth_clip_recipes_build_and_forward(repo_root):
         assert cfg.MODEL.USE_CLIP and cfg.MODEL.CLIP_TINY and cfg.MODEL.CLIP_IMPL == impl
         model = make_model(cfg, 150, 6, 3).eval()
         with torch.no_grad():
-            out = model(torch.randn(2, 3, *cfg.INPUT.SIZE_TEST), torch.tensor([0, 5]))
+            out = model({"img": torch.randn(2, 3, *cfg.INPUT.SIZE_TEST),
+                         "camid": torch.tensor([0, 5])})
         assert out["feat"].shape == (2, 192) and out["clip_feat"].shape == (2, 64)
         assert model.clip_fusion.preprocess.size == (64, 64)
 

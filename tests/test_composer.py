@@ -7,6 +7,7 @@ import torch
 
 from configs import load_config
 from losses.make_loss import make_loss
+from solver.phase_plan import PhasePlan
 from losses.supcon import supcon_loss
 from losses.triplet import batch_hard_terms
 from losses.tripletx import tripletx_terms
@@ -42,7 +43,7 @@ def reference_routed(feat, batch, w_t, w_x, gate, epoch, cfg):
 def test_hard_routing_averages_within_subsets_and_combines_by_size():
     cfg = load_config(opts=ROUTED)
     composer = make_loss(cfg, 4, 6)
-    state = composer.plan.state(12)  # after TripletX's soft warm-up: hinge
+    state = PhasePlan(cfg).state(12)  # after TripletX's soft warm-up: hinge
     out, batch = batch_of()
     total, parts = composer(out, batch, state)
     gate = (batch["brightness"] < 0.35).double()
@@ -61,11 +62,11 @@ def test_soft_routing_mixes_each_anchor_by_the_gate():
     cfg = load_config(opts=ROUTED + ["LOSS.BRIGHTNESS.MODE", "soft", "LOSS.BRIGHTNESS.K", "0.08"])
     composer = make_loss(cfg, 4, 6)
     out, batch = batch_of(seed=1)
-    total, _ = composer(out, batch, composer.plan.state(3))
+    total, _ = composer(out, batch, PhasePlan(cfg).state(3))
     gate = torch.sigmoid((0.35 - batch["brightness"].double()) / 0.08)
     expected = reference_routed(out["feat"], batch, 1.0, 1.5, gate, 3, cfg)
     assert total.item() == pytest.approx(float(expected), rel=1e-6)
-    hard = make_loss(load_config(opts=ROUTED), 4, 6)(out, batch, composer.plan.state(3))[0]
+    hard = make_loss(load_config(opts=ROUTED), 4, 6)(out, batch, PhasePlan(cfg).state(3))[0]
     assert abs(hard.item() - total.item()) > 1e-6   # the gate is used, not computed and dropped
 
 
@@ -75,7 +76,7 @@ def test_routing_applies_to_jpm_local_features_alike():
     out, batch = batch_of(seed=2)
     g = torch.Generator().manual_seed(3)
     out["local_feats"] = [torch.randn(12, 6, generator=g, dtype=torch.float64) for _ in range(2)]
-    total, _ = composer(out, batch, composer.plan.state(12))
+    total, _ = composer(out, batch, PhasePlan(cfg).state(12))
     gate = (batch["brightness"] < 0.35).double()
     per_feat = [reference_routed(f, batch, 1.0, 1.5, gate, 12, cfg)
                 for f in [out["feat"]] + out["local_feats"]]
@@ -88,7 +89,7 @@ def test_all_bright_batch_is_plain_triplet_and_no_tripletx_part():
     composer = make_loss(cfg, 4, 6)
     out, batch = batch_of(seed=4)
     batch["brightness"] = torch.full((12,), 0.9)
-    total, parts = composer(out, batch, composer.plan.state(12))
+    total, parts = composer(out, batch, PhasePlan(cfg).state(12))
     t = batch_hard_terms(out["feat"], batch["pid"], 0.3, False, False)
     assert total.item() == pytest.approx(float(t.loss.mean()))
     assert "tripletx" not in parts and parts["dark_share"].item() == 0.0
@@ -100,12 +101,12 @@ def test_supcon_reads_the_projection_and_dark_weight_only_when_routing():
     out, batch = batch_of(seed=5)
     out["supcon_z"] = torch.nn.functional.normalize(out["feat_bn"], dim=1)
     plain = make_loss(load_config(opts=opts), 4, 6)
-    _, parts = plain(out, batch, plain.plan.state(1))
+    _, parts = plain(out, batch, PhasePlan(load_config(opts=opts)).state(1))
     expected = supcon_loss(out["supcon_z"], batch["pid"], batch["camid"], temperature=0.07,
                            cam_aware=True)
     assert parts["supcon"].item() == pytest.approx(expected.item())   # not routing: no boost
     routed = make_loss(load_config(opts=opts + ROUTED[2:6]), 4, 6)
-    _, parts = routed(out, batch, routed.plan.state(1))
+    _, parts = routed(out, batch, PhasePlan(load_config(opts=opts + ROUTED[2:6])).state(1))
     weights = torch.where(batch["brightness"] < 0.35, 1.8, 1.0)
     boosted = supcon_loss(out["supcon_z"], batch["pid"], batch["camid"], temperature=0.07,
                           cam_aware=True, anchor_weights=weights)
@@ -113,7 +114,7 @@ def test_supcon_reads_the_projection_and_dark_weight_only_when_routing():
     assert abs(boosted.item() - expected.item()) > 1e-6
     with pytest.raises(KeyError, match="LOSS.SUPCON.ENABLE"):
         del out["supcon_z"]
-        plain(out, batch, plain.plan.state(1))
+        plain(out, batch, PhasePlan(load_config(opts=opts)).state(1))
 
 
 def test_weights_of_the_state_scale_each_component():
@@ -121,7 +122,7 @@ def test_weights_of_the_state_scale_each_component():
             "LOSS.ISGVFC.MEMORY", "False", "LOSS.NAMES", "['triplet']"]
     composer = make_loss(load_config(opts=opts), 4, 6)
     out, batch = batch_of(seed=6)
-    state = composer.plan.state(1)
+    state = PhasePlan(load_config(opts=opts)).state(1)
     total, parts = composer(out, batch, state)
     assert set(parts) == {"triplet", "circle", "isgvfc"}
     expected = parts["triplet"] + 0.25 * parts["circle"] + 1.0 * parts["isgvfc"]
@@ -140,7 +141,7 @@ def test_circle_form_is_read(form):
     composer = make_loss(load_config(opts=opts), 4, 6)
     out, batch = batch_of(seed=7)
     out["logits"] = torch.randn(12, 4, dtype=torch.float64)
-    _, parts = composer(out, batch, composer.plan.state(1))
+    _, parts = composer(out, batch, PhasePlan(load_config(opts=opts)).state(1))
     fn = pairwise_circle_loss if form == "pairwise" else batch_circle_loss
     assert parts["circle"].item() == pytest.approx(
         fn(out["feat"], batch["pid"], margin=0.4, gamma=32.0).item())

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from configs import load_config
 from losses.center import CenterLoss
 from losses.make_loss import make_loss
+from solver.phase_plan import PhasePlan
 from losses.softmax_ce import cross_entropy_label_smooth
 from losses.triplet import batch_hard_terms, triplet_loss
 
@@ -72,7 +73,7 @@ def test_composer_names_weights_and_jpm_halves():
     cfg = load_config(opts=["LOSS.NAMES", "['id', 'triplet']", "LOSS.ID.W", "0.5",
                             "LOSS.TRIPLET.W", "2.0", "LOSS.TRIPLET.SOFT_MARGIN", "True"])
     composer = make_loss(cfg, num_classes=3, feat_dim=4)
-    state = composer.plan.state(1)
+    state = PhasePlan(cfg).state(1)
     torch.manual_seed(0)
     pids = torch.tensor([0, 0, 1, 1, 2, 2])
     out = {"feat": torch.randn(6, 4), "feat_bn": torch.randn(6, 4), "logits": torch.randn(6, 3)}

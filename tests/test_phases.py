@@ -126,8 +126,6 @@ def test_auxiliary_schedules_with_w_seq():
      "'x' is not one of"),
     (["LOSS.PHASED.ENABLE", "True", "LOSS.PHASED.BOUNDARIES", "[60, 30]"], "increasing"),
     (["LOSS.ISGVFC.W_SEQ", "['const:0.5']"], "LOSS.ISGVFC.ENABLE True"),
-    (["LOSS.TRIPLETX.ENABLE", "True", "DATALOADER.PHASED.ENABLE", "True",
-      "DATALOADER.PHASED.K_WHEN_TRIPLETX", "6"], "not a multiple of K = 6"),
     (["LOSS.PHASED.TRIPLETX_END", "-1"], "TRIPLETX_END"),
 ])
 def test_inconsistent_plans_are_errors_before_training(opts, match):
@@ -156,3 +154,17 @@ def test_freeze_seq_per_phase():
                    "LOSS.PHASED.FREEZE_SEQ", "['backbone.patch_embed, backbone.cls_token', '']")
     assert plan.state(3).freeze == ("backbone.patch_embed", "backbone.cls_token")
     assert plan.state(4).freeze == ()
+
+
+def test_every_planned_k_must_divide_the_batch_before_training():
+    from datasets.make_dataloader import check_train_batches
+
+    cfg = load_config(opts=["LOSS.TRIPLETX.ENABLE", "True", "DATALOADER.PHASED.ENABLE", "True",
+                            "DATALOADER.PHASED.K_WHEN_TRIPLETX", "6"])
+    plan = PhasePlan(cfg)      # K is a plan fact; K | batch is the P x K sampler's
+    with pytest.raises(ValueError, match="not a multiple of K = 6"):
+        check_train_batches(cfg, plan.num_instances_by_epoch())
+    random = load_config(opts=["LOSS.TRIPLETX.ENABLE", "True", "DATALOADER.PHASED.ENABLE", "True",
+                               "DATALOADER.PHASED.K_WHEN_TRIPLETX", "6",
+                               "DATALOADER.SAMPLER", "random"])
+    check_train_batches(random, PhasePlan(random).num_instances_by_epoch())  # no P x K batches

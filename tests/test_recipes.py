@@ -40,8 +40,8 @@ def test_recipes_build_and_forward(repo_root):
         model = make_model(cfg, classes, cams, views).eval()
         h, w = cfg.INPUT.SIZE_TEST
         with torch.no_grad():
-            out = model(torch.randn(1, 3, h, w), torch.tensor([cams - 1]),
-                        torch.tensor([views - 1]))
+            out = model({"img": torch.randn(1, 3, h, w), "camid": torch.tensor([cams - 1]),
+                         "viewid": torch.tensor([views - 1])})
         feat = model.test_feature(out, cfg.TEST.NECK_FEAT)
         parts = cfg.MODEL.DEVIDE_LENGTH if cfg.MODEL.JPM else 0
         assert feat.shape == (1, 768 * (1 + parts)), path

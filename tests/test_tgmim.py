@@ -13,6 +13,7 @@ from model.backbones.vit_transreid import build_transreid_backbone
 from model.text_encoder import (TextEncoder, build_text_encoder, build_text_tower,
                                 text_state_from_clip)
 from model.tgmim import TGMIMHead, block_token_mask, random_token_mask
+from solver.phase_plan import PhasePlan
 from utils.visualize import save_figure, tgmim_attention_figure
 
 
@@ -213,13 +214,12 @@ def tgmim_model(synth_root, tmp_path, **overrides):
 
 
 def forward(model, batch):
-    return model(batch["img"], batch["camid"], batch["viewid"], text_ids=batch["text_ids"],
-                 text_mask=batch["text_mask"], tgmim=True)
+    return model(batch, tgmim=True)
 
 
 def test_tgmim_loss_falls_when_overfitting_one_batch(synth_root, tmp_path):
     cfg, model, composer, batch = tgmim_model(synth_root, tmp_path)
-    state = composer.plan.state(1)
+    state = PhasePlan(cfg).state(1)
     assert state.weight("tgmim") == 1.0
     model.train()
     params = [p for n, p in model.named_parameters() if p.requires_grad]
@@ -248,7 +248,7 @@ def test_model_text_gradients_only_when_trainable(synth_root, tmp_path, frozen):
                                               **{"MODEL.TEXT.FREEZE": str(frozen),
                                                  "MODEL.TEXT.LR_SCALE": "0.1"})
     model.train()
-    total, _ = composer(forward(model, batch), batch, composer.plan.state(1))
+    total, _ = composer(forward(model, batch), batch, PhasePlan(cfg).state(1))
     total.backward()
     # the pooled-output projection is not used by TG-MIM (it reads the tokens)
     text_grads = [p.grad for n, p in model.text_encoder.named_parameters()
@@ -268,16 +268,17 @@ def test_model_text_gradients_only_when_trainable(synth_root, tmp_path, frozen):
 
 def test_without_tgmim_flag_no_masked_forward_and_errors_name_the_fix(synth_root, tmp_path):
     cfg, model, composer, batch = tgmim_model(synth_root, tmp_path)
-    out = model(batch["img"], batch["camid"], batch["viewid"])
+    out = model(batch)
     assert not any(k.startswith("tgmim") for k in out)
     with pytest.raises(KeyError, match="tgmim_pred.*LOSS.TGMIM.ENABLE"):
-        composer(out, batch, composer.plan.state(1))
+        composer(out, batch, PhasePlan(cfg).state(1))
+    no_text = {k: v for k, v in batch.items() if k not in ("text_ids", "text_mask")}
     with pytest.raises(ValueError, match="needs text_ids"):
-        model(batch["img"], batch["camid"], batch["viewid"], tgmim=True)
-    from solver.phase_plan import PhasePlan
+        model(no_text, tgmim=True)
+    from model.make_model import build_tgmim
     bad = load_config(opts=["LOSS.TGMIM.ENABLE", "True"])
     with pytest.raises(ValueError, match="CAPTION_SOURCE is 'none'"):
-        PhasePlan(bad)
+        build_tgmim(bad, model.backbone)   # the model builder owns the TG-MIM prerequisites
 
 
 def test_train_with_tgmim_logs_the_loss_and_figure_and_tests_without_the_branch(
@@ -311,7 +312,7 @@ def test_train_with_tgmim_logs_the_loss_and_figure_and_tests_without_the_branch(
 
 def test_phase_plan_schedules_tgmim_and_the_trainer_skips_it_at_weight_zero():
     from solver.phase_plan import PhasePlan
-    from processor.processor import Trainer
+    from processor.processor import forward_options
 
     cfg = load_config(opts=["DATASETS.CAPTION_SOURCE", "annotation", "LOSS.TGMIM.ENABLE", "True",
                             "LOSS.PHASED.ENABLE", "True", "LOSS.PHASED.BOUNDARIES", "[2, 4]",
@@ -323,11 +324,5 @@ def test_phase_plan_schedules_tgmim_and_the_trainer_skips_it_at_weight_zero():
     plan = PhasePlan(cfg)
     assert [plan.state(e).weight("tgmim") for e in range(1, 7)] == [0.0, 0.0, 10.0, 2.0, 1.0, 1.0]
     assert "tgmim" in plan.table()
-    trainer = Trainer.__new__(Trainer)   # model_inputs reads only the state and the batch
-    batch = {"text_ids": torch.zeros(2, 4, dtype=torch.long),
-             "text_mask": torch.ones(2, 4, dtype=torch.bool)}
-    assert trainer.model_inputs(batch, plan.state(1)) == {}
-    inputs = trainer.model_inputs(batch, plan.state(3))
-    assert inputs["tgmim"] is True and inputs["text_ids"] is batch["text_ids"]
-    with pytest.raises(KeyError, match="CAPTION_SOURCE"):
-        trainer.model_inputs({}, plan.state(3))
+    assert forward_options(plan.state(1)) == {}
+    assert forward_options(plan.state(3)) == {"tgmim": True}

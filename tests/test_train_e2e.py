@@ -154,7 +154,7 @@ def test_failed_test_leaves_no_summary(synth_root, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("killed midway")
 
-    monkeypatch.setattr(test_script, "summarise_results", crash)
+    monkeypatch.setattr(test_script, "evaluate_model", crash)
     with pytest.raises(RuntimeError, match="killed midway"):
         test_script.main(["TEST.WEIGHT", weight])
     assert not os.path.exists(summary)  # the stale summary of the earlier test is gone too
@@ -169,7 +169,8 @@ def test_unknown_camera_is_a_clear_error(synth_root, tmp_path):
     cfg = load_config(config_text=meta["config"])
     model = make_model(cfg, meta["num_classes"], 2, meta["num_views"]).eval()  # 2 cameras
     with pytest.raises(ValueError, match="camera"):
-        model(torch.zeros(1, 3, 64, 32), torch.tensor([5]), torch.tensor([0]))
+        model({"img": torch.zeros(1, 3, 64, 32), "camid": torch.tensor([5]),
+               "viewid": torch.tensor([0])})
 
 
 def test_test_py_evaluates_a_plain_transreid_checkpoint(synth_root, tmp_path):
