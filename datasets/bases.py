@@ -17,6 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+# The languages a record's captions can be in (DATASETS.CAPTION_LANG); a loader or caption source
+# that reads only some of them says which (``datasets/captions.py`` ANNOTATION_LANGS).
+CAPTION_LANGS = ("en", "vi")
+
 
 class DatasetFormatError(ValueError):
     """A dataset file or folder does not have the expected layout or content."""

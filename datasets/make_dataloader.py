@@ -123,7 +123,6 @@ class ReIDData:
 
     dataset: ReIDDataset
     train_set: ImageDataset
-    test_set: ImageDataset
     test_loader: DataLoader
 
     @property
@@ -174,13 +173,13 @@ def build_train_loader(cfg, train_set: ImageDataset, num_instances: int) -> Data
                       pin_memory=torch.cuda.is_available())
 
 
-def build_test_loader(cfg, records: List[Record]) -> tuple:
+def build_test_loader(cfg, records: List[Record]) -> DataLoader:
+    """The test loader over ``records``, in their order (test items carry no text)."""
     test_set = ImageDataset(records, build_transforms(cfg, is_train=False),
                             cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
-    loader = DataLoader(test_set, batch_size=cfg.TEST.IMS_PER_BATCH, shuffle=False,
-                        num_workers=cfg.DATALOADER.NUM_WORKERS,
-                        pin_memory=torch.cuda.is_available())
-    return test_set, loader
+    return DataLoader(test_set, batch_size=cfg.TEST.IMS_PER_BATCH, shuffle=False,
+                      num_workers=cfg.DATALOADER.NUM_WORKERS,
+                      pin_memory=torch.cuda.is_available())
 
 
 def build_dataset_rank0_first(cfg) -> ReIDDataset:
@@ -195,21 +194,18 @@ def build_dataset_rank0_first(cfg) -> ReIDDataset:
     return dataset
 
 
-def make_dataloader(cfg, dataset: ReIDDataset = None) -> ReIDData:
+def make_dataloader(cfg) -> ReIDData:
     """Parse the dataset named by the config (once) and build the test loader.
 
     Training loaders come from :func:`build_train_loader` with the K of the current phase. With
-    DATASETS.CAPTION_SOURCE != 'none' the training items carry text (module docstring); a
-    ``dataset`` passed in must then have its captions (``build_dataset`` applies the source).
+    DATASETS.CAPTION_SOURCE != 'none' the training items carry text (module docstring).
     """
-    if dataset is None:
-        dataset = build_dataset_rank0_first(cfg)
-        logger.info(dataset.statistics())
+    dataset = build_dataset_rank0_first(cfg)
+    logger.info(dataset.statistics())
     tokenizer = None
     if cfg.DATASETS.CAPTION_SOURCE != "none":
         tokenizer = build_tokenizer(cfg)
     train_set = ImageDataset(dataset.train, build_transforms(cfg, is_train=True),
                              cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, tokenizer=tokenizer,
                              caption_seed=cfg.SOLVER.SEED)
-    test_set, test_loader = build_test_loader(cfg, dataset.test)
-    return ReIDData(dataset, train_set, test_set, test_loader)
+    return ReIDData(dataset, train_set, build_test_loader(cfg, dataset.test))

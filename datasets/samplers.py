@@ -13,7 +13,7 @@ Differences from the reference, on purpose:
   resumed run reproduces the same batches;
 - the DDP version draws P x world_size identities per step from one shared plan and gives rank r
   the r-th group of P, so ranks see disjoint identities at every step and the same number of
-  batches (TransReID's DDP sampler only approximates this).
+  batches (the reference DDP sampler: docs/reference_differences.md).
 """
 from __future__ import annotations
 

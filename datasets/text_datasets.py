@@ -18,7 +18,7 @@ the de-facto layout of the field; VN3K follows the IRRA-style loaders of its rel
 Semantics (REFERENCES.md section 6; IRRA):
 - splits: ``train`` -> training records, ``test`` -> the test records, ``val`` (VN3K:
   ``validate``) -> counted in ``info`` and not used. Any other split value is a
-  :class:`DatasetFormatError` naming it (IRRA silently treats it as val).
+  :class:`DatasetFormatError` naming it (IRRA's handling: docs/reference_differences.md).
 - pids: the ``id`` field. Training pids are relabelled to 0..C-1 in ascending order of the raw id
   (for CUHK-PEDES this equals IRRA's ``id - 1``; ICFG-PEDES / RSTPReid ids are already 0-based
   and contiguous); test records keep the raw id. ``Record.attrs`` holds ``raw_id`` and ``split``.
@@ -45,10 +45,8 @@ import json
 import os
 from typing import Dict, List, Sequence, Tuple
 
-from .bases import (DatasetFormatError, Record, ReIDDataset, check_images_exist, relabel_pids,
-                    require_dir)
-
-CAPTION_LANGS = ("en", "vi")
+from .bases import (CAPTION_LANGS, DatasetFormatError, Record, ReIDDataset, check_images_exist,
+                    relabel_pids, require_dir)
 
 CUHKPEDES_LAYOUT = """  <ROOT_DIR>/CUHK-PEDES/
       imgs/            (cam_a/, cam_b/, CUHK01/, CUHK03/, Market/, test_query/, train_query/)

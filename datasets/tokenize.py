@@ -101,8 +101,8 @@ def build_tokenizer(cfg) -> CaptionTokenizer:
     """The caption tokenizer of MODEL.TEXT (OPEN_CLIP_MODEL, TINY, CONTEXT_LENGTH).
 
     Raises:
-        ValueError: an unknown open_clip model name (open_clip itself would silently fall back
-            to CLIP's BPE) or a context length < 2.
+        ValueError: an unknown open_clip model name (checked here rather than left to open_clip:
+            docs/reference_differences.md) or a context length < 2.
         RuntimeError: the model's tokenizer cannot be loaded (e.g. a Hugging Face tokenizer
             that is not in the local cache and no internet).
     """

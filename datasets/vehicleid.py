@@ -10,18 +10,17 @@ Layout::
             test_list_1600.txt  medium test set    (1,600 ids)
             test_list_2400.txt  large test set     (2,400 ids)
 
-No cameras and no views: camid 0 and view id 0 for every record (TransReID
-``datasets/vehicleid.py`` stores view id 1 and gives queries camid 0, gallery camid 1 so that
-nothing is filtered; here ``EvalSplit.camera_filter=False`` says that directly). Vehicle id 0 is an
-ordinary identity; -1 lines are dropped like junk elsewhere.
+No cameras and no views: camid 0 and view id 0 for every record, and every evaluation split has
+``EvalSplit.camera_filter=False``, so no gallery item is removed (how the reference encodes this:
+docs/reference_differences.md). Vehicle id 0 is an ordinary identity; -1 lines are dropped like
+junk elsewhere.
 
 Evaluation (REFERENCES 1.2): per trial, one random image of every test id goes to the gallery and
 the others are queries; R1 / R5 are averaged over the trials. The test images are
 ``ReIDDataset.test`` (query / gallery lists stay empty) and every trial is an :class:`EvalSplit`
-named ``trial<t>`` over them. Deliberate difference: TransReID's ``test.py`` re-draws 10 unseeded
-splits (and evaluates one during training), so its numbers cannot be reproduced; here trial ``t``
-draws from ``numpy.random.default_rng([trial_seed, t])``, so the same seed gives the same galleries
-and every trial differs from the others.
+named ``trial<t>`` over them. Deliberate difference: the trials are seeded. Trial ``t`` draws from
+``numpy.random.default_rng([trial_seed, t])``, so the same seed gives the same galleries and every
+trial differs from the others (the reference's unseeded draws: docs/reference_differences.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Shared test fixtures: repo root on sys.path, tiny configs."""
+"""Shared test fixtures: repo root on sys.path, tiny configs, SynthPedes meta.json readers."""
+import json
 import os
 import sys
 
@@ -22,6 +23,21 @@ def synth_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synth"))
     load_synth(root, num_train_ids=8, num_test_ids=6, seed=0, image_size=(64, 32))
     return root
+
+
+def _synth_meta(dataset_dir):
+    with open(os.path.join(dataset_dir, "meta.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def dark_cameras(dataset_dir):
+    """0-based camids of the cameras a generated SynthPedes meta.json declares dark."""
+    return set(_synth_meta(dataset_dir)["dark_cameras"])
+
+
+def near_twin_pairs(dataset_dir):
+    """(twin pid, pid it copies, changed detail) for every near-twin pair in meta.json."""
+    return [(p["pid"], p["twin_of"], p["detail"]) for p in _synth_meta(dataset_dir)["near_twin_pairs"]]
 
 
 def tiny_opts(synth_root, output_dir, **overrides):

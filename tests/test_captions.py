@@ -17,7 +17,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from conftest import tiny_opts
+from conftest import near_twin_pairs, tiny_opts
 from configs import load_config
 from datasets.bases import DatasetFormatError
 from datasets.captions import (apply_caption_source, market_attribute_caption,
@@ -25,7 +25,7 @@ from datasets.captions import (apply_caption_source, market_attribute_caption,
 from datasets.factory import build_dataset
 from datasets.make_dataloader import build_train_loader, make_dataloader
 from datasets.market1501 import load_market1501
-from datasets.synth import load_synth, near_twin_pairs
+from datasets.synth import load_synth
 from datasets.text_datasets import load_cuhkpedes, load_icfgpedes, load_rstpreid, load_vn3k
 from datasets.tokenize import build_tokenizer, build_tokenizer_for
 from datasets.veri import load_veri
@@ -433,7 +433,7 @@ def test_batches_carry_text_and_captions_drawn_per_epoch(synth_root, tmp_path):
         assert torch.equal(batch["text_ids"][i], ids[0]) and torch.equal(batch["text_mask"][i], mask[0])
     for key in ("img", "pid", "camid", "viewid", "path", "brightness", "index"):
         assert key in batch
-    assert "text_ids" not in data.test_set[0]  # test items carry no text
+    assert "text_ids" not in data.test_loader.dataset[0]  # test items carry no text
 
     n = len(train_set)
     train_set.set_epoch(1)

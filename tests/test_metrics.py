@@ -6,8 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.metrics import (EvalResult, eval_func, eval_func_loop, evaluate, evaluate_features, evaluate_loop,
+from utils.metrics import (EvalResult, eval_func, evaluate, evaluate_features, evaluate_loop,
                            pairwise_distance)
+
+
+def eval_func_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """The reference ``eval_func`` return triple (cmc, mAP, mINP), computed by the per-query loop."""
+    result = evaluate_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    return result.cmc, result.mAP, result.mINP
 
 # ---------------------------------------------------------------------------------------------
 # Hand-worked example: 3 queries, 7 gallery items.

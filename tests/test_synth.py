@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import synth, synth_render
+from conftest import dark_cameras, near_twin_pairs
+from datasets import synth
 from datasets.market1501 import MARKET_PATTERN, load_market_style
 from datasets.synth import (ATTRIBUTE_KEYS, MIN_IDENTITY_DISTANCE, TWIN_DETAILS, attribute_distance,
-                            dark_cameras, detail_phrase, generate_synthpedes, load_synth,
-                            make_captions, plan_identities)
+                            detail_phrase, generate_synthpedes, load_synth, make_captions,
+                            plan_identities)
+from datasets.synth import generator as synth_generator
+from datasets.synth import render as synth_render
 
 IDS, TRAIN, SEED = 12, 6, 3
 FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
@@ -78,7 +81,7 @@ def test_second_call_reuses_complete_dataset(tiny, monkeypatch):
     def must_not_render(*args, **kwargs):
         raise AssertionError("a complete dataset was generated again")
 
-    monkeypatch.setattr(synth, "_render_all", must_not_render)
+    monkeypatch.setattr(synth_generator, "_render_all", must_not_render)
     assert generate_synthpedes(root, IDS, SEED, train_ids=TRAIN, progress=False) == dataset_dir
 
 
@@ -203,7 +206,7 @@ def test_near_twins_written(tiny):
         for r in _read(dataset_dir, name):
             caps[lang].setdefault(r["id"], []).extend(r["captions"])
     pairs = [(int(p), v["twin_of"], v["twin_detail"]) for p, v in identities.items() if v["twin_of"]]
-    assert {p for p, _, _ in pairs} and pairs == synth.near_twin_pairs(dataset_dir)
+    assert {p for p, _, _ in pairs} and pairs == near_twin_pairs(dataset_dir)
     for twin, base, detail in pairs:
         a, b = identities[str(twin)], identities[str(base)]
         assert a["split"] == b["split"] and a["near_twin"] and b["near_twin"]

@@ -22,7 +22,7 @@ row sorted by *value* (no indices needed); the second term is only computed for 
 distance occurs more than once in the row. The evaluator never builds a Q x G int64 argsort. On CPU
 the value sort uses ``np.sort`` (vectorised, about 10x faster than ``torch.sort``, which also makes
 indices). Memory is O(block x G) and every per-query number is the same for any block size.
-``eval_func_loop`` is the literal per-query numpy loop, used as the oracle in the tests and the
+``evaluate_loop`` is the literal per-query numpy loop, used as the oracle in the tests and the
 baseline in ``bench/bench_eval.py``.
 """
 from __future__ import annotations
@@ -494,11 +494,3 @@ def evaluate_loop(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
                          "after removing same-pid same-camera items")
     return EvalResult(cmc=np.sum(all_cmc, axis=0) / len(all_ap), mAP=float(np.mean(all_ap)),
                       mINP=float(np.mean(all_inp)), num_valid=len(all_ap), num_skipped=num_q - len(all_ap))
-
-
-def eval_func_loop(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
-                   g_camids: ArrayLike, max_rank: int = 50) -> Tuple[np.ndarray, float, float]:
-    """``eval_func`` computed by the per-query loop ``evaluate_loop``; same signature and return."""
-    result = evaluate_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
-    _log_skipped(result)
-    return result.cmc, result.mAP, result.mINP

@@ -1,6 +1,6 @@
 """Rendering of SynthPedes images: one pedestrian (or a distractor / junk box) under one camera.
 
-What an image shows (see ``datasets/synth.py`` for the dataset built from these images):
+What an image shows (see ``datasets/synth/__init__.py`` for the dataset built from these images):
 
 - a per-camera background style (plaza tiles, park, corridor, facade windows, night street,
   car park) with random clutter shapes and a low-frequency texture;
@@ -331,7 +331,7 @@ def draw_person(img: Image.Image, attrs: dict, view: str, rng: np.random.Generat
 
     Args:
         img: the supersampled canvas.
-        attrs: identity attributes (see ``datasets.synth.sample_attributes``).
+        attrs: identity attributes (see ``identities.sample_attributes``).
         view: 'front', 'back' or 'side'.
         rng: per-image generator (side-view facing, stride, small pose changes).
         cx, top, ph: horizontal centre, head-top y and height of the person, in canvas pixels.
