@@ -1,10 +1,23 @@
-"""Config loading: defaults <- YAML recipe <- command-line KEY VALUE pairs."""
+"""Config loading: defaults <- YAML recipe (with its ``_BASE_`` chain) <- command-line KEY VALUE pairs.
+
+A recipe may start from another one: ``_BASE_: relative/path.yml`` (the fast-reid / detectron2
+convention; the path is relative to the file that names it). Bases may chain. The chain is
+resolved on plain dicts before yacs sees anything: each file's dict is deep-merged over its
+base's (a mapping merges key by key into the base's mapping; lists and scalars replace the base's
+value), and ``_BASE_`` is dropped. Only files may name a base: a checkpoint's stored config is
+already resolved.
+"""
 from __future__ import annotations
 
 import os
 from typing import Optional, Sequence
 
+import yaml
+from yacs.config import CfgNode
+
 from .defaults import get_cfg_defaults
+
+BASE_KEY = "_BASE_"
 
 
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = (),
@@ -14,13 +27,18 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = (),
     cfg = get_cfg_defaults()
     if config_text is not None:
         other = cfg.load_cfg(config_text)
+        if BASE_KEY in other:
+            raise ValueError(f"the checkpoint's stored config names a {BASE_KEY}; a stored config "
+                             "is already resolved, only recipe files may name a base")
         _merge(cfg, other, "the checkpoint's stored config")
     if config_file:
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"config file not found: {config_file}")
-        with open(config_file) as f:
-            other = cfg.load_cfg(f)
-        _merge(cfg, other, config_file)
+        tree, chain = read_recipe(config_file)
+        source = config_file
+        if len(chain) > 1:
+            source += f" (with its {BASE_KEY} chain: {' -> '.join(chain[1:])})"
+        _merge(cfg, CfgNode(tree), source)
     if len(opts) % 2:
         raise ValueError(f"overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
     try:
@@ -30,6 +48,53 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = (),
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def read_recipe(path: str, _chain: Sequence[str] = ()):
+    """The recipe at ``path`` as a plain dict with its ``_BASE_`` chain merged in.
+
+    Returns:
+        (tree, chain): ``tree`` the resolved dict (no ``_BASE_`` left); ``chain`` the files read,
+        ``path`` first, then its base, the base's base, ...
+    Raises FileNotFoundError for a missing base and ValueError for a cycle, a bad ``_BASE_`` value
+    or a file that is not a YAML mapping; each names the file that names the base.
+    """
+    with open(path) as f:
+        tree = yaml.safe_load(f)
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path}: a recipe must be a YAML mapping of config keys, "
+                         f"got {type(tree).__name__}")
+    chain = list(_chain) + [path]
+    base = tree.pop(BASE_KEY, None)
+    if base is None:
+        return tree, [path]
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: {BASE_KEY} must be a path relative to this file, got {base!r}")
+    base_path = os.path.join(os.path.dirname(path), base)
+    if not os.path.isfile(base_path):
+        raise FileNotFoundError(f"{path}: its {BASE_KEY} {base!r} not found (looked for "
+                                f"{base_path}; the path is relative to the file that names it)")
+    real = os.path.realpath(base_path)
+    if any(os.path.realpath(p) == real for p in chain):
+        raise ValueError(f"{path}: its {BASE_KEY} {base_path} is already in the chain, a cycle: "
+                         f"{' -> '.join(chain + [base_path])}")
+    base_tree, base_chain = read_recipe(base_path, chain)
+    return merge_trees(base_tree, tree), [path] + base_chain
+
+
+def merge_trees(base: dict, child: dict) -> dict:
+    """``child`` deep-merged over ``base`` (new dict, inputs untouched): where both values are
+    mappings they merge key by key; otherwise (lists, scalars, a mapping against a non-mapping)
+    the child's value replaces the base's."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_trees(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _merge(cfg, other, source: str) -> None:

@@ -3,7 +3,10 @@
 Every key is documented beside its default and is read somewhere in the code
 (``tests/test_config.py`` checks this). Recipes under ``configs/<Dataset>/*.yml``
 override these defaults; the command line overrides the recipe
-(``python train.py --config_file CFG KEY VALUE ...``).
+(``python train.py --config_file CFG KEY VALUE ...``). A recipe may start from another one with
+``_BASE_: relative/path.yml`` (relative to the recipe; bases chain; the recipe's sections merge
+key by key over the base's, its lists and values replace the base's): shared recipes are
+``configs/Base-*.yml``. Resolution rules: ``configs/__init__.py``.
 
 Conventions
 - Booleans are booleans (``True``/``False``), never ``'yes'``/``'no'``.
