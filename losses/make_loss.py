@@ -13,7 +13,8 @@ Components (weights from ``processor.phases.PhaseState``):
               logged as 'triplet' / 'tripletx' (subset means) and 'dark_share' (share of the
               batch with brightness < LOSS.BRIGHTNESS.THRESH).
 - 'center':   center loss on the pre-BN global feature (its centres have their own optimiser).
-- 'supcon':   SupCon on the model's ``supcon_z`` projection (losses/supcon.py); in routing
+- 'supcon':   SupCon on the model's ``supcon_z`` projection (losses/supcon.py; LOSS.SUPCON.
+              CAM_AWARE / CAM_AWARE_MODE choose the positives and the contrast set); in routing
               phases dark anchors weigh LOSS.BRIGHTNESS.SUPCON_DARK_WEIGHT (1 = off).
 - 'isgvfc':   IS-GVFC on the global feature LOSS.ISGVFC.FEAT_SRC (losses/isgvfc.py).
 - 'circle':   circle loss, LOSS.CIRCLE.FORM 'pairwise' | 'batch' (losses/circle.py); JPM halves.
@@ -34,7 +35,7 @@ from .center import CenterLoss
 from .circle import batch_circle_loss, pairwise_circle_loss
 from .isgvfc import ISGVFCLoss
 from .softmax_ce import cross_entropy_label_smooth
-from .supcon import supcon_loss
+from .supcon import CAM_AWARE_MODES, supcon_loss
 from .tgmim import tgmim_loss
 from .triplet import batch_hard_terms, triplet_loss
 from .tripletx import tripletx_loss, tripletx_terms
@@ -138,6 +139,9 @@ class LossComposer(nn.Module):
         if cfg.LOSS.CIRCLE.FORM not in ("pairwise", "batch"):
             raise ValueError(f"LOSS.CIRCLE.FORM '{cfg.LOSS.CIRCLE.FORM}' is not 'pairwise' or "
                              "'batch'")
+        if cfg.LOSS.SUPCON.CAM_AWARE_MODE not in CAM_AWARE_MODES:
+            raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{cfg.LOSS.SUPCON.CAM_AWARE_MODE}' is "
+                             "not 'exclude' or 'denominator'")
         if cfg.LOSS.BRIGHTNESS.MODE not in ("hard", "soft"):
             raise ValueError(f"LOSS.BRIGHTNESS.MODE '{cfg.LOSS.BRIGHTNESS.MODE}' is not 'hard' "
                              "or 'soft'")
@@ -193,7 +197,8 @@ class LossComposer(nn.Module):
                                          torch.full_like(mu, dark_weight, dtype=torch.float32),
                                          torch.ones_like(mu, dtype=torch.float32))
         return supcon_loss(output_key(outputs, "supcon_z", "supcon"), batch["pid"], camids,
-                           temperature=c.T, cam_aware=c.CAM_AWARE, anchor_weights=anchor_weights)
+                           temperature=c.T, cam_aware=c.CAM_AWARE,
+                           cam_aware_mode=c.CAM_AWARE_MODE, anchor_weights=anchor_weights)
 
     def component(self, name: str, outputs: dict, batch: dict,
                   state: PhaseState) -> torch.Tensor:
