@@ -293,13 +293,17 @@ _C.LOSS.SUPCON = CN()
 # Linear(D, PROJ_HIDDEN) -> ReLU -> Linear(PROJ_HIDDEN, PROJ_DIM), L2-normalised) fed with
 # FEAT_SRC 'bnneck' or 'pre_bn' (JPM: global feature only). Temperature T, weight W (when the
 # phase plan is off; LOSS.PHASED.W_SUP_SPEC when on). POS_RULE 'class' = positives share the
-# pid (the only rule). CAM_AWARE True: positives = same pid and another camera, same-pid
-# same-camera samples are neither positives nor negatives; False = SupContrast semantics.
+# pid (the only rule). CAM_AWARE True: positives = same pid and another camera; False =
+# SupContrast semantics. CAM_AWARE_MODE (read with CAM_AWARE True) says what the same-pid
+# same-camera samples are: 'exclude' = neither positives nor negatives (left out of the softmax
+# denominator too); 'denominator' = kept in the denominator, as Model B's camera-aware SupCon
+# (to reproduce its published recipes).
 _C.LOSS.SUPCON.ENABLE = False
 _C.LOSS.SUPCON.T = 0.07
 _C.LOSS.SUPCON.W = 0.30
 _C.LOSS.SUPCON.FEAT_SRC = "bnneck"
 _C.LOSS.SUPCON.CAM_AWARE = False
+_C.LOSS.SUPCON.CAM_AWARE_MODE = "exclude"
 _C.LOSS.SUPCON.POS_RULE = "class"
 _C.LOSS.SUPCON.PROJ_HIDDEN = 2048
 _C.LOSS.SUPCON.PROJ_DIM = 128

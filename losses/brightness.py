@@ -4,7 +4,7 @@ mu_i is the mean BT.709 luma of anchor i's augmented crop (the batch's ``brightn
 by the dataset after augmentation and de-normalised to [0, 1]). The gate g_i says how much of
 anchor i goes to TripletX:
 - 'hard': g_i = 1[mu_i < THRESH] (dark -> TripletX, the rest -> Triplet);
-- 'soft': g_i = sigmoid((THRESH - mu_i) / K) (Model B computes this gate and never uses it).
+- 'soft': g_i = sigmoid((THRESH - mu_i) / K).
 
 Routing is per anchor; positives and negatives are mined from the whole batch (masked mining),
 so a dark anchor may have bright positives. Over the valid anchors V (a positive and a negative):
@@ -15,9 +15,9 @@ so a dark anchor may have bright positives. Over the valid anchors V (a positive
 
 In 'hard' mode that is "each averaged within its subset, combined by subset size"; in 'soft'
 mode each anchor mixes its two terms by its gate (TripletX's hardness weights are rescaled to
-mean 1 under the gate). Model B's code instead applies the TransReID triplet to each subset
-separately (mining only inside the subset, which crashes on unequal positives) and drops the
-JPM local terms; here the same routing applies to the global and every JPM local feature.
+mean 1 under the gate). Deliberate differences from Model B's routing: mining over the whole
+batch rather than inside each subset, the 'soft' gate is used, and the same routing applies to
+the global and every JPM local feature (docs/reference_differences.md, losses/brightness.py).
 """
 from __future__ import annotations
 

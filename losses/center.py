@@ -3,9 +3,10 @@
 L = (1/N) sum_i clamp(|f_i - c_{y_i}|^2, 1e-12, 1e12). The centres are parameters of this
 module and are updated by their own SGD (LOSS.CENTER.LR, BoT 0.5) whose gradients are rescaled
 by 1 / LOSS.CENTER.W before the step, so the centre update does not depend on the loss weight
-(BoT ``layers/center_loss.py`` + ``engine/trainer.py``). Deliberate difference from TransReID,
-which builds CenterLoss(feat_dim=2048) for every backbone and never adds it: feat_dim comes from
-the model here, and the loss is used when 'center' is in LOSS.NAMES.
+(BoT ``layers/center_loss.py`` + ``engine/trainer.py``); the weight is the epoch's (phase
+state), and with AMP the gradients are unscaled first (processor.Trainer.backward_and_step).
+feat_dim comes from the model, and the loss is used when 'center' is in LOSS.NAMES
+(docs/reference_differences.md, losses/center.py).
 """
 import torch
 import torch.nn as nn

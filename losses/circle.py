@@ -15,8 +15,8 @@ Two ways to form the sets:
 - ``pairwise_circle_loss`` follows fast-reid ``pairwise_circleloss``: one L per anchor i over
   its positives (same pid, j != i) and negatives (other pids), then the mean over anchors.
   Deliberate difference: anchors without a positive or without a negative are excluded from
-  the mean (fast-reid masks with a large negative constant, gives them ~0 and still counts
-  them, which dilutes the loss with batch composition); 0 with a graph when none is valid.
+  the mean, so the loss scale does not depend on how many such anchors a batch has (fast-reid
+  counts them as ~0; docs/reference_differences.md); 0 with a graph when none is valid.
 - ``batch_circle_loss`` follows TinyZeaMays/CircleLoss (``convert_label_to_similarity`` +
   ``CircleLoss``): every unordered pair i < j once, positives = same-pid pairs, negatives =
   the other pairs, and a single L over the whole batch; 0 with a graph when there is no
@@ -27,6 +27,8 @@ exact, unlike adding a large finite negative constant.
 """
 import torch
 import torch.nn.functional as F
+
+from .masks import PidMasks, pid_masks
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.Tensor:
@@ -44,10 +46,10 @@ def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torc
     return torch.logsumexp(x.masked_fill(~mask, float("-inf")), dim)
 
 
-def _similarities(feats: torch.Tensor, pids: torch.Tensor):
-    """(cosine similarity matrix of the L2-normalised features, same-pid mask)."""
+def _similarities(feats: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, PidMasks]:
+    """(cosine similarity matrix of the L2-normalised features, the batch's pid masks)."""
     x = F.normalize(_compute_dtype(feats), dim=1)
-    return x @ x.t(), pids.view(-1, 1) == pids.view(1, -1)
+    return x @ x.t(), pid_masks(pids)
 
 
 def _circle_logits(s: torch.Tensor, margin: float, gamma: float):
@@ -72,10 +74,8 @@ def pairwise_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float 
     Example:
         >>> pairwise_circle_loss(torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     """
-    s, same = _similarities(feats, pids)
-    eye = torch.eye(len(pids), dtype=torch.bool, device=feats.device)
-    pos_mask = same & ~eye
-    neg_mask = ~same
+    s, masks = _similarities(feats, pids)
+    pos_mask, neg_mask = masks.pos, masks.neg
     valid = pos_mask.any(1) & neg_mask.any(1)
     if not bool(valid.any()):
         return feats.sum() * 0.0
@@ -90,7 +90,8 @@ def batch_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float = 0
                       gamma: float = 128.0) -> torch.Tensor:
     """One circle loss over all unordered pairs of the batch (TinyZeaMays semantics); arguments
     as :func:`pairwise_circle_loss`."""
-    s, same = _similarities(feats, pids)
+    s, masks = _similarities(feats, pids)
+    same = masks.same
     # i < j: every unordered pair once, the diagonal never
     upper = torch.ones_like(same).triu(diagonal=1)
     pos_mask = same & upper

@@ -98,15 +98,10 @@ reference applies it to CLIP image features, whose same-person cosines are typic
 feature space that starts with low same-identity cosines gets almost no signal from it until
 other losses have pulled identities together. ``include_self=False`` (DIFFERENCE, opt-in, off by
 default) leaves the diagonal out of p and q, which removes this plateau; anchors with no other
-positive then have no target and are left out of the mean. The opposite regime also occurs: in
-the SynthPedes ablation (docs/ablation_phased.md) the random-init ViT's features were nearly
-collinear (cosine ~0.98 across identities), the similarity mass spread over negatives, and the
-released form started at 6.0 and dominated the objective at weight 1.
-
-Paper vs code: the paper (arXiv 2412.20646) names the task "Identity Supervised Global Visual
-Feature Calibration"; its method section could not be consulted here, so the semantics above are
-those of the released code. The commented-out earlier ``compute_iikl`` in the reference
-(objectives.py l. 339-358) is the same loss without the memory (``use_memory=False``).
+positive then have no target and are left out of the mean. The opposite regime (nearly
+collinear features across identities: the similarity mass on negatives, a large loss) also
+occurs; how this module relates to the paper and the released code, and what was observed on
+SynthPedes, is in docs/reference_differences.md (losses/isgvfc.py).
 """
 from __future__ import annotations
 
@@ -115,6 +110,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .masks import pid_masks
 
 __all__ = ["isgvfc_loss", "ISGVFCLoss"]
 
@@ -179,21 +176,21 @@ def isgvfc_loss(feats: torch.Tensor, pids: torch.Tensor, temperature: float = 0.
 
         x = F.normalize(x, dim=1)
         logits = (x @ x.t()) / temperature
-        same = y.view(-1, 1) == y.view(1, -1)
+        masks = pid_masks(y)
         if include_self:
             log_p = F.log_softmax(logits, dim=1)
-            q = same.float() / same.sum(1, keepdim=True)
+            q = masks.same.float() / masks.same.sum(1, keepdim=True)
             return (log_p.exp() * (log_p - torch.log(q + eps))).sum(1).mean()
 
         # self-similarity left out of p and q; anchors with no other positive are dropped
         n = len(y)
         if n < 2:
             return x.sum() * 0.0
-        eye = torch.eye(n, dtype=torch.bool, device=x.device)
+        eye = masks.eye
         # the diagonal's log p = -inf is replaced before any product (no 0 * inf in autograd)
         log_p = F.log_softmax(logits.masked_fill(eye, float("-inf")), dim=1).masked_fill(eye, 0.0)
         p = log_p.exp().masked_fill(eye, 0.0)
-        pos = same & ~eye
+        pos = masks.pos
         q = pos.float() / pos.sum(1, keepdim=True).clamp(min=1)
         per_anchor = (p * (log_p - torch.log(q + eps))).sum(1)
         valid = pos.any(1)
@@ -250,17 +247,6 @@ class ISGVFCLoss(nn.Module):
 
     def __len__(self) -> int:
         return self._count
-
-    def memory(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(feats (M, D) float32, pids (M,)) of the stored entries, oldest first; M <= size."""
-        if self._bank_feats is None or self._count == 0:
-            return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-        if self._count < self.memory_size:
-            idx = torch.arange(self._count, device=self._bank_feats.device)
-        else:
-            idx = (torch.arange(self.memory_size, device=self._bank_feats.device)
-                   + self._next) % self.memory_size
-        return self._bank_feats[idx], self._bank_pids[idx]
 
     @torch.no_grad()
     def push(self, feats: torch.Tensor, pids: torch.Tensor) -> None:

@@ -13,7 +13,8 @@ Components (weights from ``solver.phase_plan.PhaseState``):
               logged as 'triplet' / 'tripletx' (subset means) and 'dark_share' (share of the
               batch with brightness < LOSS.BRIGHTNESS.THRESH).
 - 'center':   center loss on the pre-BN global feature (its centres have their own optimiser).
-- 'supcon':   SupCon on the model's ``supcon_z`` projection (losses/supcon.py); in routing
+- 'supcon':   SupCon on the model's ``supcon_z`` projection (losses/supcon.py; LOSS.SUPCON.
+              CAM_AWARE / CAM_AWARE_MODE choose the positives and the contrast set); in routing
               phases dark anchors weigh LOSS.BRIGHTNESS.SUPCON_DARK_WEIGHT (1 = off).
 - 'isgvfc':   IS-GVFC on the global feature LOSS.ISGVFC.FEAT_SRC (losses/isgvfc.py).
 - 'circle':   circle loss, LOSS.CIRCLE.FORM 'pairwise' | 'batch' (losses/circle.py); JPM halves.
@@ -34,7 +35,7 @@ from .center import CenterLoss
 from .circle import batch_circle_loss, pairwise_circle_loss
 from .isgvfc import ISGVFCLoss
 from .softmax_ce import cross_entropy_label_smooth
-from .supcon import supcon_loss
+from .supcon import check_cam_aware_mode, supcon_loss
 from .tgmim import tgmim_loss
 from .triplet import batch_hard_terms, triplet_loss
 from .tripletx import tripletx_loss, tripletx_terms
@@ -137,6 +138,7 @@ class LossComposer(nn.Module):
         if cfg.LOSS.CIRCLE.FORM not in ("pairwise", "batch"):
             raise ValueError(f"LOSS.CIRCLE.FORM '{cfg.LOSS.CIRCLE.FORM}' is not 'pairwise' or "
                              "'batch'")
+        check_cam_aware_mode(cfg.LOSS.SUPCON.CAM_AWARE_MODE)
         check_gate(cfg.LOSS.BRIGHTNESS.MODE, cfg.LOSS.BRIGHTNESS.K)
         for section in ("TRIPLET", "TRIPLETX", "ISGVFC", "CIRCLE"):
             feature_keys(cfg.LOSS[section].FEAT_SRC)   # a bad FEAT_SRC fails here, not mid-run
@@ -190,7 +192,8 @@ class LossComposer(nn.Module):
                                          torch.full_like(mu, dark_weight, dtype=torch.float32),
                                          torch.ones_like(mu, dtype=torch.float32))
         return supcon_loss(output_key(outputs, "supcon_z", "supcon"), batch["pid"], camids,
-                           temperature=c.T, cam_aware=c.CAM_AWARE, anchor_weights=anchor_weights)
+                           temperature=c.T, cam_aware=c.CAM_AWARE,
+                           cam_aware_mode=c.CAM_AWARE_MODE, anchor_weights=anchor_weights)
 
     def component(self, name: str, outputs: dict, batch: dict,
                   state: PhaseState) -> torch.Tensor:

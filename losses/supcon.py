@@ -9,11 +9,17 @@ With z the L2-normalised projections, temperature T, positives P(i) and contrast
   one view and base_temperature == temperature (so its T / base_T factor is 1): A(i) = all
   j != i, P(i) = same pid, j != i; an anchor without a positive contributes 0 but is still
   counted in the mean (the reference clamps its positive count to 1).
-- ``cam_aware=True`` (camids required): P(i) = same pid and another camera; same-pid
-  same-camera samples are neither positives nor negatives, so they are also removed from
-  A(i); anchors without a cross-camera positive are excluded from the mean (there is no
-  reference for this mode; excluding rather than counting zeros keeps the loss scale
-  independent of how many such anchors a batch has).
+- ``cam_aware=True`` (camids required): P(i) = same pid and another camera; anchors without a
+  cross-camera positive are excluded from the mean (excluding rather than counting zeros keeps
+  the loss scale independent of how many such anchors a batch has). What happens to the other
+  same-pid samples, the ones in the anchor's camera, is ``cam_aware_mode``:
+  - 'exclude' (default): they are neither positives nor negatives, so they are also removed
+    from A(i) = all j != i except them;
+  - 'denominator': they stay in A(i) = all j != i: not positives, yet pushed away through the
+    denominator. This is the camera-aware SupCon of the Model B TransReID extension
+    (``loss/supcon_loss.py``), for reproducing its published recipes (docs/
+    reference_differences.md, losses/supcon.py).
+  Without ``cam_aware`` the mode has no effect.
 
 ``anchor_weights`` (B,), non-negative, turns the mean into sum_i a_i l_i / sum_i a_i over the
 counted anchors. The weights are detached: they re-weight anchors, they are not optimised.
@@ -25,9 +31,20 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .masks import pid_masks
+
+CAM_AWARE_MODES = ("exclude", "denominator")
+
+
+def check_cam_aware_mode(mode: str) -> None:
+    """LOSS.SUPCON.CAM_AWARE_MODE is 'exclude' or 'denominator'."""
+    if mode not in CAM_AWARE_MODES:
+        raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{mode}' is not one of {CAM_AWARE_MODES}")
+
 
 def supcon_loss(z: torch.Tensor, pids: torch.Tensor, camids: Optional[torch.Tensor] = None, *,
                 temperature: float = 0.07, cam_aware: bool = False,
+                cam_aware_mode: str = "exclude",
                 anchor_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Supervised contrastive loss (see the module docstring).
 
@@ -36,12 +53,15 @@ def supcon_loss(z: torch.Tensor, pids: torch.Tensor, camids: Optional[torch.Tens
         pids: (B,) identity labels.
         camids: (B,) camera ids; required with cam_aware.
         temperature: T.
-        cam_aware: positives only across cameras; same-pid same-camera samples ignored.
+        cam_aware: positives only across cameras.
+        cam_aware_mode: with cam_aware, same-pid same-camera samples are left out of the
+            contrast set ('exclude') or stay in it ('denominator', Model B).
         anchor_weights: optional (B,) non-negative per-anchor weights (None = plain mean).
 
     Example:
         >>> supcon_loss(torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     """
+    check_cam_aware_mode(cam_aware_mode)
     if cam_aware and camids is None:
         raise ValueError("supcon_loss(cam_aware=True) needs camids")
     n = len(pids)
@@ -50,15 +70,13 @@ def supcon_loss(z: torch.Tensor, pids: torch.Tensor, camids: Optional[torch.Tens
     # the reference subtracts the detached row max (self included); it cancels in log_prob
     logits = logits - logits.max(1, keepdim=True).values.detach()
 
-    same = pids.view(-1, 1) == pids.view(1, -1)
-    eye = torch.eye(n, dtype=torch.bool, device=z.device)
-    contrast = ~eye
-    pos_mask = same & ~eye
+    masks = pid_masks(pids, camids if cam_aware else None)
+    contrast = ~masks.eye
+    pos_mask = masks.pos
     if cam_aware:
-        same_cam = camids.view(-1, 1) == camids.view(1, -1)
-        ignored = same & same_cam        # self included; never a positive nor a negative
-        contrast = ~ignored
-        pos_mask = same & ~same_cam
+        pos_mask = masks.same & ~masks.same_cam
+        if cam_aware_mode == "exclude":
+            contrast = ~(masks.same & masks.same_cam)   # self included; neither pos nor neg
 
     log_denom = torch.logsumexp(logits.masked_fill(~contrast, float("-inf")), 1)
     log_prob = logits - log_denom.unsqueeze(1)

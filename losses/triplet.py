@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .masks import pid_masks
+
 
 class TripletTerms(NamedTuple):
     """Per-anchor terms of a batch-hard triplet loss."""
@@ -38,10 +40,8 @@ def batch_hard_terms(feats: torch.Tensor, pids: torch.Tensor, margin: float = 0.
     """Per-anchor batch-hard triplet terms (see the module docstring)."""
     x = F.normalize(feats.float(), dim=1) if norm_feat else feats.float()
     dist = euclidean_dist(x, x)
-    same = pids.view(-1, 1) == pids.view(1, -1)
-    eye = torch.eye(len(pids), dtype=torch.bool, device=feats.device)
-    pos_mask = same & ~eye
-    neg_mask = ~same
+    masks = pid_masks(pids)
+    pos_mask, neg_mask = masks.pos, masks.neg
     valid = pos_mask.any(1) & neg_mask.any(1)
     d_ap = dist.masked_fill(~pos_mask, float("-inf")).max(1).values
     d_an = dist.masked_fill(~neg_mask, float("inf")).min(1).values

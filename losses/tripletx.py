@@ -17,7 +17,7 @@ positives P(i) and negatives N(i), on D = euclidean_dist of the (L2-normalised) 
 
 Deliberate differences from the reference:
 - anchors without a positive or without a negative are not valid (loss 0, weight 0); the
-  reference's fallback that turns negatives into positives is not reproduced;
+  reference's empty-row fallback is not reproduced (docs/reference_differences.md);
 - mining is masked (+-inf fill, top-k over the row, invalid slots masked), so anchors may
   have unequal numbers of positives; no reshape assumes K samples per identity;
 - the same-camera boost enters the loss value through D', not only the selection;
@@ -29,6 +29,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from .masks import pid_masks
 from .triplet import euclidean_dist
 
 
@@ -72,13 +73,11 @@ def tripletx_terms(feats: torch.Tensor, pids: torch.Tensor,
         x = F.normalize(x, dim=1)
     dist = euclidean_dist(x, x)
 
-    same = pids.view(-1, 1) == pids.view(1, -1)
-    eye = torch.eye(len(pids), dtype=torch.bool, device=feats.device)
-    pos_mask = same & ~eye
-    neg_mask = ~same
+    masks = pid_masks(pids, camids)
+    pos_mask, neg_mask = masks.pos, masks.neg
     neg_dist = dist
     if camids is not None:
-        same_cam = camids.view(-1, 1) == camids.view(1, -1)
+        same_cam = masks.same_cam
         if cross_cam_pos:
             cross = pos_mask & ~same_cam
             # an anchor whose positives all share its camera keeps them rather than none

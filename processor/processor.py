@@ -131,7 +131,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.center_optimizer is not None:
                 self.center_optimizer.zero_grad(set_to_none=True)
-            self.backward_and_step(total)
+            self.backward_and_step(total, state.weight("center"))
             n = batch["img"].shape[0]
             seen += n
             meters["loss"].update(total.item(), n)
@@ -152,35 +152,59 @@ class Trainer:
         for param in self._frozen:
             param.grad = None
 
-    def backward_and_step(self, total: torch.Tensor) -> None:
+    def backward_and_step(self, total: torch.Tensor, center_weight: float) -> None:
+        """Backward, optional clipping and the optimiser steps of one iteration.
+
+        ``center_weight`` is this epoch's center-loss weight (the phase state's). With AMP the
+        centre gradients are unscaled by the same GradScaler as the model's, and the centres
+        step only when the scaler found no inf/NaN gradient (the step the scaler skips for the
+        model is skipped for the centres too).
+        """
         clip = self.cfg.SOLVER.GRAD_CLIP
+        centers = self.center_optimizer is not None and center_weight > 0
+        overflow = False
         if self.scaler is not None:
             self.scaler.scale(total).backward()
             self.drop_frozen_grads()
             if clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            if centers:
+                self.reduce_center_grads()
+                self.scaler.unscale_(self.center_optimizer)
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            # update() backs the scale off exactly when an unscaled gradient (the model's or
+            # the centres') was inf/NaN, which is when the model step was skipped
+            overflow = self.scaler.get_scale() < scale
         else:
             total.backward()
             self.drop_frozen_grads()
             if clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.optimizer.step()
-        if self.center_optimizer is not None:
-            self.step_centers()
+            if centers:
+                self.reduce_center_grads()
+        if centers and not overflow:
+            self.step_centers(center_weight)
 
-    def step_centers(self) -> None:
-        """Center update with gradients rescaled by 1/W (BoT), averaged over DDP ranks."""
-        w = self.cfg.LOSS.CENTER.W
+    def reduce_center_grads(self) -> None:
+        """Average the centre gradients over DDP ranks (the centres are not in the DDP model)."""
+        if self.world == 1:
+            return
         for param in self.composer.center.parameters():
-            if param.grad is None:
-                continue
-            if self.world > 1:
+            if param.grad is not None:
                 dist.all_reduce(param.grad)
                 param.grad /= self.world
-            param.grad *= 1.0 / w
+
+    def step_centers(self, center_weight: float) -> None:
+        """BoT's centre update: the (unscaled, rank-averaged) gradients of ``center_weight`` x
+        center loss are rescaled by 1 / center_weight, so the centres move by SGD
+        (LOSS.CENTER.LR) on the unweighted center loss whatever the epoch's weight."""
+        for param in self.composer.center.parameters():
+            if param.grad is not None:
+                param.grad *= 1.0 / center_weight
         self.center_optimizer.step()
 
     # -- logging ------------------------------------------------------------------------

@@ -117,6 +117,26 @@ def test_supcon_reads_the_projection_and_dark_weight_only_when_routing():
         plain(out, batch, PhasePlan(load_config(opts=opts)).state(1))
 
 
+@pytest.mark.parametrize("mode", ["exclude", "denominator"])
+def test_supcon_cam_aware_mode_is_read(mode):
+    opts = ["LOSS.SUPCON.ENABLE", "True", "LOSS.SUPCON.CAM_AWARE", "True",
+            "LOSS.SUPCON.CAM_AWARE_MODE", mode, "LOSS.NAMES", "['triplet']"]
+    composer = make_loss(load_config(opts=opts), 4, 6)
+    out, batch = batch_of(seed=8)
+    out["supcon_z"] = torch.nn.functional.normalize(out["feat_bn"], dim=1)
+    _, parts = composer(out, batch, composer.plan.state(1))
+    expected = supcon_loss(out["supcon_z"], batch["pid"], batch["camid"], temperature=0.07,
+                           cam_aware=True, cam_aware_mode=mode)
+    other = supcon_loss(out["supcon_z"], batch["pid"], batch["camid"], temperature=0.07,
+                        cam_aware=True,
+                        cam_aware_mode="denominator" if mode == "exclude" else "exclude")
+    assert parts["supcon"].item() == pytest.approx(expected.item())
+    assert abs(expected.item() - other.item()) > 1e-6
+    with pytest.raises(ValueError, match="LOSS.SUPCON.CAM_AWARE_MODE"):
+        make_loss(load_config(opts=[*opts[:4], "LOSS.SUPCON.CAM_AWARE_MODE", "keep", *opts[6:]]),
+                  4, 6)
+
+
 def test_weights_of_the_state_scale_each_component():
     opts = ["LOSS.CIRCLE.ENABLE", "True", "LOSS.CIRCLE.W", "0.25", "LOSS.ISGVFC.ENABLE", "True",
             "LOSS.ISGVFC.MEMORY", "False", "LOSS.NAMES", "['triplet']"]

@@ -222,20 +222,41 @@ def test_include_self_false_matches_loop_and_drops_lonely_anchors():
 
 # ---------------- memory ----------------
 
+def assert_memory_holds(m, feats, pids, seed=98):
+    """``m``'s memory holds exactly the rows ``feats`` with ``pids`` (in any order; the loss does
+    not depend on it): a probe batch with one sample of every stored identity gets the loss of
+    an explicit bank of those rows. The probe runs in eval mode, so it is not appended."""
+    count, training = len(m), m.training
+    probe_pids = torch.unique(pids)
+    probe = rand_batch(seed, n=len(probe_pids), d=feats.shape[1])
+    got = m.eval()(probe, probe_pids)
+    m.train(training)
+    assert len(m) == count == len(pids)
+    expected = isgvfc_loss(probe, probe_pids, m.temperature, bank_feats=feats, bank_pids=pids,
+                           repeat_bank=m.repeat_memory, include_self=m.include_self)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert abs(got.item() - isgvfc_loss(probe, probe_pids, m.temperature).item()) > 1e-4
+
+
+def distinct_rows(values):
+    """One feature row per value, no two collinear (the loss sees directions only)."""
+    v = values.float()
+    return torch.stack([v, v.sin(), v.cos()], 1)
+
+
 def test_memory_stores_detached_float32_copies_and_reset_empties_it():
     m = ISGVFCLoss(temperature=0.1)
     feats = rand_batch(10).half().requires_grad_()
     pids = torch.tensor([0, 0, 1, 1, 2, 3])
     m(feats, pids)
-    mem_feats, mem_pids = m.memory()
-    assert len(m) == 6 and mem_feats.dtype == torch.float32 and not mem_feats.requires_grad
-    assert mem_feats.device == feats.device
-    assert torch.equal(mem_feats, feats.detach().float()) and torch.equal(mem_pids, pids)
+    stored = feats.detach().float().clone()
+    assert len(m) == 6
+    assert_memory_holds(m, stored, pids)
     with torch.no_grad():
-        feats.mul_(2)                                # later changes to feats do not leak in
-    assert torch.equal(m.memory()[0], mem_feats)
+        feats.add_(1)                                # later changes to feats do not leak in
+    assert_memory_holds(m, stored, pids)
     m.reset()
-    assert len(m) == 0 and m.memory()[0].numel() == 0
+    assert len(m) == 0
     assert m(feats.detach().float(), pids).item() == pytest.approx(
         isgvfc_loss(feats.detach().float(), pids, 0.1).item())
 
@@ -244,19 +265,22 @@ def test_memory_bound_keeps_the_newest_entries():
     m = ISGVFCLoss(memory_size=5)
     for b in range(3):
         rows = torch.arange(4 * b, 4 * b + 4, dtype=torch.float32)
-        m.push(rows[:, None].repeat(1, 3), rows.long())
-    feats, pids = m.memory()
-    assert len(m) == 5 and feats.shape == (5, 3)
-    assert pids.tolist() == [7, 8, 9, 10, 11] and feats[:, 0].tolist() == [7, 8, 9, 10, 11]
-    m.push(torch.arange(20, 27.0)[:, None].repeat(1, 3), torch.arange(20, 27))   # > size
-    assert m.memory()[1].tolist() == [22, 23, 24, 25, 26]
-    m.push(rand_batch(21, n=3, d=3), torch.tensor([22, 30, 24]))    # wraps the ring
-    bank_feats, bank_pids = m.memory()
-    assert bank_pids.tolist() == [25, 26, 22, 30, 24]
+        m.push(distinct_rows(rows), rows.long())
+    assert len(m) == 5
+    newest = torch.arange(7, 12)
+    assert_memory_holds(m, distinct_rows(newest), newest)
+    m.push(distinct_rows(torch.arange(20, 27)), torch.arange(20, 27))   # > size
+    assert_memory_holds(m, distinct_rows(torch.arange(22, 27)), torch.arange(22, 27))
+    wrapped = rand_batch(21, n=3, d=3)
+    m.push(wrapped, torch.tensor([22, 30, 24]))                        # wraps the ring
+    bank_feats = torch.cat([distinct_rows(torch.arange(25, 27)), wrapped])
+    bank_pids = torch.tensor([25, 26, 22, 30, 24])
+    assert_memory_holds(m, bank_feats, bank_pids)
     feats, pids = rand_batch(22, n=4, d=3), torch.tensor([22, 22, 24, 25])
     assert m(feats, pids).item() == pytest.approx(isgvfc_loss(
         feats, pids, bank_feats=bank_feats, bank_pids=bank_pids).item(), rel=1e-6)
-    assert len(m) == 5 and m.memory()[1].tolist() == [24, 22, 22, 24, 25]
+    assert len(m) == 5
+    assert_memory_holds(m, torch.cat([bank_feats[[4]], feats]), torch.tensor([24, 22, 22, 24, 25]))
     none = ISGVFCLoss(memory_size=0)
     none(torch.ones(2, 3), torch.zeros(2, dtype=torch.long))
     assert len(none) == 0
@@ -287,7 +311,7 @@ def test_memory_changes_the_loss_as_documented_and_gets_no_gradient():
         loop_isgvfc(f2.detach(), p2, 0.1, bank=list(zip(f1.detach(), p1))), rel=1e-4)
     assert abs(loss.item() - isgvfc_loss(f2, p2, 0.1).item()) > 1e-3
     loss.backward()
-    assert f1.grad is None and not m.memory()[0].requires_grad
+    assert f1.grad is None
     assert torch.isfinite(f2.grad).all() and f2.grad.abs().sum() > 0
     assert len(m) == 12                              # f2 appended after its loss
     # a batch with no identity in the memory gets the plain loss
@@ -317,4 +341,6 @@ def test_memory_lives_on_the_feature_device():
     m(feats, pids)
     loss = m(feats, pids)
     loss.backward()
-    assert m.memory()[0].device == feats.device and torch.isfinite(feats.grad).all()
+    assert loss.device == feats.device and torch.isfinite(feats.grad).all()
+    assert loss.item() == pytest.approx(isgvfc_loss(
+        feats.detach(), pids, bank_feats=feats.detach(), bank_pids=pids).item(), rel=1e-5)

@@ -301,6 +301,67 @@ def test_supcon_gradient_matches_loop():
     assert torch.allclose(g, g2, atol=1e-9)
 
 
+def reference_supcon_denominator_loop(z, pids, camids, temperature):
+    """Model B's camera-aware SupCon as a loop: {anchor index: l_i} over the counted anchors.
+    Positives = same pid on another camera; the contrast set is every j != i (same-pid
+    same-camera samples stay in the denominator); anchors without a positive are not counted."""
+    x = [v / v.norm() for v in z]
+    n = len(pids)
+    out = {}
+    for i in range(n):
+        contrast = [j for j in range(n) if j != i]
+        pos = [j for j in contrast if pids[j] == pids[i] and camids[j] != camids[i]]
+        if not pos:
+            continue
+        denom = sum(torch.exp(x[i].dot(x[j]) / temperature) for j in contrast)
+        out[i] = -sum(torch.log(torch.exp(x[i].dot(x[p]) / temperature) / denom)
+                      for p in pos) / len(pos)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["exclude", "denominator"])
+def test_supcon_cam_aware_modes_equal_their_loops_with_gradients(mode):
+    z = feats64(15, n=10, d=8).requires_grad_(True)
+    loss = supcon_loss(z, SC_PIDS, SC_CAMS, temperature=0.1, cam_aware=True,
+                       cam_aware_mode=mode)
+    z2 = z.detach().clone().requires_grad_(True)
+    if mode == "exclude":
+        loop = reference_supcon_loop(z2, SC_PIDS, SC_CAMS, 0.1, cam_aware=True)
+    else:
+        loop = reference_supcon_denominator_loop(z2, SC_PIDS, SC_CAMS, 0.1)
+    assert sorted(loop) == [0, 1, 2, 5, 6, 8, 9]
+    expected = sum(loop.values()) / len(loop)
+    assert abs(loss.item() - expected.item()) < 1e-9
+    (g,) = torch.autograd.grad(loss, z)
+    (g2,) = torch.autograd.grad(expected, z2)
+    assert torch.allclose(g, g2, atol=1e-9)
+
+
+def test_supcon_denominator_mode_keeps_same_camera_samples_in_the_denominator():
+    z = feats64(16, n=10, d=8)
+    kw = dict(temperature=0.1, cam_aware=True)
+    exclude = supcon_loss(z, SC_PIDS, SC_CAMS, **kw)
+    assert torch.equal(exclude, supcon_loss(z, SC_PIDS, SC_CAMS, cam_aware_mode="exclude", **kw))
+    denominator = supcon_loss(z, SC_PIDS, SC_CAMS, cam_aware_mode="denominator", **kw)
+    # the extra denominator terms only lower log p of the positives: a larger loss
+    assert denominator.item() > exclude.item() + 1e-6
+    # anchor 0 (pid 0, cam 0): sample 2 (pid 0, cam 0) is not a positive but is in A(0), so
+    # moving it changes l_0 in 'denominator' mode only
+    moved = z.clone()
+    moved[2] = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(99))
+    only_0 = torch.zeros(10, dtype=torch.float64)
+    only_0[0] = 1.0
+    kw["anchor_weights"] = only_0
+    a = supcon_loss(z, SC_PIDS, SC_CAMS, cam_aware_mode="denominator", **kw)
+    b = supcon_loss(moved, SC_PIDS, SC_CAMS, cam_aware_mode="denominator", **kw)
+    assert abs(a.item() - b.item()) > 1e-4
+    # without cam_aware the mode has no effect (SupContrast semantics)
+    assert torch.equal(supcon_loss(z, SC_PIDS, SC_CAMS, cam_aware_mode="denominator"),
+                       supcon_loss(z, SC_PIDS))
+    with pytest.raises(ValueError, match="'exclude' or 'denominator'"):
+        supcon_loss(z, SC_PIDS, SC_CAMS, cam_aware=True, cam_aware_mode="keep")
+
+
 # ------------------------------------------------------------------------------------ Circle
 
 C_PIDS = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])   # unequal positives, 3 is a singleton
