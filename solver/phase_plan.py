@@ -32,7 +32,7 @@ Rules (the Model B README's keys, with one boundary rule everywhere):
 - Freezing (LOSS.PHASED.FREEZE_SEQ): per phase, comma-separated parameter-name prefixes whose
   updates are skipped in that phase.
 
-Where Model B's released code does otherwise: docs/reference_differences.md (Phase plan).
+Where Model B's released code does otherwise: docs/reference_differences.md (solver/phase_plan.py).
 """
 from __future__ import annotations
 
