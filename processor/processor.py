@@ -28,7 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from datasets.make_dataloader import build_train_loader
-from model.make_model import TRAINING_ONLY_PREFIXES
+from model.weights import TRAINING_ONLY_PREFIXES
 from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
 from utils.meters import AverageMeter
 from utils.visualize import tgmim_attention_figure
