@@ -75,6 +75,7 @@ def test_safetensors_file(tmp_path, monkeypatch):
         read_weights(path)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
 def test_torchscript_archive_only_where_allowed(tmp_path):
     torch.manual_seed(0)
     net = nn.Linear(2, 3)
