@@ -23,7 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from configs import load_config
 from datasets.make_dataloader import make_dataloader
-from model.make_model import load_transreid_model, make_model
+from model.make_model import make_model
+from model.weights import load_for_test
 from processor.inference import check_evaluable, evaluate_model, format_metrics
 from utils.checkpoint import atomic_write_text, checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
@@ -78,57 +79,6 @@ def resolve_config(args):
     return cfg, ckpt, meta
 
 
-# training-only modules: not part of the retrieval feature, so a test config may build them or not
-TRAINING_ONLY_PREFIXES = ("projection.",)   # the SupCon projection head
-# CLIP fusion (MODEL.USE_CLIP): a checkpoint trained with it may be tested without it
-# ("train with fusion, test without", MODEL.USE_CLIP False): its keys are then dropped, reported
-CLIP_FUSION_PREFIX = "clip_fusion."
-
-
-def load_weights(model, ckpt, meta, path, logger) -> str:
-    """Strict load of a PhaseReID checkpoint (except training-only heads, reported; and the CLIP
-    fusion of a checkpoint tested with MODEL.USE_CLIP False, reported); plain TransReID/timm
-    files with a load report.
-
-    Returns the CLIP fusion state for summary.json: 'on' (the model fuses, with the
-    checkpoint's fusion weights), 'off' (neither has fusion) or 'disabled at test' (trained
-    with fusion, evaluated without it).
-    """
-    fused = getattr(model, "clip_fusion", None) is not None
-    if meta is not None:
-        try:
-            result = model.load_state_dict(ckpt["model"], strict=False)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{path} does not match the model built from the config: {exc}\n"
-                               "Test with the checkpoint's own config (omit --config_file).") from None
-        missing = [k for k in result.missing_keys if not k.startswith(TRAINING_ONLY_PREFIXES)]
-        unexpected = [k for k in result.unexpected_keys
-                      if not k.startswith(TRAINING_ONLY_PREFIXES)]
-        dropped = [] if fused else [k for k in unexpected if k.startswith(CLIP_FUSION_PREFIX)]
-        unexpected = [k for k in unexpected if k not in set(dropped)]
-        if missing or unexpected:
-            raise RuntimeError(f"{path} does not match the model built from the config: missing "
-                               f"keys {missing}, unexpected keys {unexpected}\n"
-                               "Test with the checkpoint's own config (omit --config_file).")
-        skipped = [k for k in result.missing_keys + result.unexpected_keys
-                   if k.startswith(TRAINING_ONLY_PREFIXES)]
-        if skipped:
-            logger.info("Training-only keys not loaded (not used for test features): %s",
-                        ", ".join(skipped))
-        if dropped:
-            logger.warning("CLIP fusion trained but disabled for this test (MODEL.USE_CLIP "
-                           "False): %d tensors not loaded; expect lower accuracy than with "
-                           "fusion", len(dropped))
-            return "disabled at test"
-        return "on" if fused else "off"
-    if fused:
-        raise RuntimeError(f"{path} is a plain (non-PhaseReID) weight file without CLIP fusion "
-                           "weights; test it with MODEL.USE_CLIP False")
-    report = load_transreid_model(model, ckpt)
-    logger.info("Loaded plain (non-PhaseReID) weights from %s\n%s", path, report)
-    return "off"
-
-
 def pick_vis_queries(num_queries: int, count: int):
     if count <= 0 or num_queries == 0:
         return []
@@ -172,7 +122,7 @@ def main(argv=None) -> int:
     counts = (meta["num_classes"], meta["num_cams"], meta["num_views"]) if meta else (
         ds.num_train_pids, ds.num_cams, ds.num_views)
     model = make_model(cfg, *counts)
-    clip_fusion = load_weights(model, ckpt, meta, cfg.TEST.WEIGHT, logger)
+    clip_fusion = load_for_test(model, ckpt, meta, cfg.TEST.WEIGHT, logger)
     model.to(device).eval()
 
     vis = pick_vis_queries(len(ds.splits[0].query_idx), cfg.TEST.VIS_QUERIES)

@@ -30,15 +30,9 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from utils.packages import import_open_clip
+
 CLIP_BPE_MODEL = "ViT-B-16"  # MODEL.TEXT.TINY uses this model's tokenizer (CLIP BPE)
-
-
-def _open_clip():
-    try:
-        import open_clip
-    except ImportError as exc:  # pragma: no cover - a dependency of the project
-        raise ImportError(f"captions need open_clip: pip install open-clip-torch ({exc})") from None
-    return open_clip
 
 
 class CaptionTokenizer:
@@ -113,7 +107,7 @@ def build_tokenizer(cfg) -> CaptionTokenizer:
 
 def build_tokenizer_for(model_name: str, context_length: int) -> CaptionTokenizer:
     """:func:`build_tokenizer` for an explicit open_clip model name and context length."""
-    open_clip = _open_clip()
+    open_clip = import_open_clip("the caption tokenizer")
     if context_length < 2:
         raise ValueError(f"MODEL.TEXT.CONTEXT_LENGTH must be >= 2 (SOT + EOT), got {context_length}")
     has_schema = model_name.startswith(("hf-hub:", "local-dir:"))

@@ -27,7 +27,7 @@ With g the backbone's global feature (B, D), f_k its JPM local features and c th
   (OpenAI CLIP mean / std, taken from the tower's own package), then resized to CLIP_INPUT_SIZE
   (bicubic for open_clip, bilinear for hf, as Model B; ``F.interpolate``, no antialiasing).
   When CLIP_INPUT_SIZE differs from the tower's native size its position-embedding grid is
-  resized bicubically once at build time (``resize_pos_embed_grid``).
+  resized bicubically once at build time (``utils.weights_io.resize_pos_embed``).
 
 The fused g' replaces the backbone's pre-BNNeck feature, so the BNNeck, the classifier and every
 metric loss see it; at test time the retrieval feature is built from it too.
@@ -61,6 +61,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.packages import import_open_clip
+from utils.weights_io import LoadReport, read_weights, resize_pos_embed, unwrap
+
 logger = logging.getLogger("phasereid")
 
 #: AFEM's number of channel groups (one learnable scale each).
@@ -79,6 +82,9 @@ OPEN_CLIP_TINY_KWARGS = {
                  "heads": TINY_HEADS, "layers": TINY_LAYERS},
 }
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+#: CLIP towers resize their position-embedding grid bicubically, keeping the CLS row (as HF's
+#: ``interpolate_pos_encoding``; align_corners False, no antialiasing)
+_POS_EMBED_MODE = "bicubic"
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,37 +121,6 @@ class ClipInput(nn.Module):
         return x
 
 
-def resize_pos_embed_grid(pos: torch.Tensor, old_grid: Tuple[int, int],
-                          new_grid: Tuple[int, int], num_prefix_tokens: int = 1,
-                          mode: str = "bicubic") -> torch.Tensor:
-    """Resize the grid part of a ViT position embedding.
-
-    Args:
-        pos: (num_prefix_tokens + gh * gw, C), prefix (CLS) rows first, then the grid in
-            row-major (h, w) order, as open_clip's ``positional_embedding`` and HF's
-            ``position_embedding.weight``.
-        old_grid, new_grid: (gh, gw) before and after.
-        num_prefix_tokens: leading rows kept as they are.
-        mode: ``F.interpolate`` mode (bicubic, align_corners False, no antialiasing, as HF's
-            ``interpolate_pos_encoding``).
-
-    Returns:
-        (num_prefix_tokens + gh' * gw', C); ``pos`` itself when the grids are equal.
-    """
-    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
-    if pos.ndim != 2 or pos.shape[0] != num_prefix_tokens + old_grid[0] * old_grid[1]:
-        raise ValueError(f"position embedding of shape {tuple(pos.shape)} does not hold "
-                         f"{num_prefix_tokens} prefix rows + a {old_grid} grid")
-    if old_grid == new_grid:
-        return pos
-    prefix, grid = pos[:num_prefix_tokens], pos[num_prefix_tokens:]
-    dim = pos.shape[1]
-    grid = grid.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode=mode, align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], dim).to(pos.dtype)
-    return torch.cat([prefix, grid], dim=0)
-
-
 def _grid_of(size: Sequence[int], patch: Sequence[int], key: str) -> Tuple[int, int]:
     if size[0] < patch[0] or size[1] < patch[1]:
         raise ValueError(f"{key} {list(size)} is smaller than the CLIP tower's patch {list(patch)}")
@@ -163,7 +138,7 @@ def resize_open_clip_pos_embed(visual: nn.Module, size: Sequence[int]) -> Option
     if new_grid == old_grid:
         return None
     old = visual.positional_embedding
-    new = resize_pos_embed_grid(old.detach(), old_grid, new_grid)
+    new = resize_pos_embed(old.detach(), old_grid, new_grid, mode=_POS_EMBED_MODE)
     visual.positional_embedding = nn.Parameter(new, requires_grad=old.requires_grad)
     visual.grid_size = new_grid
     return f"position embedding resized from {old_size} (grid {old_grid}) to {tuple(size)} " \
@@ -201,7 +176,7 @@ def resize_hf_pos_embed(model: nn.Module, size: Sequence[int]) -> Optional[str]:
         model.config.image_size = side
         return None
     old = emb.position_embedding.weight
-    new = resize_pos_embed_grid(old.detach(), old_grid, new_grid)
+    new = resize_pos_embed(old.detach(), old_grid, new_grid, mode=_POS_EMBED_MODE)
     table = nn.Embedding(new.shape[0], new.shape[1]).to(device=old.device, dtype=old.dtype)
     with torch.no_grad():
         table.weight.copy_(new)
@@ -276,14 +251,13 @@ def load_open_clip_visual_file(visual: nn.Module, path: str) -> str:
     """Load a weight file into an open_clip ``VisionTransformer``, strictly.
 
     The file holds a full open_clip CLIP state dict (its ``visual.*`` keys are taken) or the image
-    tower's own state dict (read by ``open_clip.factory.load_state_dict``: .pt/.pth/.bin with
-    ``weights_only``, or .safetensors; a 'state_dict' wrapper and 'module.' prefixes are
+    tower's own state dict, read by ``utils.weights_io.read_weights`` (.pt/.pth/.bin with
+    ``weights_only``, or .safetensors; 'model' / 'state_dict' wrappers and 'module.' prefixes are
     removed). A square position-embedding grid of another size is resized to the tower's.
     Returns a one-line report.
     """
-    from open_clip.factory import load_state_dict
-
-    state = load_state_dict(path)
+    raw, description = read_weights(path, key="MODEL.CLIP_PRETRAIN")
+    state = unwrap(raw, LoadReport(source=description), key="MODEL.CLIP_PRETRAIN")
     if any(k.startswith("visual.") for k in state):
         state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
         kind = "full CLIP model (visual.* keys)"
@@ -297,8 +271,9 @@ def load_open_clip_visual_file(visual: nn.Module, path: str) -> str:
         if side * side != pos.shape[0] - 1:
             raise ValueError(f"MODEL.CLIP_PRETRAIN {path}: position embedding {tuple(pos.shape)} "
                              "is not CLS + a square grid; cannot resize it")
-        state["positional_embedding"] = resize_pos_embed_grid(pos, (side, side),
-                                                              tuple(visual.grid_size))
+        state["positional_embedding"] = resize_pos_embed(pos, (side, side),
+                                                         tuple(visual.grid_size),
+                                                         mode=_POS_EMBED_MODE)
         note = f"; position embedding resized from grid {(side, side)} to {tuple(visual.grid_size)}"
     try:
         visual.load_state_dict(state, strict=True)
@@ -311,11 +286,7 @@ def load_open_clip_visual_file(visual: nn.Module, path: str) -> str:
 def build_open_clip_tower(m) -> Tuple[OpenClipTower, str]:
     """The frozen open_clip image tower of cfg.MODEL ``m``, at CLIP_INPUT_SIZE. Returns the
     tower and a description for the build log."""
-    try:
-        import open_clip
-    except ImportError as exc:
-        raise ImportError("MODEL.CLIP_IMPL 'open_clip' needs the open_clip package: pip install "
-                          "open-clip-torch") from exc
+    open_clip = import_open_clip("MODEL.CLIP_IMPL 'open_clip'")
     pretrained = m.CLIP_PRETRAIN
     is_file = bool(pretrained) and os.path.isfile(pretrained)
     if pretrained and not is_file and _looks_like_path(pretrained):

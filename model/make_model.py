@@ -21,9 +21,9 @@ Output contract (DESIGN.md section 2), a dict:
 The model takes the batch dict (DESIGN.md section 2): ``model(batch)`` reads ``img`` and, where
 used, ``camid`` / ``viewid`` (SIE) and ``text_ids`` / ``text_mask`` (TG-MIM).
 
-Training-only modules (``TRAINING_ONLY_PREFIXES``: the SupCon projection, the TG-MIM head and
-the text encoder) do not contribute to the test feature; test.py loads checkpoints with or
-without them.
+Training-only modules (``model.weights.TRAINING_ONLY_PREFIXES``: the SupCon projection, the
+TG-MIM head and the text encoder) do not contribute to the test feature; test.py loads
+checkpoints with or without them (``model.weights.load_for_test``).
 
 Heads follow TransReID / reid-strong-baseline: BatchNorm1d with a frozen zero bias (BNNeck),
 classifier Linear without bias initialised N(0, 0.001); with JPM, one BNNeck + classifier per
@@ -34,26 +34,20 @@ for its 4 parts).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import load_model_weights
-
 from .backbones.resnet import build_resnet50_backbone
 from .backbones.vit_transreid import build_transreid_backbone
-from .backbones.vit_weights import LoadReport, load_vit_pretrained, read_state_dict, unwrap_state_dict
+from .backbones.vit_weights import load_vit_pretrained
 from .clip_fusion import build_clip_fusion
 from .text_encoder import build_text_encoder
 from .tgmim import TGMIMHead
+from .weights import load_model_weights
 
 logger = logging.getLogger("phasereid")
-
-# modules used by training losses only (not by the test feature)
-TRAINING_ONLY_PREFIXES = ("projection.", "tgmim.", "text_encoder.")
-
 
 class BNNeckHead(nn.Module):
     """BNNeck (bias frozen at 0) + bias-free classifier, as in reid-strong-baseline."""
@@ -295,37 +289,3 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDMode
     elif choice != "none":
         raise ValueError(f"MODEL.PRETRAIN_CHOICE '{choice}' is not 'imagenet', 'self' or 'none'")
     return model
-
-
-_TRANSREID_HEAD = re.compile(r"^(bottleneck|classifier)(?:_(\d+))?\.(.+)$")
-
-
-def load_transreid_model(model: ReIDModel, source) -> str:
-    """Load a plain TransReID full-model checkpoint (or a timm ViT file) for evaluation.
-
-    The backbone goes through ``load_vit_pretrained`` (base / b1 / b2 remapped and reported);
-    TransReID's heads map as bottleneck -> head.bn, classifier -> head.classifier,
-    bottleneck_k / classifier_k -> local_heads[k-1]. A classifier of another size is skipped
-    (it is not used at test time). ``source``: a file path or an already loaded state dict.
-    Returns the report text.
-    """
-    raw, description = read_state_dict(source)
-    state = unwrap_state_dict(raw, LoadReport(source=description))
-    report = load_vit_pretrained(model.backbone, state)
-    own = model.state_dict()
-    heads, skipped = {}, []
-    for key in report.left_for_caller:
-        match = _TRANSREID_HEAD.match(key)
-        if not match:
-            skipped.append(key)
-            continue
-        kind, part, rest = match.groups()
-        prefix = "head" if part is None else f"local_heads.{int(part) - 1}"
-        target = f"{prefix}.{'bn' if kind == 'bottleneck' else 'classifier'}.{rest}"
-        if target in own and own[target].shape == state[key].shape:
-            heads[target] = state[key]
-        else:
-            skipped.append(key)
-    model.load_state_dict(heads, strict=False)
-    return (f"{report}\n  heads loaded: {len(heads)} tensors"
-            + (f"; head keys skipped: {', '.join(skipped)}" if skipped else ""))

@@ -30,21 +30,16 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
+from utils.packages import import_open_clip
+from utils.weights_io import LoadReport, OpenClipPretrained, read_weights, unwrap
+
 logger = logging.getLogger("phasereid")
 
 CLIP_VOCAB_SIZE = 49408
 TINY_TEXT_CFG = {"vocab_size": CLIP_VOCAB_SIZE, "width": 64, "heads": 2, "layers": 2}
+_KEY = "MODEL.TEXT.PRETRAINED"
 _TEXT_KEYS = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.",
               "text_projection", "cls_emb")
-
-
-def _open_clip():
-    try:
-        import open_clip
-    except ImportError as exc:  # pragma: no cover - a dependency of the project
-        raise ImportError("the text encoder needs open_clip: pip install open-clip-torch "
-                          f"({exc})") from None
-    return open_clip
 
 
 class TextEncoder(nn.Module):
@@ -94,7 +89,7 @@ class TextEncoder(nn.Module):
 def build_text_tower(model_name: str, tiny: bool, context_length: int,
                      quick_gelu: bool = False) -> nn.Module:
     """A random-init open_clip TextTransformer (tokens output) for ``model_name`` or TINY."""
-    open_clip = _open_clip()
+    open_clip = import_open_clip("the TG-MIM text encoder")
     from open_clip.model import _build_text_tower
 
     if tiny:
@@ -119,22 +114,12 @@ def build_text_tower(model_name: str, tiny: bool, context_length: int,
     return _build_text_tower(embed_dim, text_cfg, quick_gelu=quick_gelu)
 
 
-def _read_weight_file(path: str) -> Dict[str, torch.Tensor]:
-    """A state dict from a local file: plain / wrapped state dict, or an OpenAI TorchScript."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        try:  # OpenAI's released .pt files are TorchScript archives
-            obj = torch.jit.load(path, map_location="cpu").state_dict()
-        except Exception:
-            raise RuntimeError(f"MODEL.TEXT.PRETRAINED: cannot read weight file {path}: "
-                               f"{exc}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise RuntimeError(f"MODEL.TEXT.PRETRAINED: {path} does not hold a state dict")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+def read_text_weights(source) -> Dict[str, torch.Tensor]:
+    """The state dict of MODEL.TEXT.PRETRAINED: a local file (a plain or wrapped state dict, or an
+    OpenAI TorchScript archive) or an ``OpenClipPretrained`` tag, read by
+    ``utils.weights_io.read_weights``."""
+    raw, description = read_weights(source, key=_KEY, allow_torchscript=True)
+    return unwrap(raw, LoadReport(source=description), key=_KEY)
 
 
 def text_state_from_clip(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -188,7 +173,7 @@ def build_text_encoder(cfg) -> Tuple[TextEncoder, str]:
     if not pretrained:
         report = f"  {name}: random init"
     elif is_file:
-        state, layout = text_state_from_clip(_read_weight_file(pretrained))
+        state, layout = text_state_from_clip(read_text_weights(pretrained))
         report = f"  {name}: " + load_text_weights(tower, state, f"{pretrained} ({layout})").strip()
     else:
         state = _pretrained_text_state(t.OPEN_CLIP_MODEL, pretrained)
@@ -199,16 +184,10 @@ def build_text_encoder(cfg) -> Tuple[TextEncoder, str]:
 
 def _pretrained_text_state(model_name: str, tag: str) -> Dict[str, torch.Tensor]:
     """Text weights of an open_clip pretrained tag (downloaded once into open_clip's cache)."""
-    open_clip = _open_clip()
+    open_clip = import_open_clip("the TG-MIM text encoder")
     if tag not in open_clip.list_pretrained_tags_by_model(model_name):
         raise ValueError(f"MODEL.TEXT.PRETRAINED '{tag}' is neither a local file nor a pretrained "
                          f"tag of '{model_name}' (tags: "
                          f"{open_clip.list_pretrained_tags_by_model(model_name)})")
-    try:
-        model = open_clip.create_model(model_name, pretrained=tag)
-    except Exception as exc:
-        raise RuntimeError(f"MODEL.TEXT.PRETRAINED '{tag}' of '{model_name}' could not be loaded "
-                           f"({exc}); without internet, give a local weight file path instead "
-                           "(or MODEL.TEXT.PRETRAINED '' for random init)") from None
-    state, _ = text_state_from_clip(model.state_dict())
+    state, _ = text_state_from_clip(read_text_weights(OpenClipPretrained(model_name, tag)))
     return state

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from datasets.make_dataloader import build_train_loader
-from model.make_model import TRAINING_ONLY_PREFIXES
+from model.weights import TRAINING_ONLY_PREFIXES
 from solver.phase_plan import PhasePlan, PhaseState, frozen_parameters
 from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
 from utils.dist import unwrap, world_info

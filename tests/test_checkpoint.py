@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from configs import load_config
+from model.weights import load_model_weights
 from utils import checkpoint as ck
 
 
@@ -72,7 +73,7 @@ def test_load_model_weights_reports_shape_mismatch(tmp_path):
     path = str(tmp_path / "transformer_1.pth")
     ck.save_checkpoint(path, src, cfg, 1, 5, 1, 1)
     dst = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 7))
-    report = ck.load_model_weights(dst, path)
+    report = load_model_weights(dst, path)
     assert torch.equal(dst[0].weight, src[0].weight)
     assert report.mismatched == ["1.bias", "1.weight"]
     assert "shape mismatch" in str(report)

@@ -19,7 +19,9 @@ from configs import load_config
 from conftest import tiny_opts
 from model import clip_fusion as cf
 from model.make_model import make_model
+from model.weights import load_for_test
 from solver.make_optimizer import make_optimizer
+from utils.weights_io import resize_pos_embed
 
 TINY = ["MODEL.TRANSFORMER_TYPE", "vit_tiny", "MODEL.VIT_DEPTH", "1", "MODEL.DROP_PATH", "0.0",
         "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]", "MODEL.USE_CLIP", "True",
@@ -271,8 +273,8 @@ def test_pos_embed_resize_keeps_the_prefix_row_and_the_row_major_grid():
     cols = torch.arange(gw).repeat(gh).float() * 10
     grid = torch.stack([rows, cols, torch.full_like(rows, 5.0)], dim=1)
     pos = torch.cat([torch.tensor([[9.0, -9.0, 1.0]]), grid])
-    assert cf.resize_pos_embed_grid(pos, (gh, gw), (gh, gw)) is pos
-    new = cf.resize_pos_embed_grid(pos, (gh, gw), (6, 2))
+    assert resize_pos_embed(pos, (gh, gw), (gh, gw), mode="bicubic") is pos
+    new = resize_pos_embed(pos, (gh, gw), (6, 2), mode="bicubic")
     assert new.shape == (1 + 12, 3)
     torch.testing.assert_close(new[0], pos[0])
     g = new[1:].reshape(6, 2, 3)
@@ -283,7 +285,7 @@ def test_pos_embed_resize_keeps_the_prefix_row_and_the_row_major_grid():
                         align_corners=False)[0]
     torch.testing.assert_close(g.permute(2, 0, 1), ref)
     with pytest.raises(ValueError, match="grid"):
-        cf.resize_pos_embed_grid(pos, (4, 4), (2, 2))
+        resize_pos_embed(pos, (4, 4), (2, 2), mode="bicubic")
 
 
 def test_open_clip_tower_takes_a_non_square_input():
@@ -305,7 +307,7 @@ def test_hf_pos_embed_resize_and_square_inputs_only():
     assert emb.position_embedding.weight.shape == (5, 64) and emb.position_ids.shape == (1, 5)
     assert emb.image_size == 32 and emb.num_patches == 4 and net.config.image_size == 32
     torch.testing.assert_close(emb.position_embedding.weight,
-                               cf.resize_pos_embed_grid(old, (4, 4), (2, 2)))
+                               resize_pos_embed(old, (4, 4), (2, 2), mode="bicubic"))
     assert net(pixel_values=torch.randn(1, 3, 32, 32)).pooler_output.shape == (1, 64)
     with pytest.raises(ValueError, match="not square"):
         cf.resize_hf_pos_embed(net, (32, 16))
@@ -326,8 +328,8 @@ def test_hf_tower_from_a_local_folder_is_resized_to_clip_input_size(tmp_path):
     want = src.state_dict()
     pos_key = next(k for k in want if k.endswith("position_embedding.weight"))
     assert all(torch.equal(got[k], want[k]) for k in want if k != pos_key)
-    torch.testing.assert_close(got[pos_key], cf.resize_pos_embed_grid(want[pos_key], (4, 4),
-                                                                      (2, 2)))
+    torch.testing.assert_close(got[pos_key], resize_pos_embed(want[pos_key], (4, 4), (2, 2),
+                                                              mode="bicubic"))
 
 
 # -- weight loading and clear errors -----------------------------------------------------------
@@ -343,8 +345,8 @@ def test_clip_pretrain_weight_file_loads_into_the_tower(tmp_path, content, size)
     assert got.keys() == want.keys()
     assert all(torch.equal(got[k], want[k]) for k in want if k != "positional_embedding")
     grid = size // 16
-    torch.testing.assert_close(got["positional_embedding"], cf.resize_pos_embed_grid(
-        want["positional_embedding"], (14, 14), (grid, grid)))
+    torch.testing.assert_close(got["positional_embedding"], resize_pos_embed(
+        want["positional_embedding"], (14, 14), (grid, grid), mode="bicubic"))
 
 
 def test_missing_weight_file_and_offline_downloads_name_the_key(tmp_path, monkeypatch):
@@ -410,14 +412,14 @@ def test_load_weights_reports_the_fusion_state(tmp_path):
     cfg_off = load_config(opts=TINY + ["MODEL.JPM", "True", "MODEL.USE_CLIP", "False"])
     plain = make_model(cfg_off, 8, 2, 1)
     logger = logging.getLogger("phasereid.test_clip_fusion")
-    assert test_script.load_weights(plain, {"model": plain.state_dict()}, {}, "w", logger) == "off"
-    assert test_script.load_weights(fused, {"model": fused.state_dict()}, {}, "w", logger) == "on"
-    assert test_script.load_weights(plain, {"model": fused.state_dict()}, {}, "w",
+    assert load_for_test(plain, {"model": plain.state_dict()}, {}, "w", logger) == "off"
+    assert load_for_test(fused, {"model": fused.state_dict()}, {}, "w", logger) == "on"
+    assert load_for_test(plain, {"model": fused.state_dict()}, {}, "w",
                                     logger) == "disabled at test"
     with pytest.raises(RuntimeError, match="missing keys"):   # no fusion weights to test with
-        test_script.load_weights(fused, {"model": plain.state_dict()}, {}, "w", logger)
+        load_for_test(fused, {"model": plain.state_dict()}, {}, "w", logger)
     with pytest.raises(RuntimeError, match="USE_CLIP False"):  # plain TransReID file
-        test_script.load_weights(fused, plain.state_dict(), None, "w", logger)
+        load_for_test(fused, plain.state_dict(), None, "w", logger)
 
 
 @pytest.mark.slow

@@ -19,10 +19,12 @@ import os
 import random
 import re
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
+
+from utils.weights_io import WeightFileError, read_weights
 
 CHECKPOINT_FORMAT = "phasereid-v1"
 RESUME_FILE = "resume.pth"
@@ -73,7 +75,7 @@ def list_checkpoints(output_dir: str) -> Dict[int, str]:
     return dict(sorted(found.items()))
 
 
-def unwrap_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+def model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The state dict of a (possibly DDP-wrapped) model."""
     return (model.module if hasattr(model, "module") else model).state_dict()
 
@@ -87,7 +89,7 @@ def save_checkpoint(path: str, model, cfg, epoch: int, num_classes: int, num_cam
     metadata lists them under 'excluded'.
     """
     prefixes = tuple(exclude_prefixes)
-    state = {k: v for k, v in unwrap_state_dict(model).items()
+    state = {k: v for k, v in model_state_dict(model).items()
              if not (prefixes and k.startswith(prefixes))}
     meta = {"format": CHECKPOINT_FORMAT, "config": cfg.dump(), "epoch": int(epoch),
             "num_classes": int(num_classes), "num_cams": int(num_cams),
@@ -95,14 +97,30 @@ def save_checkpoint(path: str, model, cfg, epoch: int, num_classes: int, num_cam
     atomic_torch_save({"model": state, "meta": meta}, path)
 
 
-def load_checkpoint(path: str) -> dict:
-    """Load a checkpoint safely (weights_only); missing file -> error naming it."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+def load_checkpoint(path: str, mmap: bool = False) -> dict:
+    """Read a checkpoint file (``transformer_<epoch>.pth``, ``resume.pth`` or a plain weight
+    file) through the one weight reader, ``utils.weights_io.read_weights`` (weights_only).
+
+    Args:
+        path: the file.
+        mmap: memory-map the file instead of reading it whole (to read one field, e.g. the
+            epoch of a large resume.pth).
+
+    Returns:
+        The object stored in the file (a dict for every file PhaseReID writes).
+
+    Raises:
+        FileNotFoundError: no such file (the message names it).
+        RuntimeError: the file is truncated, corrupt or holds more than tensors and plain values
+            (the message names it and says why).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated/corrupt file or one holding arbitrary objects
-        raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc
+        obj, _ = read_weights(path, mmap=mmap)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except WeightFileError as exc:
+        raise RuntimeError(f"cannot load checkpoint {path}: {exc.reason}") from exc
+    return obj
 
 
 def checkpoint_meta(ckpt: dict, path: str) -> dict:
@@ -112,41 +130,6 @@ def checkpoint_meta(ckpt: dict, path: str) -> dict:
                          "config with --config_file and load plain weights through "
                          "MODEL.PRETRAIN_CHOICE 'imagenet'")
     return ckpt["meta"]
-
-
-class LoadReport:
-    """What a non-strict model load did: loaded, shape-mismatched and missing/unexpected keys."""
-
-    def __init__(self, loaded: List[str], mismatched: List[str], missing: List[str],
-                 unexpected: List[str]):
-        self.loaded, self.mismatched = loaded, mismatched
-        self.missing, self.unexpected = missing, unexpected
-
-    def __str__(self) -> str:
-        lines = [f"  loaded: {len(self.loaded)} tensors"]
-        for label, keys in (("skipped (shape mismatch)", self.mismatched),
-                            ("missing (kept at init)", self.missing),
-                            ("unexpected (ignored)", self.unexpected)):
-            if keys:
-                lines.append(f"  {label}: {len(keys)}: " + ", ".join(keys[:12])
-                             + (" ..." if len(keys) > 12 else ""))
-        return "\n".join(lines)
-
-
-def load_model_weights(model: torch.nn.Module, path: str) -> LoadReport:
-    """Load a PhaseReID checkpoint's weights into ``model``: matching keys and shapes only.
-
-    Used for MODEL.PRETRAIN_CHOICE 'self' (finetune from our own checkpoint; a classifier of a
-    different size is skipped and reported). test.py loads strictly instead.
-    """
-    ckpt = load_checkpoint(path)
-    state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
-    model.load_state_dict(usable, strict=False)
-    return LoadReport(sorted(usable), mismatched, sorted(k for k in own if k not in state),
-                      sorted(k for k in state if k not in own))
 
 
 def rng_state() -> dict:
@@ -179,7 +162,7 @@ def _to_tuple(value):
 def save_resume_state(output_dir: str, epoch: int, model, optimizers: Dict[str, object],
                       scheduler, scaler, extra: Optional[dict] = None) -> str:
     """Rewrite OUTPUT_DIR/resume.pth with everything needed to continue after ``epoch``."""
-    state = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "model": unwrap_state_dict(model),
+    state = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "model": model_state_dict(model),
              "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
              "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None,

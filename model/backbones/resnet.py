@@ -18,7 +18,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from .vit_weights import LoadReport, Source, read_state_dict, unwrap_state_dict
+from utils.weights_io import (SHAPE_MISMATCH, UNKNOWN_KEY, LoadReport, Source, read_weights,
+                              unwrap)
 
 
 class ResNet50Backbone(nn.Module):
@@ -83,9 +84,9 @@ class ResNet50Backbone(nn.Module):
             FileNotFoundError: missing file (names MODEL.PRETRAIN_PATH).
             ValueError: strict violations.
         """
-        raw, description = read_state_dict(source)
+        raw, description = read_weights(source, key="MODEL.PRETRAIN_PATH")
         report = LoadReport(source=description, source_format="timm/torchvision ResNet-50")
-        state = unwrap_state_dict(raw, report)
+        state = unwrap(raw, report)
         if any(k.startswith("base.") for k in state):  # BoT / TransReID: base.* + heads
             report.left_for_caller = [k for k in state if not k.startswith("base.")]
             state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
@@ -97,10 +98,10 @@ class ResNet50Backbone(nn.Module):
             if key.startswith("fc."):
                 report.skipped.append((key, "ImageNet classifier"))
             elif key not in target:
-                report.unexpected.append((key, "not a parameter of this model"))
+                report.unexpected.append((key, UNKNOWN_KEY))
                 problems.append(f"unknown key {key}")
             elif value.shape != target[key].shape:
-                report.skipped.append((key, "shape mismatch"))
+                report.skipped.append((key, SHAPE_MISMATCH))
                 problems.append(f"{key}: checkpoint {tuple(value.shape)} vs model "
                                 f"{tuple(target[key].shape)}")
             else:

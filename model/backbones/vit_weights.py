@@ -8,15 +8,16 @@ resize the patch grid bilinearly (``F.interpolate(..., mode='bilinear')``, align
 the square source grid (14x14 at 224) to the model's grid; JPM b1/b2 are copies of the loaded last
 block + final norm (``build_transformer_local``).
 
-Deliberate differences:
+Deliberate differences (what each one changes for a user: docs/reference_differences.md,
+"Weight loading"):
 
 - A distillation token is detected from the state dict (a ``dist_token`` key, or a pos_embed whose
-  length is 2 + a square), never from the file name (TransReID checks for 'distilled' in the path).
+  length is 2 + a square), never from the file name.
 - Nothing is dropped silently: a ``LoadReport`` lists remapped, resized, copied, skipped, missing
   and unexpected keys and the keys left for the caller; ``strict`` loads (the default) raise on
-  missing parameters, unknown keys and shape mismatches (TransReID prints and continues).
-- Files are read with ``torch.load(..., weights_only=True)`` (or safetensors): loading never runs
-  code.
+  missing parameters, unknown keys and shape mismatches.
+- Sources are read by ``utils.weights_io.read_weights`` (``torch.load(..., weights_only=True)``,
+  safetensors, 'timm:<name>'): loading never runs code.
 
 Supported sources (after unwrapping 'model' / 'state_dict' and a 'module.' prefix):
 
@@ -36,215 +37,16 @@ and final norm (the global branch b1 *is* the last block + norm in ``TransReIDBa
 from __future__ import annotations
 
 import math
-import os
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
-StateDict = Dict[str, torch.Tensor]
-Source = Union[str, os.PathLike, Mapping[str, object]]
+from utils.weights_io import (UNKNOWN_KEY, SHAPE_MISMATCH, LoadReport, ResizedKey, Source,
+                              StateDict, read_weights, resize_pos_embed, unwrap)
 
-#: reason given for keys that are not part of the model's architecture at all
-UNKNOWN_KEY = "not a parameter of this model"
 _CLASSIFIER_PREFIXES = ("head.", "head_dist.", "fc_norm.", "pre_logits.", "fc.", "head_drop.")
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.*)$")
-
-
-@dataclass
-class ResizedKey:
-    """A tensor whose shape was changed to fit the model."""
-    key: str
-    from_shape: Tuple[int, ...]
-    to_shape: Tuple[int, ...]
-    note: str
-
-
-@dataclass
-class LoadReport:
-    """What a weight load did. ``str(report)`` is a readable multi-line summary for the log.
-
-    Attributes:
-        source: file path, 'timm:<name>' or '<state dict>'.
-        source_format: 'timm ViT/DeiT', 'TransReID', 'PhaseReID', 'timm/torchvision ResNet-50'.
-        loaded: model keys that received a tensor.
-        remapped: (source key, model key, why) for renamed / reshaped tensors.
-        resized: ``ResizedKey`` entries (pos_embed grid resize, distillation position dropped).
-        copied: (model key, copied from, why), e.g. JPM b2 from the last block.
-        skipped: (source key, why) for tensors deliberately not loaded (classifier, dist token...).
-        missing: model keys that got no tensor and are not expected to be new.
-        initialised: model keys absent from the source by design (e.g. the SIE table), kept at init.
-        unexpected: (source key, why) for tensors the model has no place for.
-        left_for_caller: source keys outside the backbone (re-ID heads) for the caller to load.
-        notes: unwrapping / detection remarks.
-    """
-    source: str = "<state dict>"
-    source_format: str = ""
-    loaded: List[str] = field(default_factory=list)
-    remapped: List[Tuple[str, str, str]] = field(default_factory=list)
-    resized: List[ResizedKey] = field(default_factory=list)
-    copied: List[Tuple[str, str, str]] = field(default_factory=list)
-    skipped: List[Tuple[str, str]] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    initialised: List[Tuple[str, str]] = field(default_factory=list)
-    unexpected: List[Tuple[str, str]] = field(default_factory=list)
-    left_for_caller: List[str] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
-
-    def skipped_keys(self) -> List[str]:
-        return [k for k, _ in self.skipped]
-
-    def unexpected_keys(self) -> List[str]:
-        return [k for k, _ in self.unexpected]
-
-    def __str__(self) -> str:
-        lines = [f"Weight load report: {self.source} ({self.source_format or 'unknown format'})",
-                 f"  loaded: {len(self.loaded)} tensors"]
-        lines += [f"  note: {n}" for n in self.notes]
-        if self.remapped:
-            lines.append(f"  remapped ({len(self.remapped)}):")
-            lines += _grouped_pairs(self.remapped, "->")
-        if self.resized:
-            lines.append(f"  resized ({len(self.resized)}):")
-            lines += [f"    {r.key}: {r.from_shape} -> {r.to_shape} ({r.note})"
-                      for r in self.resized]
-        if self.copied:
-            lines.append(f"  copied ({len(self.copied)}):")
-            lines += _grouped_pairs(self.copied, "<-")
-        for title, items in (("skipped", self.skipped), ("kept at init", self.initialised),
-                             ("unexpected", self.unexpected)):
-            if items:
-                lines.append(f"  {title} ({len(items)}):")
-                lines += _grouped(items)
-        lines.append(f"  missing ({len(self.missing)}): {_short(_collapse(self.missing)) or '-'}")
-        if self.left_for_caller:
-            lines.append(f"  left for the caller ({len(self.left_for_caller)}, not backbone "
-                         f"keys): {_short(_collapse(self.left_for_caller))}")
-        return "\n".join(lines)
-
-
-_GROUP_RE = re.compile(r"^((?:base\.)?blocks\.\d+|b[12]\.\d+)\.")
-
-
-def _collapse(keys: Sequence[str]) -> List[str]:
-    """Collapse per-block keys into 'blocks.{i}.* (n)' entries, keeping order."""
-    counts: Dict[str, int] = {}
-    for key in keys:
-        match = _GROUP_RE.match(key)
-        label = f"{match.group(1)}.*" if match else key
-        counts[label] = counts.get(label, 0) + 1
-    return [f"{label} ({n})" if n > 1 else label for label, n in counts.items()]
-
-
-def _collapse_pairs(pairs: Sequence[Tuple[str, str]], arrow: str) -> List[str]:
-    """'dst.* <- src.* (n)' for key pairs that differ only in their leading components."""
-    counts: Dict[str, int] = {}
-    for first, second in pairs:
-        a, b = first.split("."), second.split(".")
-        common = 0
-        while common < min(len(a), len(b)) - 1 and a[-1 - common] == b[-1 - common]:
-            common += 1
-        if common == 0 or first == second:
-            label = first if first == second else f"{first} {arrow} {second}"
-        else:
-            label = f"{'.'.join(a[:-common])}.* {arrow} {'.'.join(b[:-common])}.*"
-        counts[label] = counts.get(label, 0) + 1
-    return [f"{label} ({n})" if n > 1 else label for label, n in counts.items()]
-
-
-def _short(entries: Sequence[str], limit: int = 8) -> str:
-    entries = list(entries)
-    more = f", ... (+{len(entries) - limit} more)" if len(entries) > limit else ""
-    return ", ".join(entries[:limit]) + more
-
-
-def _grouped(items: Sequence[Tuple[str, str]]) -> List[str]:
-    """One line per reason, listing its (collapsed) keys."""
-    by_reason: Dict[str, List[str]] = {}
-    for key, reason in items:
-        by_reason.setdefault(reason, []).append(key)
-    return [f"    {reason}: {_short(_collapse(keys))}" for reason, keys in by_reason.items()]
-
-
-def _grouped_pairs(items: Sequence[Tuple[str, str, str]], arrow: str) -> List[str]:
-    by_reason: Dict[str, List[Tuple[str, str]]] = {}
-    for first, second, reason in items:
-        by_reason.setdefault(reason, []).append((first, second))
-    return [f"    {reason}: {_short(_collapse_pairs(pairs, arrow))}"
-            for reason, pairs in by_reason.items()]
-
-
-# ---------------------------------------------------------------------------- reading sources
-def read_state_dict(source: Source) -> Tuple[Mapping[str, object], str]:
-    """Read a weight source into a (possibly wrapped) mapping.
-
-    Args:
-        source: a file path (``torch.save`` output or ``.safetensors``), ``'timm:<model_name>'``
-            or an in-memory mapping.
-
-    Returns:
-        (mapping, description of the source).
-
-    Raises:
-        FileNotFoundError: the path does not exist (names MODEL.PRETRAIN_PATH).
-        RuntimeError: a 'timm:' model could not be created with pretrained weights.
-    """
-    if isinstance(source, Mapping):
-        return source, "<state dict>"
-    source = os.fspath(source)
-    if source.startswith("timm:"):
-        return _timm_pretrained_state_dict(source[len("timm:"):]), source
-    if not os.path.isfile(source):
-        raise FileNotFoundError(
-            f"pretrained weight file '{source}' does not exist; set MODEL.PRETRAIN_PATH to a "
-            f"downloaded weight file (or 'timm:<model name>' to fetch from the timm hub)")
-    if source.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        return load_file(source, device="cpu"), source
-    if source.endswith(".npz"):
-        raise ValueError(f"'{source}' is a JAX .npz checkpoint; load it with timm "
-                         f"(timm.create_model(..., pretrained_cfg_overlay=dict(file=...))), save "
-                         f"model.state_dict() with torch.save and set MODEL.PRETRAIN_PATH to it")
-    return torch.load(source, map_location="cpu", weights_only=True), source
-
-
-def _timm_pretrained_state_dict(model_name: str) -> StateDict:
-    import timm
-    try:
-        model = timm.create_model(model_name, pretrained=True)
-    except Exception as err:  # network, hub or unknown-name errors all end here
-        raise RuntimeError(
-            f"could not create timm model '{model_name}' with pretrained weights ({err}). "
-            f"Download the weights on a machine with internet access (e.g. "
-            f"torch.save(timm.create_model('{model_name}', pretrained=True).state_dict(), "
-            f"'{model_name}.pth')) and set MODEL.PRETRAIN_PATH to that file") from err
-    return model.state_dict()
-
-
-def unwrap_state_dict(obj: Mapping[str, object], report: LoadReport) -> StateDict:
-    """Unwrap 'model' / 'state_dict' containers and strip a 'module.' (DDP) prefix.
-
-    Non-tensor entries are reported as skipped.
-    """
-    state = obj
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            report.notes.append(f"unwrapped '{wrapper}'")
-            state = state[wrapper]
-    out: StateDict = {}
-    stripped = 0
-    for key, value in state.items():
-        if not torch.is_tensor(value):
-            report.skipped.append((key, "not a tensor"))
-            continue
-        if key.startswith("module."):
-            key, stripped = key[len("module."):], stripped + 1
-        out[key] = value
-    if stripped:
-        report.notes.append(f"stripped the 'module.' prefix from {stripped} keys")
-    return out
 
 
 # ---------------------------------------------------------------------------- format mapping
@@ -328,30 +130,6 @@ def _is_square(n: int) -> bool:
     return n > 0 and math.isqrt(n) ** 2 == n
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, num_prefix: int, src_grid: Tuple[int, int],
-                     dst_grid: Tuple[int, int]) -> torch.Tensor:
-    """Keep the CLS position, drop any further prefix positions (distillation token) and resize
-    the patch grid bilinearly (align_corners False), as TransReID ``resize_pos_embed``.
-
-    Args:
-        pos_embed: (1, num_prefix + rows * cols, D).
-        num_prefix: prefix positions in ``pos_embed`` (1 CLS, 2 with a distillation token).
-        src_grid: (rows, cols) of the source.
-        dst_grid: (rows, cols) of the model.
-
-    Returns:
-        (1, 1 + dst_rows * dst_cols, D), in the input's dtype.
-    """
-    cls_pos, grid = pos_embed[:, :1], pos_embed[:, num_prefix:]
-    if tuple(src_grid) != tuple(dst_grid):
-        dim = grid.shape[-1]
-        grid = grid.float().reshape(1, src_grid[0], src_grid[1], dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=tuple(dst_grid), mode="bilinear", align_corners=False)
-        grid = grid.permute(0, 2, 3, 1).reshape(1, dst_grid[0] * dst_grid[1], dim)
-        grid = grid.to(pos_embed.dtype)
-    return torch.cat([cls_pos, grid], dim=1)
-
-
 # ---------------------------------------------------------------------------- filter
 def checkpoint_filter_fn(state_dict: Mapping[str, object], backbone, strict: bool = True,
                          source_grid_size: Optional[Tuple[int, int]] = None,
@@ -374,7 +152,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, object], backbone, strict: boo
         ValueError: shape mismatch (strict) or an un-inferable source grid.
     """
     report = report if report is not None else LoadReport()
-    state = unwrap_state_dict(state_dict, report)
+    state = unwrap(state_dict, report)
     origin: Dict[str, str] = {}  # mapped key -> source key, for reporting in source names
     if any(k.startswith("base.") for k in state):
         report.source_format = "TransReID"
@@ -418,7 +196,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, object], backbone, strict: boo
         if value.shape != target[key].shape:
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model "
                               f"{tuple(target[key].shape)}")
-            report.skipped.append((src, "shape mismatch"))
+            report.skipped.append((src, SHAPE_MISMATCH))
             continue
         out[key] = value
 
@@ -455,7 +233,8 @@ def _fit_pos_embed(value: torch.Tensor, has_dist_key: bool, backbone,
         notes.append("distillation-token position dropped")
     if src_grid != dst_grid:
         notes.append(f"grid {src_grid[0]}x{src_grid[1]} -> {dst_grid[0]}x{dst_grid[1]} bilinear")
-    resized = resize_pos_embed(value, prefix, src_grid, dst_grid)
+    resized = resize_pos_embed(value, src_grid, dst_grid, num_prefix=prefix, keep_prefix=1,
+                               mode="bilinear")
     report.resized.append(ResizedKey("pos_embed", tuple(value.shape), tuple(resized.shape),
                                      "; ".join(notes)))
     return resized
@@ -500,7 +279,7 @@ def load_vit_pretrained(backbone, source: Source, strict: bool = True,
         >>> report = load_vit_pretrained(backbone, "pretrained/vit_base.pth")
         >>> logger.info("%s", report)
     """
-    raw, description = read_state_dict(source)
+    raw, description = read_weights(source, key="MODEL.PRETRAIN_PATH")
     report = LoadReport(source=description)
     filtered, report = checkpoint_filter_fn(raw, backbone, strict, source_grid_size, report)
     unknown = [k for k, why in report.unexpected if why == UNKNOWN_KEY]
