@@ -47,6 +47,29 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def restore_model(cfg, model, resume, logger) -> int:
+    """Load resume.pth's weights into ``model``; returns the first epoch to train."""
+    if resume is None:
+        return 1
+    try:
+        model.load_state_dict(resume["model"])
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"{cfg.OUTPUT_DIR}/resume.pth was written by a different model: {exc}\n"
+            "Use another OUTPUT_DIR, or delete resume.pth to start over.") from None
+    logger.info("Resuming after epoch %d from %s/resume.pth", resume["epoch"], cfg.OUTPUT_DIR)
+    return resume["epoch"] + 1
+
+
+def wrap_ddp(model, device):
+    """DDP with find_unused_parameters: the phase plan can leave a branch idle for whole epochs
+    (SupCon head at weight 0, classifier without 'id'), so no gradient is expected for every
+    parameter."""
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
@@ -73,26 +96,13 @@ def main(argv=None) -> int:
         check_evaluable(ds)   # fail now, not after the first evaluation period
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)
     composer = make_loss(cfg, ds.num_train_pids, model.feat_dim)
-    start_epoch = 1
-    if resume is not None:
-        try:
-            model.load_state_dict(resume["model"])
-        except RuntimeError as exc:
-            raise RuntimeError(
-                f"{cfg.OUTPUT_DIR}/resume.pth was written by a different model: {exc}\n"
-                "Use another OUTPUT_DIR, or delete resume.pth to start over.") from None
-        start_epoch = resume["epoch"] + 1
-        logger.info("Resuming after epoch %d from %s/resume.pth", resume["epoch"], cfg.OUTPUT_DIR)
+    start_epoch = restore_model(cfg, model, resume, logger)
     model.to(device)
     composer.to(device)
     optimizer, center_optimizer = make_optimizer(cfg, model, composer.center)
     scheduler = make_scheduler(cfg, optimizer)
     if cfg.MODEL.DIST_TRAIN:
-        # the phase plan can leave a branch idle for whole epochs (SupCon head at weight 0,
-        # classifier without 'id'), so DDP must not expect a gradient for every parameter
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+        model = wrap_ddp(model, device)
     writer = None
     if rank == 0:
         writer = SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))

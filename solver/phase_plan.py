@@ -130,6 +130,33 @@ def _phase_names(n: int) -> List[str]:
     return [chr(ord("A") + j) if j < 26 else f"P{j + 1}" for j in range(n)]
 
 
+def _boundaries(values) -> List[int]:
+    bounds = [int(b) for b in values]
+    if any(b < 1 for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+        raise ValueError(f"LOSS.PHASED.BOUNDARIES {bounds} must be strictly increasing "
+                         "epochs >= 1 (phase j covers b_(j-1) < epoch <= b_j)")
+    return bounds
+
+
+class _PerPhase:
+    """Reads a per-phase list key: one entry per phase, or (optional keys) [] for none."""
+
+    def __init__(self, names: Sequence[str], bounds_text: str):
+        self.names = list(names)
+        self.bounds_text = bounds_text
+
+    def __call__(self, values, key: str, optional: bool = False) -> Optional[list]:
+        values = list(values)
+        if optional and not values:
+            return None
+        n = len(self.names)
+        if len(values) != n:
+            raise ValueError(f"{key} has {len(values)} entries but the plan has {n} phase(s) "
+                             f"({', '.join(self.names)}; LOSS.PHASED.BOUNDARIES "
+                             f"{self.bounds_text}): give one per phase")
+        return values
+
+
 class PhasePlan:
     """The parsed, validated phase table of a config (see the module docstring).
 
@@ -157,66 +184,27 @@ class PhasePlan:
     def _build_phases(self, cfg) -> List[Phase]:
         loss = cfg.LOSS
         phased = bool(loss.PHASED.ENABLE)
-        if phased:
-            bounds = [int(b) for b in loss.PHASED.BOUNDARIES]
-            if any(b < 1 for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
-                raise ValueError(f"LOSS.PHASED.BOUNDARIES {bounds} must be strictly increasing "
-                                 "epochs >= 1 (phase j covers b_(j-1) < epoch <= b_j)")
-        else:
-            bounds = []
+        bounds = _boundaries(loss.PHASED.BOUNDARIES) if phased else []
         n = len(bounds) + 1
         names = _phase_names(n)
         firsts = [1] + [b + 1 for b in bounds]
         lasts = bounds + [max(self.max_epochs, firsts[-1])]
-
-        def per_phase(values, key: str, allow_empty: bool) -> Optional[list]:
-            values = list(values)
-            if allow_empty and not values:
-                return None
-            if len(values) != n:
-                raise ValueError(f"{key} has {len(values)} entries but the plan has {n} phase(s) "
-                                 f"({', '.join(names)}; LOSS.PHASED.BOUNDARIES "
-                                 f"{bounds if phased else '(plan off)'}): give one per phase")
-            return values
-
-        if phased:
-            metrics = per_phase(loss.PHASED.METRIC_SEQ, "LOSS.PHASED.METRIC_SEQ", False)
-            for m in metrics:
-                if m not in METRICS:
-                    raise ValueError(f"LOSS.PHASED.METRIC_SEQ entry '{m}' is not one of {METRICS}")
-            w_metric = [WeightSpec.parse(v, "LOSS.PHASED.W_METRIC_SEQ")
-                        for v in per_phase(loss.PHASED.W_METRIC_SEQ, "LOSS.PHASED.W_METRIC_SEQ",
-                                           False)]
-            w_sup = [WeightSpec.parse(v, "LOSS.PHASED.W_SUP_SPEC")
-                     for v in per_phase(loss.PHASED.W_SUP_SPEC, "LOSS.PHASED.W_SUP_SPEC", False)]
-        else:
-            metric = ("routed" if loss.BRIGHTNESS.ENABLE else "tripletx" if loss.TRIPLETX.ENABLE
-                      else "triplet" if "triplet" in loss.NAMES else "none")
-            metrics = [metric]
-            w_metric = None
-            w_sup = [WeightSpec.parse(loss.SUPCON.W if loss.SUPCON.ENABLE else 0.0,
-                                      "LOSS.SUPCON.W")]
-        freeze_seq = per_phase(loss.PHASED.FREEZE_SEQ, "LOSS.PHASED.FREEZE_SEQ", True)
+        per_phase = _PerPhase(names, f"{bounds if phased else '(plan off)'}")
+        metrics, metric_weights = self._metric_columns(loss, phased, per_phase)
+        w_sup = ([WeightSpec.parse(v, "LOSS.PHASED.W_SUP_SPEC")
+                  for v in per_phase(loss.PHASED.W_SUP_SPEC, "LOSS.PHASED.W_SUP_SPEC")]
+                 if phased else [WeightSpec.parse(loss.SUPCON.W if loss.SUPCON.ENABLE else 0.0,
+                                                  "LOSS.SUPCON.W")])
+        freeze_seq = per_phase(loss.PHASED.FREEZE_SEQ, "LOSS.PHASED.FREEZE_SEQ", optional=True)
         scheduled = {}
         for name in _SCHEDULED:
-            section = loss[name.upper()]
-            seq = per_phase(section.W_SEQ, f"LOSS.{name.upper()}.W_SEQ", True)
-            scheduled[name] = ([WeightSpec.parse(v, f"LOSS.{name.upper()}.W_SEQ") for v in seq]
-                               if seq is not None else None)
+            key = f"LOSS.{name.upper()}.W_SEQ"
+            seq = per_phase(loss[name.upper()].W_SEQ, key, optional=True)
+            scheduled[name] = [WeightSpec.parse(v, key) for v in seq] if seq is not None else None
 
         phases = []
         for j in range(n):
-            weights: Dict[str, WeightSpec] = {}
-            metric = metrics[j]
-            if metric != "none":
-                if phased:
-                    weights["triplet"] = w_metric[j]
-                    if metric != "triplet":
-                        weights["tripletx"] = w_metric[j]
-                else:
-                    weights["triplet"] = WeightSpec.parse(loss.TRIPLET.W, "LOSS.TRIPLET.W")
-                    if metric != "triplet":
-                        weights["tripletx"] = WeightSpec.parse(loss.TRIPLETX.W, "LOSS.TRIPLETX.W")
+            weights = dict(metric_weights[j])
             weights["supcon"] = w_sup[j]
             for name, seq in scheduled.items():
                 if seq is not None:
@@ -227,8 +215,35 @@ class PhasePlan:
             freeze = ()
             if freeze_seq is not None:
                 freeze = tuple(p.strip() for p in str(freeze_seq[j]).split(",") if p.strip())
-            phases.append(Phase(names[j], firsts[j], lasts[j], metric, weights, freeze))
+            phases.append(Phase(names[j], firsts[j], lasts[j], metrics[j], weights, freeze))
         return phases
+
+    @staticmethod
+    def _metric_columns(loss, phased: bool, per_phase: "_PerPhase"):
+        """(metric per phase, {'triplet' / 'tripletx': WeightSpec} per phase)."""
+        if phased:
+            metrics = per_phase(loss.PHASED.METRIC_SEQ, "LOSS.PHASED.METRIC_SEQ")
+            for m in metrics:
+                if m not in METRICS:
+                    raise ValueError(f"LOSS.PHASED.METRIC_SEQ entry '{m}' is not one of {METRICS}")
+            specs = [WeightSpec.parse(v, "LOSS.PHASED.W_METRIC_SEQ")
+                     for v in per_phase(loss.PHASED.W_METRIC_SEQ, "LOSS.PHASED.W_METRIC_SEQ")]
+            triplet, tripletx = specs, specs   # both weigh W_METRIC_SEQ[j] ('routed')
+        else:
+            metrics = [("routed" if loss.BRIGHTNESS.ENABLE else "tripletx" if loss.TRIPLETX.ENABLE
+                        else "triplet" if "triplet" in loss.NAMES else "none")]
+            triplet = [WeightSpec.parse(loss.TRIPLET.W, "LOSS.TRIPLET.W")]
+            tripletx = ([WeightSpec.parse(loss.TRIPLETX.W, "LOSS.TRIPLETX.W")]
+                        if metrics[0] not in ("triplet", "none") else [None])
+        columns = []
+        for j, metric in enumerate(metrics):
+            weights: Dict[str, WeightSpec] = {}
+            if metric != "none":
+                weights["triplet"] = triplet[j]
+                if metric != "triplet":
+                    weights["tripletx"] = tripletx[j]
+            columns.append(weights)
+        return metrics, columns
 
     def _enabled(self, name: str) -> bool:
         loss = self.cfg.LOSS
