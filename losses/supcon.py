@@ -39,7 +39,7 @@ CAM_AWARE_MODES = ("exclude", "denominator")
 def check_cam_aware_mode(mode: str) -> None:
     """LOSS.SUPCON.CAM_AWARE_MODE is 'exclude' or 'denominator'."""
     if mode not in CAM_AWARE_MODES:
-        raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{mode}' is not one of {CAM_AWARE_MODES}")
+        raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{mode}' is not 'exclude' or 'denominator'")
 
 
 def supcon_loss(z: torch.Tensor, pids: torch.Tensor, camids: Optional[torch.Tensor] = None, *,

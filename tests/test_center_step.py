@@ -8,11 +8,11 @@ takes the same code path as the CUDA one.
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from configs import load_config
 from losses.make_loss import make_loss
 from processor.processor import Trainer
+from solver.phase_plan import PhasePlan
 
 NUM_CLASSES, DIM, LR = 4, 6, 0.5
 PIDS = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
@@ -26,8 +26,8 @@ class TinyModel(nn.Module):
         self.body = nn.Linear(5, DIM)
         self.head = nn.Linear(DIM, NUM_CLASSES)
 
-    def forward(self, x):
-        feat = self.body(x)
+    def forward(self, batch):
+        feat = self.body(batch["img"])
         return {"feat": feat, "logits": self.head(feat)}
 
 
@@ -40,8 +40,8 @@ def make_trainer(center_w, center_w_seq=()):
     composer = make_loss(cfg, NUM_CLASSES, DIM)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     center_optimizer = torch.optim.SGD(composer.center.parameters(), lr=cfg.LOSS.CENTER.LR)
-    trainer = Trainer(cfg, model, None, composer, optimizer, center_optimizer, None,
-                      torch.device("cpu"))
+    trainer = Trainer(cfg, model, None, composer, PhasePlan(cfg), optimizer, center_optimizer,
+                      None, torch.device("cpu"))
     return trainer
 
 
@@ -49,7 +49,7 @@ def one_step(trainer, extra=0.0):
     """One iteration on a fixed batch; returns (centres before, centres after, state)."""
     state = trainer.plan.state(1)
     x = torch.randn(len(PIDS), 5, generator=torch.Generator().manual_seed(1))
-    outputs = trainer.model(x)
+    outputs = trainer.model({"img": x})
     total, _ = trainer.composer(outputs, {"pid": PIDS}, state)
     total = total + extra * trainer.model.body.weight.sum()
     trainer.optimizer.zero_grad(set_to_none=True)
@@ -66,7 +66,7 @@ def expected_centres(model_state, before):
     model.load_state_dict(model_state)
     x = torch.randn(len(PIDS), 5, generator=torch.Generator().manual_seed(1))
     centres = before.clone().requires_grad_(True)
-    feat = model(x)["feat"].detach()
+    feat = model({"img": x})["feat"].detach()
     loss = (feat - centres[PIDS]).pow(2).sum(1).clamp(1e-12, 1e12).mean()
     (grad,) = torch.autograd.grad(loss, centres)
     return before - LR * grad

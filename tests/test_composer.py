@@ -124,7 +124,7 @@ def test_supcon_cam_aware_mode_is_read(mode):
     composer = make_loss(load_config(opts=opts), 4, 6)
     out, batch = batch_of(seed=8)
     out["supcon_z"] = torch.nn.functional.normalize(out["feat_bn"], dim=1)
-    _, parts = composer(out, batch, composer.plan.state(1))
+    _, parts = composer(out, batch, PhasePlan(load_config(opts=opts)).state(1))
     expected = supcon_loss(out["supcon_z"], batch["pid"], batch["camid"], temperature=0.07,
                            cam_aware=True, cam_aware_mode=mode)
     other = supcon_loss(out["supcon_z"], batch["pid"], batch["camid"], temperature=0.07,
