@@ -134,20 +134,32 @@ def compare(records: Sequence[dict], other_path: str) -> dict:
     return result
 
 
+def selection_text(records: Sequence[dict], info: dict, epochs: int) -> str:
+    """How 'best' was chosen, naming the split it was chosen on (each test summary says which
+    of its numbers are for selection: ``TestSummary.select_on``)."""
+    chosen = {(s.select_on, tuple(s.selection_split()))
+              for r in records for s in r["_summaries"].values()}
+    if all(select_on is None for select_on, _ in chosen):
+        split = info["split"]
+        split_text = ", ".join(split) if isinstance(split, list) else str(split)
+        return (f"best = the tested checkpoint with the highest (mAP, R1), earlier epoch on ties, "
+                f"selected on the test split ({split_text}): there is no validation split, so "
+                f"best-epoch numbers are optimistic; 'last' = epoch {epochs}, no selection")
+    names = ", ".join(sorted({name for _, split in chosen for name in split}))
+    return (f"best = the tested checkpoint with the highest (mAP, R1) on the selection split "
+            f"({names}), earlier epoch on ties; its test numbers are reported; 'last' = epoch "
+            f"{epochs}, no selection")
+
+
 def build_summary(exp: Experiment, seeds: Sequence[int], failures: Sequence[Failure],
                   comparison: Optional[dict]) -> dict:
     records = [seed_record(exp, s) for s in seeds]
     info = evaluation_info(records)
-    split = info["split"]
-    split_text = ", ".join(split) if isinstance(split, list) else str(split)
     summary = {
         "experiment": exp.name, "config": exp.config, "variant": exp.variant,
         "toggles": exp.flags, "opts": flat(exp.user_opts), "epochs": exp.epochs,
         "save_every": exp.save_every, "test_folder": exp.test_tag, "evaluation": info,
-        "selection": (f"best = the tested checkpoint with the highest (mAP, R1), earlier epoch "
-                      f"on ties, selected on the test split ({split_text}): there is no "
-                      "validation split, so best-epoch numbers are optimistic; 'last' = epoch "
-                      f"{exp.epochs}, no selection"),
+        "selection": selection_text(records, info, exp.epochs),
         "std": "sample standard deviation (ddof=1); null when n = 1",
         "statistics_rule": "a seed enters mean/std and comparisons when its training is complete "
                            "and every saved checkpoint is tested",

@@ -164,3 +164,37 @@ def test_ablation_options_merge_like_yacs_and_epochs_override():
                                         epochs=1)
     assert exp.epochs == 1 and dict(exp.user_opts)["SOLVER.EVAL_PERIOD"] == "0"
     assert exp.run_dir(4).endswith("_e1_seed4") and "-o" in exp.variant
+
+
+def test_best_epoch_is_selected_on_the_split_each_summary_names(tmp_path, repo_root):
+    from launcher.report import build_summary
+    from utils.summary import MetricSet, TestSummary
+
+    config = os.path.join(repo_root, "configs", "Synth", "synth_baseline.yml")
+    exp = make_experiment(config, str(tmp_path), 2, 1)
+
+    def write(epoch, test_map, val_map, select_on):
+        os.makedirs(exp.train_dir(0), exist_ok=True)
+        open(checkpoint_path(exp.train_dir(0), epoch), "w").close()
+        metrics = {"R1": 50.0, "R5": 60.0, "R10": 70.0, "mAP": test_map, "mINP": 10.0}
+        TestSummary(metrics=metrics, weight="w", epoch=epoch, dataset="synth", split=["test"],
+                    feature="f", feat_norm=True, distance="euclidean", re_ranking="none",
+                    max_rank=50, clip_fusion="off", seconds=1.0,
+                    extra_metrics={"val": MetricSet(split=["val"],
+                                                    metrics=dict(metrics, mAP=val_map))},
+                    select_on=select_on).write(os.path.join(exp.test_dir(0, epoch),
+                                                            "summary.json"))
+
+    # epoch 1 is better on val, epoch 2 on test: the selection split decides
+    for select_on in (None, "val"):
+        write(1, 30.0, 45.0, select_on)
+        write(2, 40.0, 35.0, select_on)
+        summary = build_summary(exp, [0], [], None)
+        best = summary["seeds"][0]["best"]
+        if select_on is None:
+            assert best == {"epoch": 2, "metrics": dict(best["metrics"], mAP=40.0)}
+            assert "selected on the test split (test)" in summary["selection"]
+        else:
+            assert best["epoch"] == 1 and best["metrics"]["mAP"] == 30.0  # test numbers shown
+            assert "on the selection split (val)" in summary["selection"]
+        assert summary["seeds"][0]["last"]["metrics"]["mAP"] == 40.0
