@@ -13,7 +13,6 @@ and summary.json, written LAST and only on success (the launcher treats its pres
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,9 +25,10 @@ from datasets.make_dataloader import make_dataloader
 from model.make_model import make_model
 from model.weights import load_for_test
 from processor.inference import check_evaluable, evaluate_model, format_metrics
-from utils.checkpoint import atomic_write_text, checkpoint_meta, load_checkpoint
+from utils.checkpoint import checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
 from utils.logger import setup_logger
+from utils.summary import SUMMARY_FILE, TestSummary
 from utils.visualize import ranked_list_figure, save_figure
 
 
@@ -101,15 +101,11 @@ def ranked_for_figure(cfg, dataset, split, vis, vis_dist):
     return [q.path for q in q_recs], [q.pid for q in q_recs], ranked_paths, ranked_pids
 
 
-def write_json_atomic(path: str, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg, ckpt, meta = resolve_config(args)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    summary_path = os.path.join(cfg.OUTPUT_DIR, "summary.json")
+    summary_path = os.path.join(cfg.OUTPUT_DIR, SUMMARY_FILE)
     if os.path.exists(summary_path):
         os.remove(summary_path)  # a stale summary must not survive a failed re-test
     logger = setup_logger(cfg.OUTPUT_DIR, "test_log.txt")
@@ -145,17 +141,17 @@ def main(argv=None) -> int:
                  pids=result.pids, camids=result.camids,
                  paths=np.array([r.path for r in ds.test]))
 
-    summary = {
-        "metrics": metrics,
-        "weight": os.path.abspath(cfg.TEST.WEIGHT),
-        "epoch": epoch,
-        "dataset": ds.name,
-        "split": [s.name for s in ds.splits],
+    summary = TestSummary(
+        metrics=metrics,
+        weight=os.path.abspath(cfg.TEST.WEIGHT),
+        epoch=epoch,
+        dataset=ds.name,
+        split=[s.name for s in ds.splits],
         **evaluation,
-        "clip_fusion": clip_fusion,
-        "seconds": round(time.time() - start, 2),
-    }
-    write_json_atomic(summary_path, summary)
+        clip_fusion=clip_fusion,
+        seconds=round(time.time() - start, 2),
+    )
+    summary.write(summary_path)
     logger.info("Wrote %s", summary_path)
     return 0
 

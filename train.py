@@ -28,7 +28,8 @@ from processor.processor import do_train
 from solver.make_optimizer import make_optimizer
 from solver.phase_plan import PhasePlan
 from solver.scheduler import make_scheduler
-from utils.checkpoint import atomic_write_text, load_resume_state, set_rng_state
+from utils.atomic import atomic_write_text
+from utils.checkpoint import load_resume_state, set_rng_state
 from utils.dist import init_distributed, resolve_device
 from utils.logger import setup_logger
 

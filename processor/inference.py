@@ -17,12 +17,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from utils.dist import unwrap
-from utils.metrics import EvalResult, evaluate, evaluate_features, pairwise_distance
+from utils.metrics import evaluate, evaluate_features, pairwise_distance
 from utils.reranking import describe_reranking, re_ranking
+from utils.results import METRIC_KEYS, EvalResult
 
 logger = logging.getLogger("phasereid")
-
-METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 
 
 @torch.no_grad()

@@ -31,11 +31,13 @@ from tqdm import tqdm
 from datasets.make_dataloader import build_train_loader
 from model.weights import TRAINING_ONLY_PREFIXES
 from solver.phase_plan import PhasePlan, PhaseState, frozen_parameters
-from utils.checkpoint import checkpoint_path, save_checkpoint, save_resume_state
+from utils.checkpoint import save_checkpoint, save_resume_state
 from utils.dist import unwrap, world_info
 from utils.meters import AverageMeter
+from utils.results import METRIC_KEYS
+from utils.run_files import checkpoint_path
 
-from .inference import METRIC_KEYS, do_inference
+from .inference import do_inference
 
 logger = logging.getLogger("phasereid")
 

@@ -8,7 +8,7 @@ import pytest
 from configs import load_config
 from configs.defaults import get_cfg_defaults
 
-SOURCE_DIRS = ("datasets", "model", "losses", "processor", "solver", "utils")
+SOURCE_DIRS = ("datasets", "model", "losses", "processor", "solver", "utils", "launcher")
 SOURCE_FILES = ("train.py", "test.py", "run_phased_loss.py")
 
 

@@ -20,8 +20,8 @@ from scipy import stats as sps
 import run_phased_loss as launcher
 from configs import load_config
 from conftest import ROOT, tiny_opts
-from processor.inference import METRIC_KEYS
-from utils.checkpoint import list_checkpoints
+from utils.results import METRIC_KEYS
+from utils.run_files import list_checkpoints
 from utils.stats import mean_std, paired_ttest
 
 # the tiny recipe trains SupCon (small head) so "an absent toggle leaves the YAML alone" shows
@@ -87,10 +87,11 @@ WRAPPER = """import os, signal, sys
 sys.path.insert(0, {root!r})
 {body}
 """
-KILL_TEST_BEFORE_SUMMARY = """import test as test_script
-def killed(path, obj):  # SIGKILL exactly where test.py would write summary.json
+KILL_TEST_BEFORE_SUMMARY = """from utils.summary import TestSummary
+def killed(self, path):  # SIGKILL exactly where test.py would write summary.json
     os.kill(os.getpid(), signal.SIGKILL)
-test_script.write_json_atomic = killed
+TestSummary.write = killed
+import test as test_script
 sys.exit(test_script.main(sys.argv[1:]))"""
 CRASH_TRAIN_IN_EPOCH_2 = """import processor.processor as proc
 real = proc.Trainer.train_epoch

@@ -9,7 +9,8 @@ import processor.processor as proc
 import test as test_script
 import train as train_script
 from conftest import tiny_opts
-from utils.checkpoint import list_checkpoints, load_checkpoint
+from utils.checkpoint import load_checkpoint
+from utils.run_files import list_checkpoints
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import tempfile
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -26,53 +24,15 @@ import torch
 
 from utils.weights_io import WeightFileError, read_weights
 
+from utils.atomic import atomic_write
+from utils.run_files import RESUME_FILE
+
 CHECKPOINT_FORMAT = "phasereid-v1"
-RESUME_FILE = "resume.pth"
-_CKPT_RE = re.compile(r"^transformer_(\d+)\.pth$")
-
-
-def _atomic_write(path: str, mode: str, write, suffix: str = "") -> None:
-    """``write(f)`` into a temp file next to ``path``, fsync, then rename over ``path``: a crash
-    never leaves a truncated file under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_torch_save(obj, path: str) -> None:
     """torch.save to a temp file next to ``path``, fsync, then rename over ``path``."""
-    _atomic_write(path, "wb", lambda f: torch.save(obj, f), suffix=".pth")
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Atomically write ``text`` to ``path`` (configs, summaries)."""
-    _atomic_write(path, "w", lambda f: f.write(text))
-
-
-def checkpoint_path(output_dir: str, epoch: int) -> str:
-    return os.path.join(output_dir, f"transformer_{epoch}.pth")
-
-
-def list_checkpoints(output_dir: str) -> Dict[int, str]:
-    """{epoch: path} of the transformer_<epoch>.pth files in ``output_dir``."""
-    if not os.path.isdir(output_dir):
-        return {}
-    found = {}
-    for name in os.listdir(output_dir):
-        match = _CKPT_RE.match(name)
-        if match:
-            found[int(match.group(1))] = os.path.join(output_dir, name)
-    return dict(sorted(found.items()))
+    atomic_write(path, "wb", lambda f: torch.save(obj, f), suffix=".pth")
 
 
 def model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:

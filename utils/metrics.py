@@ -28,12 +28,13 @@ baseline in ``bench/bench_eval.py``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, Tuple, Union
+from typing import Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from utils.results import EvalResult
 
 ArrayLike = Union[np.ndarray, torch.Tensor, list, tuple]
 
@@ -48,41 +49,6 @@ _BYTES_PER_ELEMENT = 24
 # aligned to row 0. Then ``evaluate_features`` and ``pairwise_distance`` make the same calls and get
 # bitwise-equal distances.
 _GEMM_ROWS = 128
-
-
-@dataclass
-class EvalResult:
-    """Result of one evaluation.
-
-    Attributes:
-        cmc: CMC curve, float64, ``cmc[k-1]`` = fraction of valid queries with a match in the top k;
-            length = max_rank clipped to the gallery size.
-        mAP: mean non-interpolated average precision over valid queries, in [0, 1].
-        mINP: mean inverse negative penalty over valid queries, in [0, 1].
-        num_valid: queries with at least one relevant gallery item after filtering.
-        num_skipped: queries without one (excluded from every mean).
-    """
-
-    cmc: np.ndarray
-    mAP: float
-    mINP: float
-    num_valid: int
-    num_skipped: int
-
-    def as_dict(self) -> Dict[str, float]:
-        """R1/R5/R10, mAP and mINP in percent, plus the query counts.
-
-        A rank beyond ``len(cmc)`` (when max_rank was set below it or clipped to a tiny gallery) is NaN,
-        so a missing number is never shown as a measured one.
-        """
-        out = {}
-        for k in (1, 5, 10):
-            out[f"R{k}"] = float(self.cmc[k - 1]) * 100.0 if k <= len(self.cmc) else float("nan")
-        out["mAP"] = self.mAP * 100.0
-        out["mINP"] = self.mINP * 100.0
-        out["num_valid"] = self.num_valid
-        out["num_skipped"] = self.num_skipped
-        return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,265 @@
+"""Summaries of an experiment: per seed the best and last epoch, statistics across seeds,
+an optional paired comparison with another experiment, as JSON, Markdown and CSV.
+
+- best = the tested checkpoint with the highest (mAP, R1) of the numbers each test summary
+  names for selection (``TestSummary.selection_metrics``: the test split for image re-ID, which
+  has no validation split -- the summary says so), earlier epoch on ties; last = the final epoch.
+- across seeds: mean and sample std (ddof=1; n/a for one seed) of every metric, over the seeds
+  whose training is complete and every saved checkpoint tested.
+- ``--compare-to``: a paired t-test per metric (seeds paired by number) against another
+  launcher's summary.
+- files: ``<root>/summary_<stem>_<variant>_e<epochs>[_test-t<hash>].json/.md/.csv``, written
+  atomically.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+from utils.atomic import atomic_write_text
+from utils.results import METRIC_KEYS
+from utils.run_files import checkpoint_name, list_checkpoints
+from utils.stats import mean_std, paired_ttest
+from utils.summary import TestSummary
+
+from .experiment import Experiment, flat
+from .runner import Failure, read_test_summary
+
+KINDS = ("best", "last")
+# what each test evaluated; the summary reports it (and 'mixed' when the tests disagree)
+EVALUATION_FIELDS = ("split", "dataset", "feature", "feat_norm", "distance", "re_ranking",
+                     "clip_fusion")
+
+
+def seed_record(exp: Experiment, seed: int) -> dict:
+    """Best (by (mAP, R1); ties -> earlier epoch) and last epoch of one seed, from disk."""
+    ckpts = [e for e in list_checkpoints(exp.train_dir(seed)) if e <= exp.epochs]
+    tested = {}
+    for e in ckpts:
+        summary = read_test_summary(exp.test_dir(seed, e), e)
+        if summary is not None:
+            tested[e] = summary
+    untested = [e for e in ckpts if e not in tested]
+    complete = exp.epochs in ckpts
+    best = None
+    if tested:
+        epoch = max(sorted(tested), key=lambda e: (tested[e].selection_metrics()["mAP"],
+                                                  tested[e].selection_metrics()["R1"], -e))
+        best = {"epoch": epoch, "metrics": pick_metrics(tested[epoch])}
+    last = ({"epoch": exp.epochs, "metrics": pick_metrics(tested[exp.epochs])}
+            if exp.epochs in tested else None)
+    notes = []
+    if not complete:
+        notes.append(f"training incomplete ({checkpoint_name(exp.epochs)} missing)")
+    if untested:
+        notes.append(f"untested checkpoints: epochs {untested}")
+    return {"seed": seed, "run_dir": exp.run_dir(seed), "checkpoints": ckpts,
+            "tested": sorted(tested), "untested": untested, "best": best, "last": last,
+            "in_statistics": complete and not untested, "note": "; ".join(notes) or None,
+            "_summaries": tested}
+
+
+def pick_metrics(summary: TestSummary) -> Dict[str, float]:
+    """The headline test numbers of one tested epoch."""
+    return {k: float(summary.metrics[k]) for k in METRIC_KEYS}
+
+
+def aggregate(records: Sequence[dict]) -> dict:
+    """Mean and sample std (ddof=1) per metric over the seeds in the statistics."""
+    out = {}
+    for kind in KINDS:
+        rows = [r[kind]["metrics"] for r in records if r["in_statistics"] and r[kind]]
+        stats = {}
+        for key in METRIC_KEYS:
+            mean, std = mean_std([row[key] for row in rows])
+            stats[key] = {"mean": mean, "std": std}
+        out[kind] = {"n": len(rows), "seeds": [r["seed"] for r in records
+                                               if r["in_statistics"] and r[kind]],
+                     "metrics": stats}
+    return out
+
+
+def evaluation_info(records: Sequence[dict]) -> dict:
+    """Split(s) and evaluation description of the test results (they should all agree)."""
+    seen: Dict[str, list] = {f: [] for f in EVALUATION_FIELDS}
+    for r in records:
+        for s in r["_summaries"].values():
+            for f in EVALUATION_FIELDS:
+                value = getattr(s, f)
+                if value not in seen[f]:
+                    seen[f].append(value)
+    return {f: (v[0] if len(v) == 1 else {"mixed": v}) if v else None for f, v in seen.items()}
+
+
+def find_other_summary(path: str, own_name: str) -> str:
+    """--compare-to: a summary_*.json file, or a root holding one (or one named like ours)."""
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--compare-to {path}: no such file or folder")
+    found = sorted(glob.glob(os.path.join(path, "summary_*.json")))
+    if len(found) == 1:
+        return found[0]
+    same = [f for f in found if os.path.basename(f) == f"{own_name}.json"]
+    if same:
+        return same[0]
+    if not found:
+        raise FileNotFoundError(f"--compare-to {path}: no summary_*.json there (run the other "
+                                "launcher to the end first)")
+    raise ValueError(f"--compare-to {path} holds several summaries "
+                     f"({', '.join(os.path.basename(f) for f in found)}): pass one of the files")
+
+
+def compare(records: Sequence[dict], other_path: str) -> dict:
+    """Paired t-test per metric (ours - theirs) over the seeds both have in their statistics."""
+    with open(other_path) as f:
+        other = json.load(f)
+    theirs = {int(s["seed"]): s for s in other["seeds"] if s.get("in_statistics")}
+    result = {"other": os.path.abspath(other_path), "other_experiment": other.get("experiment"),
+              "test": "paired t-test, two-sided (scipy.stats.ttest_rel), ours - other, seeds "
+                      "paired by number"}
+    for kind in KINDS:
+        ours = {r["seed"]: r for r in records if r["in_statistics"] and r[kind]}
+        common = sorted(s for s in ours if s in theirs and theirs[s].get(kind))
+        metrics = {}
+        for key in METRIC_KEYS:
+            a = [ours[s][kind]["metrics"][key] for s in common]
+            b = [float(theirs[s][kind]["metrics"][key]) for s in common]
+            metrics[key] = paired_ttest(a, b)
+        result[kind] = {"seeds": common, "metrics": metrics}
+    return result
+
+
+def selection_text(records: Sequence[dict], info: dict, epochs: int) -> str:
+    """How 'best' was chosen, naming the split it was chosen on (each test summary says which
+    of its numbers are for selection: ``TestSummary.select_on``)."""
+    chosen = {(s.select_on, tuple(s.selection_split()))
+              for r in records for s in r["_summaries"].values()}
+    if all(select_on is None for select_on, _ in chosen):
+        split = info["split"]
+        split_text = ", ".join(split) if isinstance(split, list) else str(split)
+        return (f"best = the tested checkpoint with the highest (mAP, R1), earlier epoch on ties, "
+                f"selected on the test split ({split_text}): there is no validation split, so "
+                f"best-epoch numbers are optimistic; 'last' = epoch {epochs}, no selection")
+    names = ", ".join(sorted({name for _, split in chosen for name in split}))
+    return (f"best = the tested checkpoint with the highest (mAP, R1) on the selection split "
+            f"({names}), earlier epoch on ties; its test numbers are reported; 'last' = epoch "
+            f"{epochs}, no selection")
+
+
+def build_summary(exp: Experiment, seeds: Sequence[int], failures: Sequence[Failure],
+                  comparison: Optional[dict]) -> dict:
+    records = [seed_record(exp, s) for s in seeds]
+    info = evaluation_info(records)
+    summary = {
+        "experiment": exp.name, "config": exp.config, "variant": exp.variant,
+        "toggles": exp.flags, "opts": flat(exp.user_opts), "epochs": exp.epochs,
+        "save_every": exp.save_every, "test_folder": exp.test_tag, "evaluation": info,
+        "selection": selection_text(records, info, exp.epochs),
+        "std": "sample standard deviation (ddof=1); null when n = 1",
+        "statistics_rule": "a seed enters mean/std and comparisons when its training is complete "
+                           "and every saved checkpoint is tested",
+        "seeds": [{k: v for k, v in r.items() if not k.startswith("_")} for r in records],
+        "aggregate": aggregate(records),
+        "compare": comparison,
+        "failures": [str(f) for f in failures],
+    }
+    return summary
+
+
+def fmt(x: Optional[float], digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_p(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def summary_markdown(s: dict) -> str:
+    keys = list(METRIC_KEYS)
+    head = "| " + " | ".join(keys) + " |"
+    lines = [f"# {s['experiment']}", "",
+             f"- config: `{s['config']}`; variant `{s['variant']}` (toggles: "
+             f"{' '.join(s['toggles']) or 'none'}; --opts: {' '.join(s['opts']) or 'none'})",
+             f"- {s['epochs']} epochs, a checkpoint every {s['save_every']}; results in "
+             f"`<run>/{s['test_folder']}/epoch_<N>/summary.json`",
+             f"- evaluation: {json.dumps(s['evaluation'])}",
+             f"- **{s['selection']}**", f"- std: {s['std']}; {s['statistics_rule']}", "",
+             "## Per seed", "",
+             "| seed | kind | epoch " + head, "|---|---|---|" + "---|" * len(keys)]
+    for r in s["seeds"]:
+        for kind in KINDS:
+            entry = r[kind]
+            label = "best (test-selected)" if kind == "best" else "last"
+            cells = ([fmt(entry["metrics"][k]) for k in keys] if entry else ["-"] * len(keys))
+            lines.append(f"| {r['seed']} | {label} | {entry['epoch'] if entry else '-'} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "## Across seeds (mean ± sample std)", "",
+              "| kind | n " + head, "|---|---|" + "---|" * len(keys)]
+    for kind in KINDS:
+        agg = s["aggregate"][kind]
+        cells = []
+        for k in keys:
+            m = agg["metrics"][k]
+            cells.append(f"{fmt(m['mean'])} ± {fmt(m['std'])}" if m["mean"] is not None else "-")
+        label = "best (test-selected)" if kind == "best" else "last"
+        lines.append(f"| {label} | {agg['n']} | " + " | ".join(cells) + " |")
+    left_out = [r for r in s["seeds"] if not r["in_statistics"]]
+    if left_out:
+        lines += ["", "Not in the statistics:"]
+        lines += [f"- seed {r['seed']}: {r['note']}" for r in left_out]
+    if s["compare"]:
+        c = s["compare"]
+        lines += ["", f"## Paired t-test vs `{c.get('other_experiment')}` ({c['other']})", "",
+                  f"{c['test']}.", "",
+                  "| kind | seeds | metric | mean diff | t | p | note |",
+                  "|---|---|---|---|---|---|---|"]
+        for kind in KINDS:
+            for k in keys:
+                t = c[kind]["metrics"][k]
+                lines.append(f"| {kind} | {', '.join(map(str, c[kind]['seeds'])) or '-'} | {k} | "
+                             f"{fmt(t['mean_diff'])} | {fmt(t['t'], 3)} | {fmt_p(t['p'])} | "
+                             f"{t['reason'] or ''} |")
+    if s["failures"]:
+        lines += ["", "## Failures", ""] + [f"- {f}" for f in s["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+def summary_csv(s: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["experiment", "row", "kind", "epoch", "n", *METRIC_KEYS])
+    name = s["experiment"]
+    for r in s["seeds"]:
+        for kind in KINDS:
+            e = r[kind]
+            w.writerow([name, f"seed{r['seed']}", kind, e["epoch"] if e else "", "",
+                        *[e["metrics"][k] if e else "" for k in METRIC_KEYS]])
+    for kind in KINDS:
+        agg = s["aggregate"][kind]
+        for stat in ("mean", "std"):
+            w.writerow([name, stat, kind, "", agg["n"],
+                        *["" if agg["metrics"][k][stat] is None else agg["metrics"][k][stat]
+                          for k in METRIC_KEYS]])
+    if s["compare"]:
+        for kind in KINDS:
+            c = s["compare"][kind]
+            for stat in ("mean_diff", "p"):
+                w.writerow([name, f"{stat}_paired_t", kind, "", len(c["seeds"]),
+                            *["" if c["metrics"][k][stat] is None else c["metrics"][k][stat]
+                              for k in METRIC_KEYS]])
+    return buf.getvalue()
+
+
+def write_summaries(exp: Experiment, summary: dict) -> str:
+    base = exp.summary_base
+    text = summary_markdown(summary)
+    atomic_write_text(base + ".json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(base + ".md", text)
+    atomic_write_text(base + ".csv", summary_csv(summary))
+    print(f"Summaries written: {base}.json, .md, .csv", flush=True)
+    return text

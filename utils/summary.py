@@ -1,0 +1,169 @@
+"""The test summary, ``summary.json``: what test.py evaluated and the numbers it got.
+
+test.py writes it as its LAST step and only on success; the launcher treats its presence as "this
+checkpoint is tested" and reads the numbers from it, as do the bench scripts. This module is the
+one definition of its fields, and it is torch-free, so readers do not import torch.
+
+Schema (version ``SUMMARY_VERSION`` = 1; every number in percent):
+
+- ``version``: the schema version.
+- ``protocol``: ``'image-reid'`` (image queries against an image gallery, the Market-1501
+  protocol of ``utils/metrics.py``) or ``'text-to-image'`` (caption queries against the test
+  images, DESIGN.md section 3).
+- ``metrics``: the headline numbers: ``METRIC_KEYS`` plus ``num_valid`` / ``num_skipped``; over
+  several splits (VehicleID trials) the mean, with ``<key>_std`` and ``num_trials``.
+- ``split``: the name(s) of the split(s) ``metrics`` comes from.
+- ``extra_metrics``: further numbers of the same checkpoint, by name -- another direction
+  (``'i2t'``), a query subset (``'t2i-hard'``), a validation split (``'val'``) -- each a
+  ``MetricSet`` naming its own split(s). Empty for image re-ID today.
+- ``select_on``: the ``extra_metrics`` entry on which a launcher picks the best epoch (a
+  validation split); ``None`` = ``metrics`` (the test split: image re-ID datasets have no
+  validation split, and the launcher's summary says so).
+- what was evaluated: ``weight`` (absolute path), ``epoch`` (None for plain weights),
+  ``dataset``, ``feature``, ``feat_norm``, ``distance``, ``re_ranking``, ``max_rank``,
+  ``clip_fusion`` ('on' / 'off' / 'disabled at test'), and ``seconds`` (wall time of the test).
+
+Version 0 is every summary.json written before this schema existed: the same fields, flat, without
+``version``, ``protocol``, ``extra_metrics`` and ``select_on``. It reads as protocol
+'image-reid' with no extra metrics; files from before CLIP fusion existed have no ``clip_fusion``
+and read as 'off' (nothing could be fused then). A version newer than this code is an error.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Dict, List, Optional
+
+from utils.atomic import atomic_write_text
+from utils.results import METRIC_KEYS
+
+SUMMARY_FILE = "summary.json"
+SUMMARY_VERSION = 1
+PROTOCOLS = ("image-reid", "text-to-image")
+
+
+@dataclass(kw_only=True)
+class MetricSet:
+    """Numbers of one direction / query subset / split (percent), and the split(s) they come
+    from."""
+
+    split: List[str]
+    metrics: Dict[str, float]
+
+
+@dataclass(kw_only=True)
+class TestSummary:
+    """One test result; see the module docstring for every field.
+
+    Example::
+
+        s = TestSummary.read("run/test/epoch_12/summary.json")
+        s.metrics["mAP"], s.epoch, s.split
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    version: int = SUMMARY_VERSION
+    protocol: str = "image-reid"
+    metrics: Dict[str, float]
+    weight: Optional[str]
+    epoch: Optional[int]
+    dataset: Optional[str]
+    split: List[str]
+    feature: Optional[str]
+    feat_norm: Optional[bool]
+    distance: Optional[str]
+    re_ranking: Optional[str]
+    max_rank: Optional[int]
+    clip_fusion: Optional[str]
+    seconds: Optional[float]
+    extra_metrics: Dict[str, MetricSet] = field(default_factory=dict)
+    select_on: Optional[str] = None
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"summary protocol {self.protocol!r} is not one of {PROTOCOLS}")
+        self.extra_metrics = {k: v if isinstance(v, MetricSet) else MetricSet(**v)
+                              for k, v in self.extra_metrics.items()}
+        if self.select_on is not None and self.select_on not in self.extra_metrics:
+            raise ValueError(f"summary select_on {self.select_on!r} names no extra_metrics entry "
+                             f"(has {sorted(self.extra_metrics)})")
+
+    # -- reading the numbers --------------------------------------------------------------------
+    def missing_metrics(self) -> List[str]:
+        """``METRIC_KEYS`` absent from ``metrics`` (an incomplete result)."""
+        return [k for k in METRIC_KEYS if k not in self.metrics]
+
+    def selection_metrics(self) -> Dict[str, float]:
+        """The numbers a launcher selects the best epoch on (``select_on``, else ``metrics``)."""
+        return self.metrics if self.select_on is None else self.extra_metrics[self.select_on].metrics
+
+    def selection_split(self) -> List[str]:
+        """The split(s) of ``selection_metrics``."""
+        return self.split if self.select_on is None else self.extra_metrics[self.select_on].split
+
+    # -- JSON ------------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TestSummary":
+        """Parse any version up to ``SUMMARY_VERSION``; errors say what is wrong with the text."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a summary is a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TestSummary":
+        version = data.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ValueError(f"summary version {version!r} is not a version number")
+        if version > SUMMARY_VERSION:
+            raise ValueError(f"summary version {version} is newer than this code reads (up to "
+                             f"{SUMMARY_VERSION}): update PhaseReID to read it")
+        if version == 0:
+            data = _from_version_0(data)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"summary (version {version}) has unknown fields {unknown}")
+        required = [f.name for f in fields(cls)
+                    if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"summary (version {version}) lacks fields {missing}")
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: str) -> "TestSummary":
+        with open(path) as f:
+            text = f.read()
+        try:
+            return cls.from_json(text)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def write(self, path: str) -> None:
+        """Atomic write (a crash never leaves a half-written summary.json)."""
+        atomic_write_text(path, self.to_json())
+
+
+# the fields of the flat summary.json written before the schema (test.py's dict literal)
+_VERSION_0_FIELDS = ("metrics", "weight", "epoch", "dataset", "split", "feature", "feat_norm",
+                     "distance", "re_ranking", "max_rank", "clip_fusion", "seconds")
+
+
+def _from_version_0(data: dict) -> dict:
+    """Version 0 -> version 1 fields (see the module docstring)."""
+    unknown = sorted(set(data) - set(_VERSION_0_FIELDS))
+    if unknown:
+        raise ValueError(f"summary without a version has unknown fields {unknown}")
+    missing = [k for k in ("metrics", "epoch", "split") if k not in data]
+    if missing:
+        raise ValueError(f"summary without a version lacks fields {missing}")
+    out = {k: data.get(k) for k in _VERSION_0_FIELDS}
+    if "clip_fusion" not in data:
+        out["clip_fusion"] = "off"
+    out.update(version=1, protocol="image-reid")
+    return out
