@@ -41,15 +41,7 @@ zeroes LOSS.PHASED.W_SUP_SPEC under a phase plan), --tripletx/--no-tripletx (LOS
 SupCon, TripletX and brightness routing off unless --supcon / --tripletx are also given). The
 resulting config is checked by building its phase plan before anything starts.
 
-Model B launcher defects fixed here: default-off toggles overrode the
-YAML (a SupCon recipe launched without --supcon trained the baseline) -> only explicit flags
-override; --opts were not forwarded to the backfill tests -> forwarded to train.py and test.py;
-results were scraped from log text ("mAP: 82.7%") -> read from test.py's summary.json;
---no-test set SOLVER.EVAL_PERIOD 0 and crashed -> --train-only/--no-test skip external tests
-only; minute-stamped run names restarted training whenever the clock moved -> deterministic
-names; resume trained MAX_EPOCHS more epochs -> train.py stops at MAX_EPOCHS; hard-coded dataset
-prefix, test window and environment-variable roots -> everything from the config and the
-command line; a half-written test folder counted as tested -> only summary.json counts.
+What Model B's launcher did instead: docs/reference_differences.md (run_phased_loss.py (the launcher)).
 
 Its parts live in the ``launcher`` package: ``launcher.toggles`` (the toggles as config
 overlays), ``launcher.experiment`` (names, folders, options, the run lock), ``launcher.runner``

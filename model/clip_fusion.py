@@ -19,8 +19,7 @@ With g the backbone's global feature (B, D), f_k its JPM local features and c th
   g' = Linear([g; t] -> D) + (CLIP_USE_SEM_REFINE ? Linear(AFEM(t) or t -> D) : 0), with
   AFEM(T) = T + W_g * f(T), f = Linear -> BatchNorm1d -> ReLU, W_g one learnable scalar per
   channel group (32 groups of C / 32 channels, init N(0, 1)). CLIP_FUSION is not used (as in
-  Model B's code, although its README calls the TinyCLIP recipe 'quickwin'); a log line says so
-  when it is set to 'quickwin'.
+  Model B's code); a log line says so when it is set to 'quickwin'.
 
 - Tower input: the ReID tensor x = (p - m_reid) / s_reid (INPUT.PIXEL_MEAN / STD) is mapped to
   CLIP's normalisation, (p - m_clip) / s_clip = x * s_reid / s_clip + (m_reid - m_clip) / s_clip
