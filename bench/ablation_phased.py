@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from launcher.ablation import Condition, add_arguments, collect, dry_run, metric_cells  # noqa: E402
+from launcher.ablation import Condition, add_arguments, metric_cells, run_ablation  # noqa: E402
 
 CONDITIONS = [
     Condition("baseline", "synth_baseline.yml"),
@@ -75,17 +75,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser, CONDITIONS, "logs/ablation_phased")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        dry_run(CONDITIONS, args.conditions, args.seeds, args.output_root, args.opts, args.epochs)
-        return 0
-    results = collect(CONDITIONS, args.conditions, args.seeds, args.output_root, args.opts,
-                      "dark", args.table_only, args.epochs)
-    text = table(results)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return run_ablation(args, CONDITIONS, "dark", table)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from launcher.ablation import (Condition, add_arguments, collect, dry_run, epoch_times,  # noqa: E402
-                               metric_cells)
+from launcher.ablation import (Condition, add_arguments, epoch_times,  # noqa: E402
+                               metric_cells, run_ablation)
 
 CONDITIONS = [
     Condition("baseline", "synth_baseline.yml"),
@@ -78,17 +78,7 @@ def main(argv=None) -> int:
                         help="seconds per epoch from these seeds' runs only (e.g. the seed whose "
                              "conditions ran back to back on a quiet machine); default all")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        dry_run(CONDITIONS, args.conditions, args.seeds, args.output_root, args.opts, args.epochs)
-        return 0
-    results = collect(CONDITIONS, args.conditions, args.seeds, args.output_root, args.opts,
-                      "near_twin", args.table_only, args.epochs)
-    text = table(results, args.timing_seeds)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return run_ablation(args, CONDITIONS, "near_twin", lambda results: table(results, args.timing_seeds))
 
 
 if __name__ == "__main__":

@@ -217,3 +217,19 @@ def add_arguments(parser, conditions: Sequence[Condition], default_root: str) ->
                              "e.g. 1 for a smoke check")
     parser.add_argument("--dry-run", action="store_true",
                         help="print every run's launcher plan and do nothing else")
+
+
+def run_ablation(args, conditions: Sequence[Condition], subset: str, make_table) -> int:
+    """The body of an ablation script: --dry-run prints the commands; otherwise run (or, with
+    --table-only, read) every condition x seed, print ``make_table(results)`` and write it to
+    --markdown when given."""
+    if args.dry_run:
+        dry_run(conditions, args.conditions, args.seeds, args.output_root, args.opts, args.epochs)
+        return 0
+    results = collect(conditions, args.conditions, args.seeds, args.output_root, args.opts,
+                      subset, args.table_only, args.epochs)
+    text = make_table(results)
+    print(text)
+    if args.markdown:
+        atomic_write_text(args.markdown, text + "\n")
+    return 0
