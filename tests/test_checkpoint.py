@@ -10,6 +10,7 @@ import torch.nn as nn
 from configs import load_config
 from model.weights import load_model_weights
 from utils import checkpoint as ck
+from utils import run_files
 
 
 def test_atomic_save_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
@@ -31,13 +32,13 @@ def test_atomic_save_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch
 def test_checkpoint_has_weights_and_metadata_and_loads_weights_only(tmp_path):
     cfg = load_config(opts=["SOLVER.MAX_EPOCHS", "3"])
     model = nn.Linear(3, 2)
-    path = ck.checkpoint_path(str(tmp_path), 2)
+    path = run_files.checkpoint_path(str(tmp_path), 2)
     ck.save_checkpoint(path, model, cfg, epoch=2, num_classes=5, num_cams=6, num_views=1)
     loaded = torch.load(path, weights_only=True)
     meta = ck.checkpoint_meta(loaded, path)
     assert meta["epoch"] == 2 and meta["num_classes"] == 5 and meta["num_cams"] == 6
     assert load_config(config_text=meta["config"]).SOLVER.MAX_EPOCHS == 3
-    assert ck.list_checkpoints(str(tmp_path)) == {2: path}
+    assert run_files.list_checkpoints(str(tmp_path)) == {2: path}
     with pytest.raises(ValueError, match="not a PhaseReID checkpoint"):
         ck.checkpoint_meta({"weight": torch.ones(1)}, "plain.pth")
 

@@ -109,9 +109,19 @@ def test_an_overlay_that_breaks_the_plan_is_refused_by_the_plan(repo_root):
 
 
 def test_checkpoint_names_are_defined_once(tmp_path):
-    import utils.checkpoint as ck
-
-    assert ck.checkpoint_path is checkpoint_path and ck.list_checkpoints is list_checkpoints
+    # the file-name pattern is spelled in utils/run_files.py only (no second definition)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spelled = []
+    for folder, _, files in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] in (".venv", ".git", "tests", "data",
+                                                               "logs"):
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name)).read()
+                if "transformer_{" in text or "transformer_(\\d" in text:
+                    spelled.append(os.path.relpath(os.path.join(folder, name), root))
+    assert spelled == [os.path.join("utils", "run_files.py")], spelled
     assert checkpoint_name(7) == "transformer_7.pth"
     for name in ("transformer_3.pth", "transformer_12.pth", "transformer_x.pth", "resume.pth",
                  "transformer_3.pth.tmp", "my_transformer_4.pth"):
