@@ -11,7 +11,12 @@
 Every file holds only tensors and plain Python values, so it loads with
 ``torch.load(..., weights_only=True)``: opening a downloaded weight file never runs code.
 Writes go to a temporary file in the same folder that is flushed, fsync'ed and renamed over
-the target, so a crash never leaves a truncated checkpoint under the final name.
+the target, so a crash never leaves a truncated checkpoint under the final name. The temporary,
+``.tmp-<pid>@<host>-XXXXXXXX[.pth]``, gets the permissions of a plainly created file
+(0o666 & ~umask, 0644 under the usual umask 022; mkstemp's own 0600 would hide checkpoints from
+the rest of a group) before the rename. A writer killed by SIGKILL leaves its temporary behind:
+every atomic write removes the stale temporaries of its folder first, those whose writer is
+gone (``utils/tempfiles.py``), so the next run in an OUTPUT_DIR cleans up after a killed one.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from utils.tempfiles import owner_tag, remove_stale_temporaries
 from utils.weights_io import WeightFileError, read_weights
 
 CHECKPOINT_FORMAT = "phasereid-v1"
@@ -31,14 +37,36 @@ RESUME_FILE = "resume.pth"
 _CKPT_RE = re.compile(r"^transformer_(\d+)\.pth$")
 
 
+# The atomic writer's temporaries: '.tmp-<owner>-' + mkstemp's 8 random characters [+ '.pth'];
+# the owner part is optional so that nameless temporaries of earlier versions match too.
+_TEMP_RE = re.compile(r"^\.tmp-(?:(?P<owner>\d+@[^@]+)-)?[a-z0-9_]{8}(?:\.pth)?$")
+
+
+def _umask() -> int:
+    """The process's umask (read from /proc on Linux, else set-and-restore)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str, mode: str, write, suffix: str = "") -> None:
     """``write(f)`` into a temp file next to ``path``, fsync, then rename over ``path``: a crash
-    never leaves a truncated file under the final name."""
+    never leaves a truncated file under the final name. The file gets 0o666 & ~umask; stale
+    temporaries of killed writers in the folder are removed first (module docstring)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    remove_stale_temporaries(folder, _TEMP_RE)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{owner_tag()}-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
