@@ -21,6 +21,7 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from configs import load_config
+from datasets.bases import unseen_test_ids
 from datasets.make_dataloader import make_dataloader
 from model.make_model import make_model
 from model.weights import load_for_test
@@ -149,6 +150,9 @@ def main(argv=None) -> int:
         split=[s.name for s in ds.splits],
         **evaluation,
         clip_fusion=clip_fusion,
+        # test camera / view ids that no training image has (untrained SIE rows when SIE is on)
+        unseen_test_cameras=unseen_test_ids(ds)["camera"],
+        unseen_test_views=unseen_test_ids(ds)["view"],
         seconds=round(time.time() - start, 2),
     )
     summary.write(summary_path)

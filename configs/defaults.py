@@ -179,7 +179,8 @@ _C.DATALOADER = CN()
 _C.DATALOADER.SAMPLER = "pk"
 # K of the P x K sampler (images per identity in a batch); P = SOLVER.IMS_PER_BATCH / K.
 _C.DATALOADER.NUM_INSTANCE = 4
-# DataLoader worker processes (0 = load in the main process).
+# DataLoader worker processes (0 = load in the main process). Does not change the trained weights:
+# every random choice of a training item is seeded by (SOLVER.SEED, epoch, item index).
 _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.PHASED = CN()
 # Conditional P x K (Model B): K follows the phase state, IMS_PER_BATCH stays fixed and

@@ -114,6 +114,20 @@ def parse_list_file(path: str, dataset: str) -> List[Tuple[int, str, int]]:
     return entries
 
 
+def unseen_test_ids(dataset: "ReIDDataset") -> Dict[str, List[int]]:
+    """Camera and view ids that occur in the test images but in no training image.
+
+    Returns ``{'camera': [...], 'view': [...]}`` (0-based ids, ascending; empty lists when
+    training covers every test id). With SIE (MODEL.SIE_CAMERA / MODEL.SIE_VIEW) the embedding
+    rows of these ids are never trained.
+    """
+    result = {}
+    for side, attr in (("camera", "camid"), ("view", "viewid")):
+        seen = {getattr(r, attr) for r in dataset.train}
+        result[side] = sorted({getattr(r, attr) for r in dataset.test} - seen)
+    return result
+
+
 def check_images_exist(records: List[Record], list_path: str, dataset: str) -> None:
     """Raise FileNotFoundError naming the list file and the first missing images, if any."""
     missing = [r.path for r in records if not os.path.isfile(r.path)]

@@ -9,13 +9,20 @@ carry ``caption`` (list of str, one per image), ``text_ids`` (B, L) int64 and ``
 (B, L) bool (True on real tokens incl. start / end of text), L = MODEL.TEXT.CONTEXT_LENGTH
 (``datasets/tokenize.py``). Test batches carry no text.
 
-One caption per image is drawn per epoch: item ``index`` of epoch ``e`` uses caption
-``numpy.random.default_rng([SOLVER.SEED, e, index]).integers(len(captions))``, so the choice
-depends on neither the batch order nor the worker, and a run is reproducible. The training loop
-calls ``data.train_set.set_epoch(epoch)`` before iterating; the DataLoader is not built with
-``persistent_workers``, so its workers are re-created (forked / pickled from the main process's
-dataset) at the start of every epoch and see the new epoch. Tokenisation runs in ``__getitem__``,
-i.e. in the workers.
+Every random choice of a training item is seeded by (SOLVER.SEED, epoch, item index), so it
+depends on neither the batch order, the worker nor DATALOADER.NUM_WORKERS, and the same config
+gives the same weights for any worker count:
+
+- augmentation (flip, crop, random erasing): the pipeline draws only from a ``torch.Generator``
+  seeded with ``augment_seed(SOLVER.SEED, e, index)`` (``datasets/transforms.py``); the
+  brightness is measured on the result;
+- the caption: one per image per epoch, item ``index`` of epoch ``e`` uses caption
+  ``numpy.random.default_rng([SOLVER.SEED, e, index]).integers(len(captions))``.
+
+The training loop calls ``data.train_set.set_epoch(epoch)`` before iterating; the DataLoader is
+not built with ``persistent_workers``, so its workers are re-created (forked / pickled from the
+main process's dataset) at the start of every epoch and see the new epoch. Tokenisation runs in
+``__getitem__``, i.e. in the workers.
 
 The training loader is rebuilt only when K of the P x K sampler changes (the phase plan decides
 K); the parsed dataset and the image dataset object are reused.
@@ -34,13 +41,26 @@ from torch.utils.data import DataLoader, Dataset
 
 from utils.dist import world_info
 
-from .bases import Record, ReIDDataset
+from .bases import Record, ReIDDataset, unseen_test_ids
 from .factory import build_dataset
 from .samplers import PKBatchSampler, RandomBatchSampler, check_pk_batch
 from .tokenize import CaptionTokenizer, build_tokenizer
 from .transforms import brightness, build_transforms
 
 logger = logging.getLogger("phasereid")
+
+
+# The word after (seed, epoch, index) in the augmentation seed: keeps the augmentation stream
+# apart from the caption draw, which is seeded with (seed, epoch, index) alone.
+_AUGMENT_STREAM = 1
+
+
+def augment_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of item ``index``'s augmentation generator in ``epoch``: the first 63 bits of
+    ``numpy.random.SeedSequence([seed, epoch, index, 1])`` (a well-mixed hash of the four
+    words, so neighbouring items and epochs get unrelated streams)."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index), _AUGMENT_STREAM])
+    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def read_image(path: str) -> Image.Image:
@@ -59,12 +79,14 @@ class ImageDataset(Dataset):
 
     Args:
         records: the split's records.
-        transform: image transform (``build_transforms``).
+        transform: image transform (``build_transforms``), called as ``transform(img,
+            generator)`` with a generator seeded per (seed, epoch, index) (module docstring).
         pixel_mean, pixel_std: the normalisation, to de-normalise for the brightness.
         tokenizer: with a tokenizer, items also carry ``caption``, ``text_ids`` (L,) and
             ``text_mask`` (L,): one of the record's captions drawn per (seed, epoch, index)
             (module docstring); every record must then have a caption.
-        caption_seed: SOLVER.SEED, the first word of the caption draw's seed.
+        caption_seed: SOLVER.SEED, the first word of the caption draw's and the augmentation's
+            seeds.
     """
 
     def __init__(self, records: Sequence[Record], transform, pixel_mean, pixel_std,
@@ -83,8 +105,8 @@ class ImageDataset(Dataset):
                                  f"e.g. {missing[0]}")
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch of the caption draw (call before iterating; workers are re-created per
-        epoch, so they see it)."""
+        """The epoch of the caption draw and the augmentation (call before iterating; workers
+        are re-created per epoch, so they see it)."""
         self.epoch = int(epoch)
 
     def caption(self, index: int) -> str:
@@ -95,12 +117,16 @@ class ImageDataset(Dataset):
         rng = np.random.default_rng([self.caption_seed, self.epoch, index])
         return captions[int(rng.integers(len(captions)))]
 
+    def augment_generator(self, index: int) -> torch.Generator:
+        """The generator of item ``index``'s augmentation in the current epoch."""
+        return torch.Generator().manual_seed(augment_seed(self.caption_seed, self.epoch, index))
+
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        img = self.transform(read_image(record.path))
+        img = self.transform(read_image(record.path), self.augment_generator(index))
         item = {
             "img": img,
             "pid": record.pid,
@@ -194,14 +220,35 @@ def build_dataset_rank0_first(cfg) -> ReIDDataset:
     return dataset
 
 
+def warn_unseen_test_ids(cfg, dataset: ReIDDataset) -> dict:
+    """Warn (rank 0) when the SIE table of a side (MODEL.SIE_CAMERA / MODEL.SIE_VIEW) has rows
+    that training never updates: camera / view ids of the test images that no training image
+    has keep their random initialisation. Returns ``unseen_test_ids(dataset)``."""
+    unseen = unseen_test_ids(dataset)
+    _, rank = world_info()
+    sides = (("camera", cfg.MODEL.SIE_CAMERA, "MODEL.SIE_CAMERA"),
+             ("view", cfg.MODEL.SIE_VIEW, "MODEL.SIE_VIEW"))
+    for side, enabled, key in sides:
+        if enabled and unseen[side] and rank == 0:
+            logger.warning(
+                "%s: test %s id(s) %s never occur in the training split, so their SIE embedding "
+                "rows (%s True) stay at their random initialisation and the features of those "
+                "test images are shifted by an untrained vector", dataset.name, side,
+                unseen[side], key)
+    return unseen
+
+
 def make_dataloader(cfg) -> ReIDData:
     """Parse the dataset named by the config (once) and build the test loader.
 
     Training loaders come from :func:`build_train_loader` with the K of the current phase. With
-    DATASETS.CAPTION_SOURCE != 'none' the training items carry text (module docstring).
+    DATASETS.CAPTION_SOURCE != 'none' the training items carry text (module docstring). Test
+    camera / view ids absent from training are a warning when SIE uses them
+    (:func:`warn_unseen_test_ids`).
     """
     dataset = build_dataset_rank0_first(cfg)
     logger.info(dataset.statistics())
+    warn_unseen_test_ids(cfg, dataset)
     tokenizer = None
     if cfg.DATASETS.CAPTION_SOURCE != "none":
         tokenizer = build_tokenizer(cfg)

@@ -11,7 +11,8 @@
 Every file holds only tensors and plain Python values, so it loads with
 ``torch.load(..., weights_only=True)``: opening a downloaded weight file never runs code.
 Writes go to a temporary file in the same folder that is flushed, fsync'ed and renamed over
-the target, so a crash never leaves a truncated checkpoint under the final name.
+the target, so a crash never leaves a truncated checkpoint under the final name
+(``utils/atomic.py``: the file's permissions, stale temporaries of killed writers removed).
 """
 from __future__ import annotations
 

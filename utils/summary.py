@@ -22,6 +22,9 @@ Schema (version ``SUMMARY_VERSION`` = 1; every number in percent):
 - what was evaluated: ``weight`` (absolute path), ``epoch`` (None for plain weights),
   ``dataset``, ``feature``, ``feat_norm``, ``distance``, ``re_ranking``, ``max_rank``,
   ``clip_fusion`` ('on' / 'off' / 'disabled at test'), and ``seconds`` (wall time of the test).
+- ``unseen_test_cameras`` / ``unseen_test_views``: test camera / view ids that no training image
+  has (their SIE rows were never trained when SIE is on); empty lists when training covers all,
+  and in files written before these fields existed (where it is unknown).
 
 Version 0 is every summary.json written before this schema existed: the same fields, flat, without
 ``version``, ``protocol``, ``extra_metrics`` and ``select_on``. It reads as protocol
@@ -79,6 +82,8 @@ class TestSummary:
     seconds: Optional[float]
     extra_metrics: Dict[str, MetricSet] = field(default_factory=dict)
     select_on: Optional[str] = None
+    unseen_test_cameras: List[int] = field(default_factory=list)
+    unseen_test_views: List[int] = field(default_factory=list)
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:

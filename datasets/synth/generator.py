@@ -2,7 +2,10 @@
 
 ``generate_synthpedes`` writes into a hidden temporary folder next to the target and renames it at
 the end, so an interrupted run never leaves a complete-looking dataset; ``meta.json`` is written
-last and marks a complete dataset (the package docstring lists every file).
+last and marks a complete dataset (the package docstring lists every file). The temporary folder,
+``.<dataset folder>.tmp-<pid>@<host>``, is removed on failure; a generation killed by SIGKILL
+leaves it behind, and the next ``generate_synthpedes`` call in the same root removes it once its
+writer is gone (the rule of ``utils/tempfiles.py``: a live generation's folder is never touched).
 """
 from __future__ import annotations
 
@@ -10,12 +13,15 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from typing import List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from utils.tempfiles import owner_tag, remove_stale_temporaries
 
 from ..bases import DatasetFormatError
 from . import render
@@ -27,6 +33,9 @@ from .seeds import STREAM_CAPTION, seeded_rng
 GENERATOR_VERSION = "1.0"
 DARK_LUMA_THRESHOLD = 0.35
 JPEG_QUALITY = 95
+# Temporary dataset folders: '.<dataset_dirname>.tmp-<owner>' (owner '<pid>@<host>'; a bare pid in
+# folders of earlier versions, which the age rule covers).
+_TEMP_DIR_RE = re.compile(r"^\.synthpedes_.+\.tmp-(?P<owner>\d+(?:@[^@]+)?)$")
 
 
 def _render_job(job: ImageJob) -> float:
@@ -199,6 +208,7 @@ def generate_synthpedes(root: str, num_ids: int, seed: int, train_ids: Optional[
     dataset_dir = os.path.join(root, dataset_dirname(num_ids, seed, train_ids, image_size, twin_share))
     arguments = {"num_ids": num_ids, "train_ids": train_ids, "image_size": list(image_size),
                  "twin_share": twin_share}
+    remove_stale_temporaries(root, _TEMP_DIR_RE)   # left by killed generations
     if _existing_dataset(dataset_dir, arguments):
         return dataset_dir
 
@@ -207,7 +217,7 @@ def generate_synthpedes(root: str, num_ids: int, seed: int, train_ids: Optional[
     jobs = plan_images(identities, seed, num_distractors=num_test,
                        num_junk=max(1, num_test // 3))
     os.makedirs(root, exist_ok=True)
-    tmp_dir = os.path.join(root, f".{os.path.basename(dataset_dir)}.tmp-{os.getpid()}")
+    tmp_dir = os.path.join(root, f".{os.path.basename(dataset_dir)}.tmp-{owner_tag()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     try:
         for folder in ("bounding_box_train", "query", "bounding_box_test"):
