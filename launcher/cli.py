@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import List, Optional, Sequence
 
 from .experiment import TEST_SCRIPT, TRAIN_SCRIPT, Experiment, make_experiment
 from .report import build_summary, compare, find_other_summary, seed_record, write_summaries
-from .runner import Failure, print_header, print_plan, run_seed
+from .runner import Failure, Stopped, print_header, print_plan, run_seed
 from .toggles import OVERLAYS
 
 
@@ -121,4 +122,9 @@ def main(argv=None, train_script: str = TRAIN_SCRIPT, test_script: str = TEST_SC
     if args.dry_run:
         print_plan(exp, args.seeds, args.train_only)
         return 0
-    return run_experiment(exp, args.seeds, args.train_only, args.compare_to)
+    try:
+        return run_experiment(exp, args.seeds, args.train_only, args.compare_to)
+    except Stopped as exc:
+        print(f"{exc}: the running train.py / test.py was stopped (SIGTERM) and has exited; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 128 + int(signal.SIGTERM)

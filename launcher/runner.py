@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import codecs
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -85,30 +88,77 @@ def resume_epoch(train_dir: str) -> int:
     return int(state.get("epoch", 0))
 
 
+PR_SET_PDEATHSIG = 1      # linux/prctl.h
+STOP_GRACE_S = 30.0       # how long a child may take to stop after SIGTERM before SIGKILL
+
+
+def _die_with_parent(parent: int):
+    """``preexec_fn`` of a child: Linux sends it SIGTERM when the launcher dies, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG), so no training or test outlives its launcher. Elsewhere (no
+    prctl) this does nothing and a SIGKILLed launcher can leave its child running."""
+    def setup() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:   # the launcher died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return setup
+
+
+class Stopped(Exception):
+    """The launcher received SIGTERM: stop the child, then exit."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(f"launcher stopped by signal {signum}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the child and wait for it (its atomic writes leave no half-written file); SIGKILL
+    only when it has not stopped after STOP_GRACE_S seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
 def run_logged(cmd: Sequence[str], log_path: str) -> int:
-    """Run ``cmd``, echo its output and append it to ``log_path``; return the exit code."""
+    """Run ``cmd``, echo its output and append it to ``log_path``; return the exit code.
+
+    The child dies with the launcher (SIGKILL included, on Linux); SIGINT or SIGTERM of the
+    launcher stops the child with SIGTERM, waits for it, and re-raises (KeyboardInterrupt, or
+    :class:`Stopped` for SIGTERM)."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    with open(log_path, "ab") as log:
-        log.write(f"$ {quote_command(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env)
-        try:
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-                log.write(chunk)
-                log.flush()
-                sys.stdout.write(decoder.decode(chunk))
-                sys.stdout.flush()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            proc.stdout.close()
-        rc = proc.wait()
-        log.write(f"[exit code {rc}]\n".encode())
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
+    try:
+        with open(log_path, "ab") as log:
+            log.write(f"$ {quote_command(cmd)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=env, preexec_fn=_die_with_parent(os.getpid()))
+            try:
+                for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                    log.write(chunk)
+                    log.flush()
+                    sys.stdout.write(decoder.decode(chunk))
+                    sys.stdout.flush()
+            except BaseException:
+                _stop(proc)
+                raise
+            finally:
+                proc.stdout.close()
+            rc = proc.wait()
+            log.write(f"[exit code {rc}]\n".encode())
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return rc
 
 
