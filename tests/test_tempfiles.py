@@ -12,7 +12,9 @@ import torch.nn as nn
 
 from configs import load_config
 from datasets.synth import load_synth
+from utils import atomic
 from utils import checkpoint as ck
+from utils.run_files import checkpoint_path
 
 DAY_AND_A_BIT = 24 * 3600 + 60   # older than utils.tempfiles.STALE_AFTER_SECONDS
 
@@ -76,10 +78,10 @@ def test_writer_temporary_names_its_owner(tmp_path, monkeypatch):
         seen.append(os.path.basename(src))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(ck.os, "replace", spy)
-    ck.atomic_write_text(str(tmp_path / "config.yaml"), "a: 1\n")
+    monkeypatch.setattr(atomic.os, "replace", spy)
+    atomic.atomic_write_text(str(tmp_path / "config.yaml"), "a: 1\n")
     assert len(seen) == 1 and seen[0].startswith(f".tmp-{owner_tag()}-")
-    assert ck._TEMP_RE.match(seen[0]).group("owner") == owner_tag()
+    assert atomic.TEMP_RE.match(seen[0]).group("owner") == owner_tag()
 
 
 @pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -87,10 +89,10 @@ def test_atomic_writes_get_the_permissions_of_a_plain_file(tmp_path, umask, expe
     cfg = load_config()
     previous = os.umask(umask)
     try:
-        path = ck.checkpoint_path(str(tmp_path), 1)
+        path = checkpoint_path(str(tmp_path), 1)
         ck.save_checkpoint(path, nn.Linear(3, 2), cfg, 1, 2, 1, 1)
         text = str(tmp_path / "summary.json")
-        ck.atomic_write_text(text, "{}")
+        atomic.atomic_write_text(text, "{}")
     finally:
         os.umask(previous)
     assert os.stat(path).st_mode & 0o777 == expected

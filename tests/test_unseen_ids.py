@@ -12,7 +12,8 @@ from configs import load_config
 from conftest import tiny_opts
 from datasets.bases import Record, ReIDDataset, relabel_pids
 from model.make_model import make_model
-from utils.checkpoint import checkpoint_path, save_checkpoint
+from utils.checkpoint import save_checkpoint
+from utils.run_files import checkpoint_path
 
 
 def _record(pid, camid, viewid=0):
