@@ -28,7 +28,7 @@ from model.weights import load_for_test
 from processor.inference import check_evaluable, evaluate_model, format_metrics
 from utils.checkpoint import checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
-from utils.logger import setup_logger
+from utils.logger import log_crash, setup_logger
 from utils.summary import SUMMARY_FILE, TestSummary
 from utils.visualize import ranked_list_figure, save_figure
 
@@ -110,6 +110,12 @@ def main(argv=None) -> int:
     if os.path.exists(summary_path):
         os.remove(summary_path)  # a stale summary must not survive a failed re-test
     logger = setup_logger(cfg.OUTPUT_DIR, "test_log.txt")
+    with log_crash(logger):
+        return evaluate_checkpoint(cfg, ckpt, meta, summary_path, logger)
+
+
+def evaluate_checkpoint(cfg, ckpt, meta, summary_path: str, logger) -> int:
+    """Evaluate, draw the ranked list, export features, then write summary.json (last)."""
     logger.info("Command: %s", " ".join(sys.argv))
     start = time.time()
     device = resolve_device(cfg)

@@ -3,9 +3,12 @@
     python train.py --config_file configs/Synth/quickstart.yml [KEY VALUE ...]
     torchrun --nproc_per_node 4 train.py --config_file CFG MODEL.DIST_TRAIN True
 
-Writes OUTPUT_DIR/config.yaml (the resolved config), OUTPUT_DIR/train_log.txt, tensorboard
-events under OUTPUT_DIR/tb, transformer_<epoch>.pth checkpoints and resume.pth. Running the same
-command again resumes after the last complete epoch (and does nothing when training finished).
+Writes OUTPUT_DIR/config.yaml (the resolved config), history.json (the run's segments),
+OUTPUT_DIR/train_log.txt, tensorboard events under OUTPUT_DIR/tb, transformer_<epoch>.pth
+checkpoints and resume.pth. Running the same command again resumes after the last complete epoch
+(and does nothing when training finished). A different config is refused before anything is
+written, naming the keys that differ; a raised SOLVER.MAX_EPOCHS continues the run only with
+--allow-extend, recorded as a new segment (utils/segments.py).
 """
 from __future__ import annotations
 
@@ -30,15 +33,24 @@ from solver.phase_plan import PhasePlan
 from solver.scheduler import make_scheduler
 from utils.atomic import atomic_write_text
 from utils.checkpoint import load_resume_state, set_rng_state
-from utils.dist import init_distributed, resolve_device
-from utils.logger import setup_logger
+from utils.dist import init_distributed, resolve_device, timeout_hint
+from utils.logger import log_crash, setup_logger
+from utils.segments import ALLOW_FLAG, plan_segment, record_segment
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="PhaseReID training")
     parser.add_argument("--config_file", default="", help="YAML recipe")
+    parser.add_argument(ALLOW_FLAG, dest="allow_extend", action="store_true",
+                        help="continue resume.pth although SOLVER.MAX_EPOCHS was raised (or "
+                        "resume.pth does not record its config); the new segment is recorded "
+                        "in history.json")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    misplaced = [o for o in args.opts if o.startswith("--")]
+    if misplaced:
+        parser.error(f"options go before the KEY VALUE overrides: {misplaced}")
+    return args
 
 
 def seed_everything(seed: int) -> None:
@@ -75,19 +87,42 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
     plan = PhasePlan(cfg)   # an inconsistent phase plan fails here, before any work
+    resume = load_resume_state(cfg.OUTPUT_DIR)
+    segment = plan_segment(cfg, resume, args.allow_extend)   # refusals: before any write
     rank = init_distributed(cfg)
     check_train_batches(cfg, plan.num_instances_by_epoch())   # per-process batch: after init
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger = setup_logger(cfg.OUTPUT_DIR, "train_log.txt", rank)
+    with log_crash(logger, timeout_hint(cfg)):
+        return train(cfg, plan, resume, segment, rank, logger)
+
+
+def log_segment(segment, logger) -> None:
+    """Say what the comparison with resume.pth found (utils/segments.py)."""
+    cmp = segment.comparison
+    if cmp is not None and cmp.runtime_changed:
+        logger.info("Runtime-only keys differ from resume.pth (they do not change the weights):"
+                    "\n%s", cmp.describe("runtime_changed"))
+    if cmp is not None and cmp.new_at_default:
+        logger.info("Keys added to the code since resume.pth was written, at their defaults: %s",
+                    ", ".join(cmp.new_at_default))
+    if segment.kind == "extend":
+        changed = cmp.describe() if cmp is not None else "  (earlier config unknown)"
+        logger.warning("Continuing after epoch %d under a changed config (%s):\n%s\n%s",
+                       segment.resume_epoch, ALLOW_FLAG, changed, "\n".join(segment.notes))
+
+
+def train(cfg, plan, resume, segment, rank, logger) -> int:
+    """The run after the checks of :func:`main`: record the segment, build, train."""
     logger.info("Command: %s", " ".join(sys.argv))
-    resume = load_resume_state(cfg.OUTPUT_DIR)
+    log_segment(segment, logger)
     if resume is not None and resume["epoch"] >= cfg.SOLVER.MAX_EPOCHS:
         logger.info("Training already complete in %s (epoch %d of %d); nothing to do.",
                     cfg.OUTPUT_DIR, resume["epoch"], cfg.SOLVER.MAX_EPOCHS)
         return 0
     if rank == 0:
-        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-    logger.info("Resolved config written to %s", os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+        for path in record_segment(cfg, segment, " ".join(sys.argv), atomic_write_text):
+            logger.info("Wrote %s", path)
     seed_everything(cfg.SOLVER.SEED)
     device = resolve_device(cfg)
 

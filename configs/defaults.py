@@ -64,6 +64,11 @@ _C.MODEL.LAST_STRIDE = 1
 _C.MODEL.NECK = "bnneck"
 # Distributed training through torchrun + DDP (one process per GPU; gloo on CPU).
 _C.MODEL.DIST_TRAIN = False
+# Seconds a DDP collective (or the start-up rendezvous) waits for the other processes before the
+# job stops with an error (torch's own default is 30 minutes). Waits for rank 0 count too: the
+# others wait while it generates SynthPedes on first use and while it evaluates, so raise it
+# when that takes longer (e.g. re-ranking on a large gallery).
+_C.MODEL.DIST_TIMEOUT_S = 300
 
 # CLIP semantic fusion (Model B, model/clip_fusion.py): a CLIP image tower's feature c is fused
 # into the pre-BNNeck global feature g (and, for 'quickwin', into every JPM local feature); the

@@ -14,10 +14,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from utils.dist import unwrap
 from utils.metrics import evaluate, evaluate_features, pairwise_distance
+from utils.progress import progress
 from utils.reranking import describe_reranking, re_ranking
 from utils.results import METRIC_KEYS, EvalResult
 
@@ -31,7 +31,7 @@ def extract_features(model, loader, device, neck_feat: str, desc: str = "feature
     was_training = net.training
     net.eval()
     feats = []
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for batch in progress(loader, desc=desc):
         out = net({k: batch[k].to(device) for k in ("img", "camid", "viewid")})
         feats.append(net.test_feature(out, neck_feat).float().cpu())
     net.train(was_training)

@@ -26,7 +26,6 @@ from typing import Dict, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from datasets.make_dataloader import build_train_loader
 from model.weights import TRAINING_ONLY_PREFIXES
@@ -34,6 +33,7 @@ from solver.phase_plan import PhasePlan, PhaseState, frozen_parameters
 from utils.checkpoint import save_checkpoint, save_resume_state
 from utils.dist import unwrap, world_info
 from utils.meters import AverageMeter
+from utils.progress import progress
 from utils.results import METRIC_KEYS
 from utils.run_files import checkpoint_path
 
@@ -118,8 +118,8 @@ class Trainer:
         self.model.train()
         meters = {"loss": AverageMeter()}
         start, seen = time.time(), 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.SOLVER.MAX_EPOCHS}", leave=False,
-                   dynamic_ncols=True, disable=self.rank != 0)
+        bar = progress(loader, desc=f"epoch {epoch}/{cfg.SOLVER.MAX_EPOCHS}",
+                       disable=self.rank != 0)
         for iteration, batch in enumerate(bar, start=1):
             batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
                      for k, v in batch.items()}
@@ -254,7 +254,7 @@ class Trainer:
         if self.composer.center is not None:
             extra["center"] = self.composer.center.state_dict()
         save_resume_state(cfg.OUTPUT_DIR, epoch, self.model, optimizers, self.scheduler,
-                          self.scaler, extra)
+                          self.scaler, extra, config=cfg.dump())
 
     def evaluate(self, epoch: int) -> Optional[Dict[str, float]]:
         """Evaluate on rank 0 every EVAL_PERIOD epochs and after the last (0 = never).

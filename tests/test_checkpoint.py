@@ -56,16 +56,21 @@ def test_resume_state_round_trip_restores_rng(tmp_path):
     random.seed(1)
     np.random.seed(1)
     torch.manual_seed(1)
-    ck.save_resume_state(str(tmp_path), 4, model, {"model": opt}, Sched(), None, {"k": 8})
+    cfg_text = load_config(opts=["SOLVER.MAX_EPOCHS", "7"]).dump()
+    ck.save_resume_state(str(tmp_path), 4, model, {"model": opt}, Sched(), None, {"k": 8},
+                         config=cfg_text)
     expected = (random.random(), np.random.rand(), torch.rand(1))
     state = ck.load_resume_state(str(tmp_path))  # weights_only load
     assert state["epoch"] == 4 and state["extra"] == {"k": 8}
+    assert state["config"] == cfg_text   # the config it was trained with
     ck.set_rng_state(state["rng"])
     got = (random.random(), np.random.rand(), torch.rand(1))
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
     opt2 = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(state["optimizers"]["model"])
     assert ck.load_resume_state(str(tmp_path / "none")) is None
+    with pytest.raises(TypeError, match="resolved config"):
+        ck.save_resume_state(str(tmp_path), 4, model, {"model": opt}, Sched(), None, config="")
 
 
 def test_load_model_weights_reports_shape_mismatch(tmp_path):

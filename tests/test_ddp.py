@@ -1,7 +1,9 @@
-"""DDP through torchrun: 2 CPU processes with the gloo backend train and checkpoint."""
+"""DDP through torchrun: 2 CPU processes with the gloo backend train and checkpoint; a stuck
+process stops the job after MODEL.DIST_TIMEOUT_S."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -34,3 +36,49 @@ def test_torchrun_two_processes_gloo(synth_root, tmp_path):
     ckpt = load_checkpoint(os.path.join(out, "transformer_2.pth"))
     assert not any(k.startswith("module.") for k in ckpt["model"])  # saved unwrapped
     assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
+
+
+STUCK_RANK = """import sys, time
+sys.path.insert(0, {root!r})
+import torch
+import torch.distributed as dist
+from configs import load_config
+from utils.dist import init_distributed
+cfg = load_config(opts=["MODEL.DIST_TRAIN", "True", "MODEL.DEVICE", "cpu",
+                        "MODEL.DIST_TIMEOUT_S", "5"])
+rank = init_distributed(cfg)
+if rank == 1:
+    time.sleep(300)   # stuck: never reaches the collective
+start = time.time()
+try:
+    dist.all_reduce(torch.ones(1))
+except Exception:
+    print(f"collective failed after {{time.time() - start:.1f}} s", flush=True)
+    raise
+"""
+
+
+@pytest.mark.slow
+def test_a_stuck_rank_stops_the_job_after_the_timeout(tmp_path):
+    script = tmp_path / "stuck_rank.py"
+    script.write_text(STUCK_RANK.format(root=ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script)]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=240)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    waited = float(output.split("collective failed after ")[1].split(" s")[0])
+    assert 4 <= waited < 30, output[-3000:]   # MODEL.DIST_TIMEOUT_S 5, not torch's 30 minutes
+    assert time.time() - start < 180          # torchrun stopped the stuck process too
+    assert "timed out" in output.lower() or "timeout" in output.lower()
+
+
+def test_timeout_hint_names_the_key():
+    from configs import load_config
+    from utils.dist import timeout_hint
+    cfg = load_config(opts=["MODEL.DIST_TRAIN", "True", "MODEL.DIST_TIMEOUT_S", "5"])
+    line = timeout_hint(cfg)(RuntimeError("Timed out waiting 5000ms for recv operation"))
+    assert "MODEL.DIST_TIMEOUT_S = 5 s" in line
+    assert timeout_hint(cfg)(RuntimeError("CUDA out of memory")) is None

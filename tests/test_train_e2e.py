@@ -115,7 +115,8 @@ def test_non_finite_loss_names_the_component_and_keeps_checkpoints(synth_root, t
     real = ml.triplet_loss
     monkeypatch.setattr(ml, "triplet_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(FloatingPointError, match="'triplet'"):
-        train_script.main(tiny_opts(synth_root, out, **{"SOLVER.MAX_EPOCHS": 2}))
+        train_script.main(["--allow-extend"] + tiny_opts(synth_root, out,
+                                                         **{"SOLVER.MAX_EPOCHS": 2}))
     assert open(ckpt, "rb").read() == before
     assert not os.path.exists(os.path.join(out, "transformer_2.pth"))
     assert load_checkpoint(os.path.join(out, "resume.pth"))["epoch"] == 1

@@ -6,7 +6,8 @@
   projection, the TG-MIM head and text encoder) are left out.
 - ``resume.pth`` (rewritten after every completed epoch): the model, optimiser(s), scheduler,
   AMP scaler, RNG states, sampler position and phase, so training continues exactly where the
-  last complete epoch ended.
+  last complete epoch ended, and the resolved config (YAML) it was trained with: train.py
+  continues it only under the same config (utils/segments.py).
 
 Every file holds only tensors and plain Python values, so it loads with
 ``torch.load(..., weights_only=True)``: opening a downloaded weight file never runs code.
@@ -121,9 +122,14 @@ def _to_tuple(value):
 
 
 def save_resume_state(output_dir: str, epoch: int, model, optimizers: Dict[str, object],
-                      scheduler, scaler, extra: Optional[dict] = None) -> str:
-    """Rewrite OUTPUT_DIR/resume.pth with everything needed to continue after ``epoch``."""
-    state = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "model": model_state_dict(model),
+                      scheduler, scaler, extra: Optional[dict] = None, *, config: str) -> str:
+    """Rewrite OUTPUT_DIR/resume.pth with everything needed to continue after ``epoch``;
+    ``config`` is the resolved config (``cfg.dump()``) the epochs were trained with."""
+    if not isinstance(config, str) or not config:
+        raise TypeError("save_resume_state needs the resolved config as a YAML string "
+                        "(cfg.dump())")
+    state = {"format": CHECKPOINT_FORMAT, "epoch": int(epoch), "config": config,
+             "model": model_state_dict(model),
              "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
              "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None,
