@@ -8,6 +8,9 @@ override these defaults; the command line overrides the recipe
 key by key over the base's, its lists and values replace the base's): shared recipes are
 ``configs/Base-*.yml``. Resolution rules: ``configs/__init__.py``.
 
+Every value is validated when a config is loaded (``configs/validate.py``: allowed values,
+ranges, paths that must exist), so a typo fails before any work.
+
 Conventions
 - Booleans are booleans (``True``/``False``), never ``'yes'``/``'no'``.
 - Epochs are 1-based: epoch 1 is the first pass over the data.

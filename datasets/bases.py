@@ -17,9 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from configs.validate import CAPTION_LANGS  # noqa: F401 (re-exported to the loaders)
+
 # The languages a record's captions can be in (DATASETS.CAPTION_LANG); a loader or caption source
 # that reads only some of them says which (``datasets/captions.py`` ANNOTATION_LANGS).
-CAPTION_LANGS = ("en", "vi")
 
 
 class DatasetFormatError(ValueError):

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from configs.validate import SAMPLERS
 from utils.dist import world_info
 
 from .bases import Record, ReIDDataset
@@ -143,8 +144,9 @@ def check_train_batches(cfg, ks_by_epoch: Sequence[tuple]) -> None:
     divide the per-process batch when DATALOADER.SAMPLER is 'pk' (the P x K sampler checks the
     same rule when it is built)."""
     batch = per_process_batch(cfg)
-    if cfg.DATALOADER.SAMPLER not in ("pk", "random"):
-        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not 'pk' or 'random'")
+    if cfg.DATALOADER.SAMPLER not in SAMPLERS:
+        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not one of "
+                         f"{list(SAMPLERS)}")
     if cfg.DATALOADER.SAMPLER != "pk":
         return
     for epoch, k in ks_by_epoch:
@@ -167,7 +169,8 @@ def build_train_loader(cfg, train_set: ImageDataset, num_instances: int) -> Data
         sampler = RandomBatchSampler(len(pids), batch, seed=cfg.SOLVER.SEED,
                                      num_replicas=world, rank=rank)
     else:
-        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not 'pk' or 'random'")
+        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not one of "
+                         f"{list(SAMPLERS)}")
     # No persistent_workers: workers are re-created each epoch, so they see train_set.set_epoch.
     return DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
                       pin_memory=torch.cuda.is_available())

@@ -30,10 +30,10 @@ from typing import List, Sequence
 
 import numpy as np
 
+from configs.validate import VEHICLEID_TEST_SIZES as TEST_SIZES
+
 from .bases import (DatasetFormatError, EvalSplit, Record, ReIDDataset, check_images_exist,
                     parse_list_file, relabel_pids, require_dir, require_file)
-
-TEST_SIZES = (800, 1600, 2400)
 
 VEHICLEID_LAYOUT = """  <ROOT_DIR>/VehicleID_V1.0/
       image/                 <name>.jpg
