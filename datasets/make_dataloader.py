@@ -55,6 +55,31 @@ def read_image(path: str) -> Image.Image:
         raise OSError(f"cannot read image {path}: {exc}") from exc
 
 
+def check_images_readable(records: Sequence[Record], split: str = "test") -> None:
+    """Before training: every image of ``records`` opens as an image (``Image.open`` parses the
+    header, ``verify()`` checks the file's structure without decoding the pixels), so a corrupt
+    or missing test image stops the run before epoch 1, not at the first evaluation.
+
+    Raises OSError / FileNotFoundError naming the first unreadable file and how many there are.
+    Cost: one file open and header parse per image, about 0.05-0.1 ms on a local disk: ~0.3 s for
+    the SynthPedes quickstart test split, ~2 s for Market-1501's 23,100 query + gallery images,
+    ~10 s for MSMT17's 93,820 (more on a network file system). ``train.py`` calls it when
+    SOLVER.EVAL_PERIOD > 0.
+    """
+    bad = []
+    for record in records:
+        try:
+            with Image.open(record.path) as img:
+                img.verify()
+        except (OSError, SyntaxError, ValueError) as exc:   # PIL raises SyntaxError on bad PNGs
+            bad.append((record.path, exc))
+    if bad:
+        path, exc = bad[0]
+        raise OSError(f"{len(bad)} of the {len(records)} {split} images cannot be read, first: "
+                      f"{path} ({exc}); evaluation would fail on it. Replace or remove the "
+                      "file(s), or set SOLVER.EVAL_PERIOD 0 to train without evaluation")
+
+
 class ImageDataset(Dataset):
     """Records -> batch items (dicts). The brightness is measured after augmentation.
 
