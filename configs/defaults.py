@@ -111,6 +111,10 @@ _C.MODEL.TEXT = CN()
 # (CLIP's BPE ships with open_clip and works offline).
 _C.MODEL.TEXT.OPEN_CLIP_MODEL = "ViT-B-16"
 _C.MODEL.TEXT.PRETRAINED = "openai"
+# True = a local PRETRAINED file that is a TorchScript archive (OpenAI's released CLIP .pt files)
+# is read with torch.jit.load, which runs code from the archive (logged when used); False = such
+# a file is refused with the one-line conversion to a plain state dict.
+_C.MODEL.TEXT.ALLOW_TORCHSCRIPT = False
 # True = a tiny random-init text tower (width 64, 2 layers, 2 heads; CLIP BPE tokenizer): tests
 # and SynthPedes only.
 _C.MODEL.TEXT.TINY = False
