@@ -15,6 +15,7 @@ the target, so a crash never leaves a truncated checkpoint under the final name.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -43,9 +44,13 @@ def _atomic_write(path: str, mode: str, write, suffix: str = "") -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} (the "
+                          f"partial temporary file was removed; free space in {folder} and "
+                          "rerun: training resumes after the last complete epoch)") from exc
         raise
 
 
