@@ -40,8 +40,8 @@ from .masks import pid_masks
 def check_cam_aware_mode(mode: str) -> None:
     """LOSS.SUPCON.CAM_AWARE_MODE is 'exclude' or 'denominator'."""
     if mode not in CAM_AWARE_MODES:
-        raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{mode}' is not one of "
-                         f"{list(CAM_AWARE_MODES)}")
+        raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{mode}' is not "
+                         f"{' or '.join(repr(m) for m in CAM_AWARE_MODES)}")
 
 
 def supcon_loss(z: torch.Tensor, pids: torch.Tensor, camids: Optional[torch.Tensor] = None, *,
