@@ -59,7 +59,8 @@ def resolve_config(args):
     ckpt = load_checkpoint(weight)
     meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
     if args.config_file:
-        cfg = load_config(args.config_file, args.opts, freeze=False)
+        # no path checks: the weights come from TEST.WEIGHT, not MODEL.PRETRAIN_PATH
+        cfg = load_config(args.config_file, args.opts, freeze=False, check_paths=False)
     else:
         meta = checkpoint_meta(ckpt, weight)
         cfg = load_config(config_text=meta["config"], opts=args.opts, freeze=False)

@@ -22,7 +22,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from configs import load_config
-from datasets.make_dataloader import check_train_batches, make_dataloader
+from datasets.make_dataloader import check_images_readable, check_train_batches, make_dataloader
 from losses.make_loss import make_loss
 from model.make_model import make_model
 from processor.hooks import make_epoch_hooks
@@ -130,6 +130,7 @@ def train(cfg, plan, resume, segment, rank, logger) -> int:
     ds = data.dataset
     if cfg.SOLVER.EVAL_PERIOD > 0:
         check_evaluable(ds)   # fail now, not after the first evaluation period
+        check_images_readable(ds.test)
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)
     composer = make_loss(cfg, ds.num_train_pids, model.feat_dim)
     start_epoch = restore_model(cfg, model, resume, logger)

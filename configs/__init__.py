@@ -6,6 +6,10 @@ resolved on plain dicts before yacs sees anything: each file's dict is deep-merg
 base's (a mapping merges key by key into the base's mapping; lists and scalars replace the base's
 value), and ``_BASE_`` is dropped. Only files may name a base: a checkpoint's stored config is
 already resolved.
+
+Recipes are data: only YAML files (``.yml`` / ``.yaml``) are read, with ``yaml.safe_load``; a
+``.py`` config (which yacs would execute as a module) is refused, for the recipe and for every
+file of its ``_BASE_`` chain. After merging, every value is validated (``configs/validate.py``).
 """
 from __future__ import annotations
 
@@ -16,14 +20,30 @@ import yaml
 from yacs.config import CfgNode
 
 from .defaults import get_cfg_defaults
+from .validate import ConfigError, check_config
+
+__all__ = ["BASE_KEY", "ConfigError", "load_config", "merge_trees", "read_recipe", "require_yaml"]
 
 BASE_KEY = "_BASE_"
+YAML_EXTENSIONS = (".yml", ".yaml")
 
 
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = (),
-                config_text: Optional[str] = None, freeze: bool = True):
+                config_text: Optional[str] = None, freeze: bool = True,
+                check_paths: Optional[bool] = None):
     """Merge a YAML recipe (a file, or a YAML string such as a checkpoint's stored config) and
-    KEY VALUE overrides into the defaults; errors name the file or key at fault."""
+    KEY VALUE overrides into the defaults, then validate every value (``configs/validate.py``);
+    errors name the file or key at fault.
+
+    ``check_paths``: also require the paths the config reads to exist (default: True unless the
+    config comes from ``config_text``, a finished run's stored config).
+
+    Raises:
+        FileNotFoundError: the recipe or a base is missing.
+        ValueError: not a YAML file, a bad key or value (:class:`ConfigError` for values).
+    """
+    if check_paths is None:
+        check_paths = config_text is None
     cfg = get_cfg_defaults()
     if config_text is not None:
         other = cfg.load_cfg(config_text)
@@ -45,6 +65,7 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = (),
         cfg.merge_from_list(list(opts))
     except (KeyError, ValueError, AssertionError) as exc:
         raise ValueError(f"bad command-line override: {exc}") from None
+    check_config(cfg, check_paths=check_paths)
     if freeze:
         cfg.freeze()
     return cfg
@@ -59,6 +80,7 @@ def read_recipe(path: str, _chain: Sequence[str] = ()):
     Raises FileNotFoundError for a missing base and ValueError for a cycle, a bad ``_BASE_`` value
     or a file that is not a YAML mapping; each names the file that names the base.
     """
+    require_yaml(path, _chain[-1] if _chain else None)
     with open(path) as f:
         tree = yaml.safe_load(f)
     if tree is None:
@@ -82,6 +104,16 @@ def read_recipe(path: str, _chain: Sequence[str] = ()):
                          f"{' -> '.join(chain + [base_path])}")
     base_tree, base_chain = read_recipe(base_path, chain)
     return merge_trees(base_tree, tree), [path] + base_chain
+
+
+def require_yaml(path: str, named_by: Optional[str] = None) -> None:
+    """Refuse a config file that is not ``.yml`` / ``.yaml``: yacs would execute a ``.py`` config
+    as a module, and a config file must never run code."""
+    if not path.lower().endswith(YAML_EXTENSIONS):
+        where = f"{named_by}: its {BASE_KEY} " if named_by else "config file "
+        raise ValueError(f"{where}{path} is not a YAML file: only YAML configs "
+                         f"({' / '.join(YAML_EXTENSIONS)}) are accepted; a config is data and "
+                         "is never executed")
 
 
 def merge_trees(base: dict, child: dict) -> dict:

@@ -8,6 +8,9 @@ override these defaults; the command line overrides the recipe
 key by key over the base's, its lists and values replace the base's): shared recipes are
 ``configs/Base-*.yml``. Resolution rules: ``configs/__init__.py``.
 
+Every value is validated when a config is loaded (``configs/validate.py``: allowed values,
+ranges, paths that must exist), so a typo fails before any work.
+
 Conventions
 - Booleans are booleans (``True``/``False``), never ``'yes'``/``'no'``.
 - Epochs are 1-based: epoch 1 is the first pass over the data.
@@ -113,6 +116,10 @@ _C.MODEL.TEXT = CN()
 # (CLIP's BPE ships with open_clip and works offline).
 _C.MODEL.TEXT.OPEN_CLIP_MODEL = "ViT-B-16"
 _C.MODEL.TEXT.PRETRAINED = "openai"
+# True = a local PRETRAINED file that is a TorchScript archive (OpenAI's released CLIP .pt files)
+# is read with torch.jit.load, which runs code from the archive (logged when used); False = such
+# a file is refused with the one-line conversion to a plain state dict.
+_C.MODEL.TEXT.ALLOW_TORCHSCRIPT = False
 # True = a tiny random-init text tower (width 64, 2 layers, 2 heads; CLIP BPE tokenizer): tests
 # and SynthPedes only.
 _C.MODEL.TEXT.TINY = False

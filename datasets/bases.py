@@ -19,7 +19,6 @@ import numpy as np
 
 # The languages a record's captions can be in (DATASETS.CAPTION_LANG); a loader or caption source
 # that reads only some of them says which (``datasets/captions.py`` ANNOTATION_LANGS).
-CAPTION_LANGS = ("en", "vi")
 
 
 class DatasetFormatError(ValueError):
@@ -136,6 +135,59 @@ def check_images_exist(records: List[Record], list_path: str, dataset: str) -> N
         raise FileNotFoundError(
             f"{dataset}: {len(missing)} image(s) listed in {list_path} are missing, "
             f"e.g.\n  {shown}")
+
+
+def parse_int(text: str, what: str, path: str, dataset: str, expected: str) -> int:
+    """``int(text)``, or a :class:`DatasetFormatError` naming the file whose name (or line) holds
+    ``text`` where an integer ``what`` (e.g. 'pid') was expected in the ``expected`` format."""
+    try:
+        return int(text)
+    except ValueError:
+        raise DatasetFormatError(
+            f"{dataset}: the {what} {text!r} in {path} is not an integer (expected "
+            f"{expected}); rename or remove the file") from None
+
+
+def _folder_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _near(key: str, wanted: str) -> bool:
+    """A folder key that extends the wanted one (``veri776``) or is its start (``vehicleid``)."""
+    return key.startswith(wanted) or (len(key) >= 4 and wanted.startswith(key))
+
+
+def find_dataset_folder(root: str, names: Sequence[str], dataset: str,
+                        layout: str) -> Tuple[str, List[str]]:
+    """The dataset folder under ``root``: the first of ``names`` that exists (TransReID's name
+    first, then the official archive's, as torchreid accepts both).
+
+    Returns:
+        (path of the folder read, the other accepted names also present, not read). When none
+        exists and no folder has a near name, the path of ``names[0]``: the loader's
+        ``require_dir`` then names the missing folder and the layout.
+    Raises:
+        FileNotFoundError: none exists but a folder of a near name does (same letters and digits
+            in another case or punctuation, or with a suffix, e.g. ``Market-1501``, ``veri776``):
+            the message names the exact rename.
+    """
+    found = [name for name in names if os.path.isdir(os.path.join(root, name))]
+    if found:
+        return os.path.join(root, found[0]), found[1:]
+    wanted = [_folder_key(n) for n in names]
+    entries = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    near = [e for e in entries if os.path.isdir(os.path.join(root, e))
+            and any(_near(_folder_key(e), w) for w in wanted)]
+    if not near:
+        return os.path.join(root, names[0]), []
+    key = _folder_key(near[0])
+    target = next((n for n in names if _folder_key(n) == key),           # same name, other case
+                  next(n for n in names if _near(key, _folder_key(n))))  # or the first it extends
+    accepted = " or ".join(f"{os.path.join(root, n)}/" for n in names)
+    raise FileNotFoundError(
+        f"{dataset}: folder not found: {accepted}\nFound {os.path.join(root, near[0])}/ instead: "
+        f"rename it: mv '{os.path.join(root, near[0])}' '{os.path.join(root, target)}'\n"
+        f"Expected layout:\n{layout}")
 
 
 class ReIDDataset:

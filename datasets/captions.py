@@ -49,11 +49,12 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from .bases import CAPTION_LANGS, DatasetFormatError, Record, ReIDDataset
+from configs.validate import CAPTION_LANGS, CAPTION_SOURCES
+
+from .bases import DatasetFormatError, Record, ReIDDataset
 from .market1501 import MARKET_PATTERN
 from .synth import detail_phrase
 
-CAPTION_SOURCES = ("annotation", "attributes", "none")
 # Datasets with caption files, and the languages they have.
 ANNOTATION_LANGS = {"synth": ("en", "vi"), "cuhkpedes": ("en",), "icfgpedes": ("en",),
                     "rstpreid": ("en",), "vn3k": ("en", "vi")}

@@ -16,9 +16,7 @@ The dataset was withdrawn by its authors in 2019; PhaseReID only reads a copy yo
 """
 from __future__ import annotations
 
-import os
-
-from .bases import ReIDDataset, require_dir
+from .bases import ReIDDataset, find_dataset_folder
 from .market1501 import load_market_style
 
 DUKE_FOLDERS = ("dukemtmcreid", "DukeMTMC-reID")
@@ -43,13 +41,10 @@ def load_dukemtmcreid(root: str) -> ReIDDataset:
         >>> ds = load_dukemtmcreid("./data")   # doctest: +SKIP
         >>> print(ds.statistics())             # doctest: +SKIP
     """
-    found = [name for name in DUKE_FOLDERS if os.path.isdir(os.path.join(root, name))]
-    if not found:
-        require_dir(os.path.join(root, DUKE_FOLDERS[0]), "dukemtmcreid", DUKE_LAYOUT)
-    dataset_dir = os.path.join(root, found[0])
+    dataset_dir, others = find_dataset_folder(root, DUKE_FOLDERS, "dukemtmcreid", DUKE_LAYOUT)
     dataset = load_market_style(dataset_dir, "dukemtmcreid", DUKE_LAYOUT, max_cam=8)
     folder = dataset_dir
-    if len(found) > 1:
-        folder += f" ({found[1]}/ also present, not read)"
+    if others:
+        folder += f" ({others[0]}/ also present, not read)"
     dataset.info["folder"] = folder
     return dataset

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from configs.validate import SAMPLERS
 from utils.dist import world_info
 
 from .bases import Record, ReIDDataset, unseen_test_ids
@@ -72,6 +73,32 @@ def read_image(path: str) -> Image.Image:
         raise FileNotFoundError(f"image listed by the dataset is missing: {path}") from None
     except OSError as exc:
         raise OSError(f"cannot read image {path}: {exc}") from exc
+
+
+def check_images_readable(records: Sequence[Record], split: str = "test") -> None:
+    """Before training: every image of ``records`` opens as an image (``Image.open`` parses the
+    header, ``verify()`` checks the file's structure without decoding the pixels), so a corrupt
+    or missing test image stops the run before epoch 1, not at the first evaluation.
+
+    Raises OSError / FileNotFoundError naming the first unreadable file and how many there are.
+    Cost: one file open and header parse per image, measured at 0.2-0.4 ms per image on a local
+    disk (2-core machine, busy with a training run): 0.6 s for the quickstart's 1,873 SynthPedes
+    test images, so about 5-10 s for Market-1501's 23,100 query + gallery images and 20-40 s for
+    MSMT17's 93,820 (more on a network file system). ``train.py`` calls it when
+    SOLVER.EVAL_PERIOD > 0.
+    """
+    bad = []
+    for record in records:
+        try:
+            with Image.open(record.path) as img:
+                img.verify()
+        except (OSError, SyntaxError, ValueError) as exc:   # PIL raises SyntaxError on bad PNGs
+            bad.append((record.path, exc))
+    if bad:
+        path, exc = bad[0]
+        raise OSError(f"{len(bad)} of the {len(records)} {split} images cannot be read, first: "
+                      f"{path} ({exc}); evaluation would fail on it. Replace or remove the "
+                      "file(s), or set SOLVER.EVAL_PERIOD 0 to train without evaluation")
 
 
 class ImageDataset(Dataset):
@@ -169,8 +196,9 @@ def check_train_batches(cfg, ks_by_epoch: Sequence[tuple]) -> None:
     divide the per-process batch when DATALOADER.SAMPLER is 'pk' (the P x K sampler checks the
     same rule when it is built)."""
     batch = per_process_batch(cfg)
-    if cfg.DATALOADER.SAMPLER not in ("pk", "random"):
-        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not 'pk' or 'random'")
+    if cfg.DATALOADER.SAMPLER not in SAMPLERS:
+        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not one of "
+                         f"{list(SAMPLERS)}")
     if cfg.DATALOADER.SAMPLER != "pk":
         return
     for epoch, k in ks_by_epoch:
@@ -193,7 +221,8 @@ def build_train_loader(cfg, train_set: ImageDataset, num_instances: int) -> Data
         sampler = RandomBatchSampler(len(pids), batch, seed=cfg.SOLVER.SEED,
                                      num_replicas=world, rank=rank)
     else:
-        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not 'pk' or 'random'")
+        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not one of "
+                         f"{list(SAMPLERS)}")
     # No persistent_workers: workers are re-created each epoch, so they see train_set.set_epoch.
     return DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
                       pin_memory=torch.cuda.is_available())

@@ -1,6 +1,7 @@
 """Market-1501 (Zheng et al., ICCV 2015) and the folder parser shared by Market-style datasets.
 
-Layout::
+Layout (``Market-1501-v15.09.15``, the name the release zip unpacks to, is accepted too, also
+nested under ``market1501/`` as torchreid keeps it; ``market1501`` wins when both exist)::
 
     ROOT_DIR/market1501/
         bounding_box_train/   0002_c1s1_000451_03.jpg ...   (751 ids, 12,936 images)
@@ -9,7 +10,10 @@ Layout::
 
 File name ``<pid>_c<cam>...``: pid -1 = junk (dropped at load time), 0000 = distractor (kept in
 the gallery), camera 1-6 (stored 0-based). Parsing follows reid-strong-baseline / TransReID
-(regex ``([-\\d]+)_c(\\d+)``); a file name that does not match is an error naming it.
+(regex ``([-\\d]+)_c(\\d+)``); a file name that does not match, or whose pid is not an integer
+(``0001-2_c2s2_000001_01.jpg``), is an error naming it. Deliberate difference: the regex is
+anchored at the start of the name (the references search anywhere in it, so ``00a1_c2s2_...``
+would silently read as pid 1).
 """
 from __future__ import annotations
 
@@ -17,12 +21,16 @@ import os
 import re
 from typing import List
 
-from .bases import DatasetFormatError, Record, ReIDDataset, relabel_pids, require_dir
+from .bases import (DatasetFormatError, Record, ReIDDataset, find_dataset_folder, parse_int,
+                    relabel_pids, require_dir)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MARKET_PATTERN = re.compile(r"([-\d]+)_c(\d+)")
 
-MARKET_LAYOUT = """  <ROOT_DIR>/market1501/
+# TransReID's folder name, then the release zip's (torchreid accepts both)
+MARKET_FOLDERS = ("market1501", "Market-1501-v15.09.15")
+
+MARKET_LAYOUT = """  <ROOT_DIR>/market1501/   (or <ROOT_DIR>/Market-1501-v15.09.15/, the zip's own name)
       bounding_box_train/  <pid>_c<cam>s<seq>_<frame>_<box>.jpg
       query/
       bounding_box_test/"""
@@ -48,12 +56,15 @@ def parse_market_folder(folder: str, dataset: str, pattern=MARKET_PATTERN,
     """
     records = []
     for name in list_images(folder):
-        match = pattern.search(name)
+        match = pattern.match(name)   # anchored: '00a1_c2...' is an error, not pid 1
         if match is None:
             raise DatasetFormatError(
                 f"{dataset}: cannot parse pid and camera from file name {os.path.join(folder, name)} "
                 f"(expected '<pid>_c<camera>...', regex {pattern.pattern})")
-        pid, cam = int(match.group(1)), int(match.group(2))
+        path = os.path.join(folder, name)
+        expected = "'<pid>_c<camera>...' with integer pid and camera"
+        pid = parse_int(match.group(1), "pid", path, dataset, expected)
+        cam = parse_int(match.group(2), "camera", path, dataset, expected)
         if pid == -1:
             continue
         if pid < 0 or cam < 1 or (max_cam and cam > max_cam):
@@ -81,6 +92,14 @@ def load_market_style(dataset_dir: str, name: str, layout: str, max_cam: int = 0
 
 
 def load_market1501(root: str) -> ReIDDataset:
-    """Market-1501 from ``<root>/market1501`` (see the module docstring for the layout)."""
-    return load_market_style(os.path.join(root, "market1501"), "market1501", MARKET_LAYOUT,
-                             max_cam=6)
+    """Market-1501 from ``<root>/market1501`` or ``<root>/Market-1501-v15.09.15`` (the name the
+    release zip unpacks to), also nested as ``market1501/Market-1501-v15.09.15`` (torchreid's
+    layout); see the module docstring for the layout. ``info['folder']`` says which was read."""
+    dataset_dir, others = find_dataset_folder(root, MARKET_FOLDERS, "market1501", MARKET_LAYOUT)
+    nested = os.path.join(dataset_dir, MARKET_FOLDERS[1])
+    if not os.path.isdir(os.path.join(dataset_dir, "bounding_box_train")) and os.path.isdir(nested):
+        dataset_dir = nested
+    dataset = load_market_style(dataset_dir, "market1501", MARKET_LAYOUT, max_cam=6)
+    dataset.info["folder"] = dataset_dir + (
+        f" ({', '.join(others)}/ also present, not read)" if others else "")
+    return dataset

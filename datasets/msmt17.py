@@ -31,8 +31,8 @@ import os
 from collections import Counter
 from typing import List, Tuple
 
-from .bases import (DatasetFormatError, Record, ReIDDataset, check_images_exist, parse_list_file,
-                    relabel_pids, require_dir, require_file)
+from .bases import (DatasetFormatError, Record, ReIDDataset, check_images_exist,
+                    find_dataset_folder, parse_list_file, relabel_pids, require_dir, require_file)
 
 MSMT17_FOLDERS = ("MSMT17", "MSMT17_V2", "MSMT17_V1")
 IMAGE_FOLDERS = (("train", "test"), ("mask_train_v2", "mask_test_v2"))
@@ -70,10 +70,8 @@ def read_msmt17_list(list_path: str, image_dir: str) -> List[Record]:
 
 
 def _find_dataset_dir(root: str) -> Tuple[str, List[str]]:
-    found = [name for name in MSMT17_FOLDERS if os.path.isdir(os.path.join(root, name))]
-    if not found:
-        require_dir(os.path.join(root, MSMT17_FOLDERS[0]), "msmt17", MSMT17_LAYOUT)
-    return found[0], found[1:]
+    path, others = find_dataset_folder(root, MSMT17_FOLDERS, "msmt17", MSMT17_LAYOUT)
+    return os.path.basename(path), others
 
 
 def _find_image_dirs(dataset_dir: str) -> Tuple[str, str]:

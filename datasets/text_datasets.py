@@ -45,7 +45,9 @@ import json
 import os
 from typing import Dict, List, Sequence, Tuple
 
-from .bases import (CAPTION_LANGS, DatasetFormatError, Record, ReIDDataset, check_images_exist,
+from configs.validate import CAPTION_LANGS
+
+from .bases import (DatasetFormatError, Record, ReIDDataset, check_images_exist,
                     relabel_pids, require_dir)
 
 CUHKPEDES_LAYOUT = """  <ROOT_DIR>/CUHK-PEDES/

@@ -30,10 +30,10 @@ from typing import List, Sequence
 
 import numpy as np
 
-from .bases import (DatasetFormatError, EvalSplit, Record, ReIDDataset, check_images_exist,
-                    parse_list_file, relabel_pids, require_dir, require_file)
+from configs.validate import VEHICLEID_TEST_SIZES as TEST_SIZES
 
-TEST_SIZES = (800, 1600, 2400)
+from .bases import (DatasetFormatError, EvalSplit, Record, ReIDDataset, check_images_exist,
+                    find_dataset_folder, parse_list_file, relabel_pids, require_dir, require_file)
 
 VEHICLEID_LAYOUT = """  <ROOT_DIR>/VehicleID_V1.0/
       image/                 <name>.jpg
@@ -111,7 +111,7 @@ def load_vehicleid(root: str, test_size: int = 800, num_trials: int = 10,
     if test_size not in TEST_SIZES:
         raise ValueError(f"vehicleid: test_size must be one of {TEST_SIZES} "
                          f"(DATASETS.VEHICLEID_TEST_SIZE), got {test_size!r}")
-    dataset_dir = os.path.join(root, "VehicleID_V1.0")
+    dataset_dir, _ = find_dataset_folder(root, ("VehicleID_V1.0",), "vehicleid", VEHICLEID_LAYOUT)
     image_dir = os.path.join(dataset_dir, "image")
     split_dir = os.path.join(dataset_dir, "train_test_split")
     train_list = os.path.join(split_dir, "train_list.txt")

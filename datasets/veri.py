@@ -42,7 +42,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional, Tuple
 
-from .bases import DatasetFormatError, Record, ReIDDataset, relabel_pids, require_dir, require_file
+from .bases import (DatasetFormatError, Record, ReIDDataset, find_dataset_folder, relabel_pids,
+                    require_dir, require_file)
 from .market1501 import parse_market_folder
 
 NUM_CAMERAS = 20
@@ -263,7 +264,7 @@ def load_veri(root: str) -> ReIDDataset:
         >>> ds.num_views               # doctest: +SKIP
         8
     """
-    dataset_dir = os.path.join(root, "VeRi")
+    dataset_dir, _ = find_dataset_folder(root, ("VeRi",), "veri", VERI_LAYOUT)
     require_dir(dataset_dir, "veri", VERI_LAYOUT)
     splits = {}
     for split, folder in SPLIT_FOLDERS:

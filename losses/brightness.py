@@ -25,10 +25,12 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from configs.validate import BRIGHTNESS_MODES
+
 from .triplet import TripletTerms
 from .tripletx import TripletXTerms
 
-MODES = ("hard", "soft")
+MODES = BRIGHTNESS_MODES   # stated once, in configs/validate.py
 
 
 def check_gate(mode: str, temperature: float) -> None:

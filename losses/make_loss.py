@@ -28,6 +28,7 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+from configs.validate import CIRCLE_FORMS, FEAT_SRCS, LOSS_NAMES
 from solver.phase_plan import PhaseState
 
 from .brightness import brightness_gate, check_gate, route
@@ -40,7 +41,7 @@ from .tgmim import tgmim_loss
 from .triplet import batch_hard_terms, triplet_loss
 from .tripletx import tripletx_loss, tripletx_terms
 
-KNOWN_LOSSES = ("id", "triplet", "center")
+KNOWN_LOSSES = LOSS_NAMES   # stated once in configs/validate.py
 # auxiliary losses have their own switch (LOSS.<NAME>.ENABLE), not an entry in LOSS.NAMES
 _AUXILIARY = ("tripletx", "supcon", "isgvfc", "circle", "tgmim")
 
@@ -80,7 +81,7 @@ def feature_keys(feat_src: str) -> Tuple[str, str]:
         return "feat", "local_feats"
     if feat_src == "bnneck":
         return "feat_bn", "local_feats_bn"
-    raise ValueError(f"FEAT_SRC '{feat_src}' is not 'pre_bn' or 'bnneck'")
+    raise ValueError(f"FEAT_SRC '{feat_src}' is not one of {list(FEAT_SRCS)}")
 
 
 def features_of(outputs: dict, feat_src: str, loss: str) -> List[torch.Tensor]:
@@ -135,9 +136,9 @@ class LossComposer(nn.Module):
             self.isgvfc = ISGVFCLoss(temperature=cfg.LOSS.ISGVFC.T,
                                      use_memory=cfg.LOSS.ISGVFC.MEMORY,
                                      include_self=cfg.LOSS.ISGVFC.INCLUDE_SELF)
-        if cfg.LOSS.CIRCLE.FORM not in ("pairwise", "batch"):
-            raise ValueError(f"LOSS.CIRCLE.FORM '{cfg.LOSS.CIRCLE.FORM}' is not 'pairwise' or "
-                             "'batch'")
+        if cfg.LOSS.CIRCLE.FORM not in CIRCLE_FORMS:
+            raise ValueError(f"LOSS.CIRCLE.FORM '{cfg.LOSS.CIRCLE.FORM}' is not one of "
+                             f"{list(CIRCLE_FORMS)}")
         check_cam_aware_mode(cfg.LOSS.SUPCON.CAM_AWARE_MODE)
         check_gate(cfg.LOSS.BRIGHTNESS.MODE, cfg.LOSS.BRIGHTNESS.K)
         for section in ("TRIPLET", "TRIPLETX", "ISGVFC", "CIRCLE"):

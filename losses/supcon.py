@@ -31,15 +31,17 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from configs.validate import CAM_AWARE_MODES
+
 from .masks import pid_masks
 
-CAM_AWARE_MODES = ("exclude", "denominator")
 
 
 def check_cam_aware_mode(mode: str) -> None:
     """LOSS.SUPCON.CAM_AWARE_MODE is 'exclude' or 'denominator'."""
     if mode not in CAM_AWARE_MODES:
-        raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{mode}' is not 'exclude' or 'denominator'")
+        raise ValueError(f"LOSS.SUPCON.CAM_AWARE_MODE '{mode}' is not "
+                         f"{' or '.join(repr(m) for m in CAM_AWARE_MODES)}")
 
 
 def supcon_loss(z: torch.Tensor, pids: torch.Tensor, camids: Optional[torch.Tensor] = None, *,

@@ -60,6 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from configs.validate import CLIP_FUSIONS, CLIP_IMPLS
 from utils.packages import import_open_clip
 from utils.weights_io import LoadReport, read_weights, resize_pos_embed, unwrap
 
@@ -475,10 +476,10 @@ def build_clip_fusion(cfg, feat_dim: int, num_parts: int) -> ClipFusion:
     """
     m = cfg.MODEL
     impl, fusion = m.CLIP_IMPL, m.CLIP_FUSION
-    if impl not in ("open_clip", "hf"):
-        raise ValueError(f"MODEL.CLIP_IMPL '{impl}' is not 'open_clip' or 'hf'")
-    if fusion not in ("minimal", "quickwin"):
-        raise ValueError(f"MODEL.CLIP_FUSION '{fusion}' is not 'minimal' or 'quickwin'")
+    if impl not in CLIP_IMPLS:
+        raise ValueError(f"MODEL.CLIP_IMPL '{impl}' is not one of {list(CLIP_IMPLS)}")
+    if fusion not in CLIP_FUSIONS:
+        raise ValueError(f"MODEL.CLIP_FUSION '{fusion}' is not one of {list(CLIP_FUSIONS)}")
     size = tuple(m.CLIP_INPUT_SIZE)
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"MODEL.CLIP_INPUT_SIZE {list(size)} is not a positive (height, width)")

@@ -39,6 +39,9 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from configs.validate import (FEAT_SRCS, MODEL_NAMES, NECK_FEATS, NECKS, PRETRAIN_CHOICES,
+                              SUPCON_POS_RULES)
+
 from .backbones.resnet import build_resnet50_backbone
 from .backbones.vit_transreid import build_transreid_backbone
 from .backbones.vit_weights import load_vit_pretrained
@@ -77,8 +80,8 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, dim: int, hidden: int, out: int, feat_src: str):
         super().__init__()
-        if feat_src not in ("pre_bn", "bnneck"):
-            raise ValueError(f"LOSS.SUPCON.FEAT_SRC '{feat_src}' is not 'pre_bn' or 'bnneck'")
+        if feat_src not in FEAT_SRCS:
+            raise ValueError(f"LOSS.SUPCON.FEAT_SRC '{feat_src}' is not one of {list(FEAT_SRCS)}")
         self.feat_src = feat_src
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, out))
@@ -111,8 +114,8 @@ class ReIDModel(nn.Module):
         super().__init__()
         if (text_encoder is None) != (tgmim is None):
             raise ValueError("TG-MIM needs both a text encoder and its head")
-        if neck not in ("bnneck", "no"):
-            raise ValueError(f"MODEL.NECK '{neck}' is not 'bnneck' or 'no'")
+        if neck not in NECKS:
+            raise ValueError(f"MODEL.NECK '{neck}' is not one of {list(NECKS)}")
         self.backbone = backbone
         self.feat_dim = backbone.feat_dim
         self.num_classes = num_classes
@@ -193,8 +196,8 @@ class ReIDModel(nn.Module):
 
     def test_feature(self, outputs: dict, neck_feat: str) -> torch.Tensor:
         """The retrieval feature for TEST.NECK_FEAT 'before' (pre-BN) or 'after' (BNNeck)."""
-        if neck_feat not in ("before", "after"):
-            raise ValueError(f"TEST.NECK_FEAT '{neck_feat}' is not 'before' or 'after'")
+        if neck_feat not in NECK_FEATS:
+            raise ValueError(f"TEST.NECK_FEAT '{neck_feat}' is not one of {list(NECK_FEATS)}")
         suffix = "" if neck_feat == "before" else "_bn"
         feat = outputs["feat" + suffix]
         if not self.num_parts:
@@ -208,7 +211,7 @@ def build_backbone(cfg, num_cams: int, num_views: int) -> nn.Module:
     if m.NAME == "resnet50":
         return build_resnet50_backbone(last_stride=m.LAST_STRIDE)
     if m.NAME != "transformer":
-        raise ValueError(f"MODEL.NAME '{m.NAME}' is not 'transformer' or 'resnet50'")
+        raise ValueError(f"MODEL.NAME '{m.NAME}' is not one of {list(MODEL_NAMES)}")
     return build_transreid_backbone(
         m.TRANSFORMER_TYPE, img_size=tuple(cfg.INPUT.SIZE_TRAIN),
         stride_size=tuple(m.STRIDE_SIZE), depth=m.VIT_DEPTH, drop_rate=m.DROP_OUT,
@@ -258,9 +261,10 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDMode
     sup = cfg.LOSS.SUPCON
     projection = None
     if sup.ENABLE:
-        if sup.POS_RULE != "class":
-            raise ValueError(f"LOSS.SUPCON.POS_RULE '{sup.POS_RULE}' is not 'class' (the only "
-                             "rule: positives share the identity; see LOSS.SUPCON.CAM_AWARE)")
+        if sup.POS_RULE not in SUPCON_POS_RULES:
+            raise ValueError(f"LOSS.SUPCON.POS_RULE '{sup.POS_RULE}' is not one of "
+                             f"{list(SUPCON_POS_RULES)} (positives share the identity; see "
+                             "LOSS.SUPCON.CAM_AWARE)")
         projection = ProjectionHead(backbone.feat_dim, sup.PROJ_HIDDEN, sup.PROJ_DIM,
                                     sup.FEAT_SRC)
     num_parts = m.DEVIDE_LENGTH if (m.NAME == "transformer" and m.JPM) else 0
@@ -287,5 +291,5 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDMode
         report = load_model_weights(model, m.PRETRAIN_PATH)
         logger.info("Loaded PhaseReID weights from %s\n%s", m.PRETRAIN_PATH, report)
     elif choice != "none":
-        raise ValueError(f"MODEL.PRETRAIN_CHOICE '{choice}' is not 'imagenet', 'self' or 'none'")
+        raise ValueError(f"MODEL.PRETRAIN_CHOICE '{choice}' is not one of {list(PRETRAIN_CHOICES)}")
     return model

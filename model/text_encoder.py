@@ -114,11 +114,12 @@ def build_text_tower(model_name: str, tiny: bool, context_length: int,
     return _build_text_tower(embed_dim, text_cfg, quick_gelu=quick_gelu)
 
 
-def read_text_weights(source) -> Dict[str, torch.Tensor]:
-    """The state dict of MODEL.TEXT.PRETRAINED: a local file (a plain or wrapped state dict, or an
-    OpenAI TorchScript archive) or an ``OpenClipPretrained`` tag, read by
-    ``utils.weights_io.read_weights``."""
-    raw, description = read_weights(source, key=_KEY, allow_torchscript=True)
+def read_text_weights(source, allow_torchscript: bool = False) -> Dict[str, torch.Tensor]:
+    """The state dict of MODEL.TEXT.PRETRAINED: a local file (a plain or wrapped state dict, or,
+    with ``allow_torchscript`` (MODEL.TEXT.ALLOW_TORCHSCRIPT), an OpenAI TorchScript archive) or
+    an ``OpenClipPretrained`` tag, read by ``utils.weights_io.read_weights``."""
+    raw, description = read_weights(source, key=_KEY, allow_torchscript=allow_torchscript,
+                                    torchscript_key="MODEL.TEXT.ALLOW_TORCHSCRIPT")
     return unwrap(raw, LoadReport(source=description), key=_KEY)
 
 
@@ -173,7 +174,8 @@ def build_text_encoder(cfg) -> Tuple[TextEncoder, str]:
     if not pretrained:
         report = f"  {name}: random init"
     elif is_file:
-        state, layout = text_state_from_clip(read_text_weights(pretrained))
+        state, layout = text_state_from_clip(
+            read_text_weights(pretrained, allow_torchscript=bool(t.ALLOW_TORCHSCRIPT)))
         report = f"  {name}: " + load_text_weights(tower, state, f"{pretrained} ({layout})").strip()
     else:
         state = _pretrained_text_state(t.OPEN_CLIP_MODEL, pretrained)

@@ -32,6 +32,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from configs.validate import TGMIM_MASK_MODES
+
 
 def random_token_mask(batch: int, grid: Tuple[int, int], ratio: float,
                       device=None) -> torch.Tensor:
@@ -111,8 +113,9 @@ class TGMIMHead(nn.Module):
             raise ValueError(f"LOSS.TGMIM.HEADS {heads} must divide the image width {dim}")
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"LOSS.TGMIM.MASK_RATIO {mask_ratio} must be in (0, 1)")
-        if mask_mode not in ("random", "block"):
-            raise ValueError(f"LOSS.TGMIM.MASK_MODE '{mask_mode}' is not 'random' or 'block'")
+        if mask_mode not in TGMIM_MASK_MODES:
+            raise ValueError(f"LOSS.TGMIM.MASK_MODE '{mask_mode}' is not one of "
+                             f"{list(TGMIM_MASK_MODES)}")
         self.grid = tuple(grid)
         self.stride = int(stride)
         self.mask_ratio = float(mask_ratio)

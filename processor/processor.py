@@ -9,10 +9,11 @@ at the start and gives every epoch its PhaseState. One epoch (1-based ``epoch``)
   composed loss with the state's weights, finite check, backward, frozen parameters' gradients
   dropped, optional clipping, step; the epoch hooks (processor/hooks.py) see the first batch)
   -> one log line with the phase, K and every loss component, lr, time and images/s
-  (+ tensorboard: the same, plus the phase index and every weight) -> evaluation every
-  SOLVER.EVAL_PERIOD epochs and at the last epoch (unless the period is 0) ->
+  (+ tensorboard: the same, plus the phase index and every weight) ->
   transformer_<epoch>.pth every SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch ->
-  resume.pth.
+  resume.pth -> evaluation every SOLVER.EVAL_PERIOD epochs and at the last epoch (unless the
+  period is 0). Saving comes first, so an evaluation that fails (a corrupt test image, an
+  out-of-memory) never costs the epoch's checkpoint or resume state.
 
 A non-finite loss stops the run with FloatingPointError naming the component; it is raised
 before the optimiser step, so the weights and every checkpoint on disk stay as they were.
@@ -293,9 +294,11 @@ class Trainer:
             stats = self.train_epoch(epoch, state)
             if self.rank == 0:
                 self.log_epoch(epoch, stats, state)
+            # save before evaluating: a failing evaluation leaves this epoch's checkpoint and
+            # resume.pth on disk (the RNG state saved is the one after evaluation: it forks)
+            self.save(epoch, {"phase": state.name, "K": state.num_instances})
             metrics = self.evaluate(epoch)
             last_metrics = metrics or last_metrics
-            self.save(epoch, {"phase": state.name, "K": state.num_instances})
         return last_metrics
 
 

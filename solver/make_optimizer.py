@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from configs.validate import OPTIMIZERS
+
 _NO_DECAY_NAMES = ("cls_token", "pos_embed", "dist_token", "sie_embed")
 
 
@@ -81,7 +83,8 @@ def make_optimizer(cfg, model: torch.nn.Module, center_loss: Optional[torch.nn.M
     elif s.OPTIMIZER_NAME == "AdamW":
         optimizer = torch.optim.AdamW(groups, lr=s.BASE_LR)
     else:
-        raise ValueError(f"SOLVER.OPTIMIZER_NAME '{s.OPTIMIZER_NAME}' is not SGD, Adam or AdamW")
+        raise ValueError(f"SOLVER.OPTIMIZER_NAME '{s.OPTIMIZER_NAME}' is not one of "
+                         f"{list(OPTIMIZERS)}")
     center_optimizer = None
     if center_loss is not None:
         center_optimizer = torch.optim.SGD(center_loss.parameters(), lr=cfg.LOSS.CENTER.LR)

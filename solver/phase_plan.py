@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from configs.validate import PHASE_METRICS
+
 logger = logging.getLogger("phasereid")
 
-METRICS = ("triplet", "tripletx", "routed", "none")
+METRICS = PHASE_METRICS   # stated once in configs/validate.py
 # every weight the state carries (the loss composer's component names)
 WEIGHT_NAMES = ("id", "triplet", "tripletx", "center", "supcon", "isgvfc", "circle", "tgmim")
 # losses scheduled by LOSS.<NAME>.W_SEQ, with the switch that enables each

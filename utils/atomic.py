@@ -12,6 +12,7 @@ is gone (``utils/tempfiles.py``), so the next run in a folder cleans up after a 
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -53,9 +54,13 @@ def atomic_write(path: str, mode: str, write: Callable[[IO], None], suffix: str 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} (the "
+                          f"partial temporary file was removed; free space in {folder} and "
+                          "rerun: training resumes after the last complete epoch)") from exc
         raise
 
 

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from configs.validate import DISTANCES
 from utils.results import EvalResult
 
 ArrayLike = Union[np.ndarray, torch.Tensor, list, tuple]
 
-METRICS = ("euclidean", "cosine")
+METRICS = DISTANCES   # TEST.DISTANCE values, stated once in configs/validate.py
 # Budget for the temporaries of one query block (distance rows, sorted copy, masks).
 _BLOCK_BYTES = 1 << 30
 # Rough temporary bytes per (query, gallery) element of a block: distance (4-8), its sorted copy

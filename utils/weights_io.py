@@ -19,13 +19,18 @@ Sources of :func:`read_weights`:
   ``open_clip.create_model(model_name, pretrained=tag)`` (a download);
 - a ``.safetensors`` file (needs the safetensors package);
 - an OpenAI TorchScript archive (OpenAI's released CLIP ``.pt`` files), only where the caller
-  allows it (``allow_torchscript``): ``torch.jit.load(...).state_dict()``;
+  allows it (``allow_torchscript``, opt-in by a config key such as
+  MODEL.TEXT.ALLOW_TORCHSCRIPT, and logged: torch.jit.load runs code from the archive):
+  ``torch.jit.load(...).state_dict()``;
+- a text file (a YAML config passed as a weight, ...): an error that says what it is;
 - any other file: ``torch.load(..., map_location='cpu', weights_only=True)``. Only tensors and
   plain Python values unpickle, so opening a downloaded file never runs code; a file that needs
-  more is an error that says so. A JAX ``.npz`` is an error that says how to convert it.
+  more is an error in our words (never torch's advice to retry without ``weights_only``, which
+  would run the file's code). A JAX ``.npz`` is an error that says how to convert it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -39,6 +44,7 @@ import torch.nn.functional as F
 from utils.packages import import_open_clip
 
 StateDict = Dict[str, torch.Tensor]
+logger = logging.getLogger("phasereid")
 
 
 class OpenClipPretrained(NamedTuple):
@@ -72,14 +78,15 @@ class WeightFileError(RuntimeError):
 
 # ---------------------------------------------------------------------------- reading
 def read_weights(source: Source, key: str = "", allow_torchscript: bool = False,
-                 mmap: bool = False) -> Tuple[object, str]:
+                 mmap: bool = False, torchscript_key: str = "") -> Tuple[object, str]:
     """Read a weight source (see the module docstring) into a (possibly wrapped) object.
 
     Args:
         source: a file path, ``'timm:<model_name>'``, an :class:`OpenClipPretrained` or a mapping.
         key: the config key that names the source (e.g. 'MODEL.PRETRAIN_PATH'), for messages.
-        allow_torchscript: read OpenAI TorchScript archives (torch.jit.load) instead of refusing
-            them.
+        allow_torchscript: read OpenAI TorchScript archives (torch.jit.load, which runs code
+            from the archive; logged) instead of refusing them.
+        torchscript_key: the config key that sets ``allow_torchscript`` (named in the refusal).
         mmap: memory-map a torch file instead of reading it whole (e.g. to read one field of a
             large resume.pth).
 
@@ -122,26 +129,71 @@ def read_weights(source: Source, key: str = "", allow_torchscript: bool = False,
                               "save model.state_dict() with torch.save and use that file", key)
     if is_torchscript_archive(path):
         if not allow_torchscript:
+            opt_in = (f", or set {torchscript_key} True to read it with torch.jit.load (which "
+                      "runs code from the archive)") if torchscript_key else ""
             raise WeightFileError(path, "it is a TorchScript archive (torch.jit.save); save its "
                                   "state dict with torch.save(torch.jit.load(path)"
-                                  ".state_dict(), 'weights.pth') and use that file", key)
+                                  f".state_dict(), 'weights.pth') and use that file{opt_in}", key)
+        logger.warning("%s: reading TorchScript archive %s with torch.jit.load (opted in%s)",
+                       key or "weights", path, f" by {torchscript_key}" if torchscript_key else "")
         try:
             return torch.jit.load(path, map_location="cpu").state_dict(), path
         except Exception as exc:  # a damaged archive
             raise WeightFileError(path, str(exc), key) from exc
+    text_kind = text_file_kind(path)
+    if text_kind:
+        raise WeightFileError(path, f"{path} is a text file ({text_kind}), not a weight file; "
+                              "give a .pth / .safetensors weight file (a PhaseReID checkpoint "
+                              "is transformer_<epoch>.pth)", key)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), path
     except pickle.UnpicklingError as exc:
         if "weights_only" not in str(exc) and "Weights only" not in str(exc):
-            raise WeightFileError(path, str(exc), key) from exc
-        first_line = str(exc).strip().splitlines()[0]
+            raise WeightFileError(path, _own_words(exc), key) from exc
         raise WeightFileError(
             path, "it holds Python objects other than tensors and plain values, and weight files "
             "are read with torch.load(..., weights_only=True) so that opening one never runs "
-            "code. If you trust the file, load it once with weights_only=False and torch.save "
-            f"its state dict to a new file ({first_line})", key) from exc
+            f"code{_unsupported_global(exc)}. Only a file holding just tensors and plain values "
+            "(a state dict) can be used; ask its author for one", key) from None
     except Exception as exc:  # truncated / corrupt file, not a torch file at all
-        raise WeightFileError(path, str(exc), key) from exc
+        raise WeightFileError(path, _own_words(exc), key) from exc
+
+
+def _unsupported_global(exc: BaseException) -> str:
+    """' (it needs <the global torch refused>)' from torch's weights_only error, else ''."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f" (it needs {match.group(1)})" if match else ""
+
+
+def _own_words(exc: BaseException) -> str:
+    """torch's message without its advice to load with weights_only=False (which would run the
+    file's code): the first line only, or our own words when that line is the advice."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "weights_only" in first or "Weights only" in first:
+        return "it is not a weights-only torch file (truncated, corrupt or another format)"
+    return first
+
+
+def text_file_kind(path: str, probe: int = 4096) -> str:
+    """'YAML' / 'JSON' / 'plain text' when the file's first ``probe`` bytes are text (UTF-8, no
+    NUL byte: torch, zip and safetensors files always have one early), '' for a binary file."""
+    with open(path, "rb") as f:
+        head = f.read(probe)
+    if not head or b"\0" in head:
+        return ""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:   # a multi-byte character cut at the probe's end is still text
+        try:
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return ""
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        return "JSON"
+    if re.match(r"^(---|%YAML|[A-Za-z_][\w.-]*\s*:)", stripped):
+        return "YAML"
+    return "plain text"
 
 
 def is_torchscript_archive(path: str) -> bool:

@@ -11,7 +11,8 @@ from typing import List
 
 import numpy as np
 
-from ..bases import CAPTION_LANGS
+from configs.validate import CAPTION_LANGS
+
 from .identities import TWIN_DETAILS
 from .seeds import choice
 

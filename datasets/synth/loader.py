@@ -5,7 +5,9 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
-from ..bases import CAPTION_LANGS, DatasetFormatError, Record, ReIDDataset
+from configs.validate import CAPTION_LANGS
+
+from ..bases import DatasetFormatError, Record, ReIDDataset
 from ..market1501 import load_market_style
 from . import render
 from .generator import generate_synthpedes, read_json, read_meta

@@ -1,0 +1,322 @@
+"""Config validation at load time: every value is checked once, before any work.
+
+``configs.load_config`` calls :func:`check_config` after merging defaults, the recipe (with its
+``_BASE_`` chain) and the command line, so ``train.py``, ``test.py`` and the launcher all refuse a
+bad value (``TEST.DISTANCE cosin``, ``SOLVER.BASE_LR -1``, a missing ``MODEL.PRETRAIN_PATH``)
+before they train, write or download anything. The error lists every bad key with its value and
+what is allowed.
+
+One place per rule:
+
+- the allowed values of an enumeration are stated once, here (the module constants below); the
+  modules that act on a key import them from here (``configs`` is the lowest floor: it imports
+  nothing from ``datasets``, ``model``, ``losses``, ``solver``, ``processor`` or ``utils``). A
+  module keeps a check of its own only for runtime arguments (a function called directly with a
+  bad argument, e.g. ``losses.brightness.brightness_gate(mode=...)``), and that check uses the
+  same constant;
+- ranges and paths are stated in :data:`RULES` (one line per key) and :func:`path_problems`;
+- rules that need the dataset or the model (P x K divisibility per phase: ``PhasePlan`` and
+  ``datasets.make_dataloader.check_train_batches``; the ViT preset names of
+  ``MODEL.TRANSFORMER_TYPE``, the dataset names of ``DATASETS.NAMES`` and the interpolation names
+  of ``INPUT.INTERPOLATION``, which are the keys of their registries) stay where that knowledge
+  lives; ``train.py`` runs them before epoch 1.
+
+Paths: ``MODEL.PRETRAIN_PATH`` must name an existing file when ``MODEL.PRETRAIN_CHOICE`` reads it
+('self', or 'imagenet' unless it is a ``'timm:<model name>'`` hub tag). Open_clip pretrained tags
+(``MODEL.CLIP_PRETRAIN``, ``MODEL.TEXT.PRETRAINED``) may be tags or files and are resolved where
+they are read. Path checks are skipped for a checkpoint's stored config (``config_text``): it
+describes a run that already happened, possibly on another machine.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import re
+from typing import Dict, List, Optional, Sequence
+
+# ---------------------------------------------------------------- enumerations (stated once)
+MODEL_NAMES = ("transformer", "resnet50")
+PRETRAIN_CHOICES = ("imagenet", "self", "none")
+NECKS = ("bnneck", "no")
+CLIP_IMPLS = ("open_clip", "hf")
+CLIP_FUSIONS = ("minimal", "quickwin")
+FEAT_SRCS = ("pre_bn", "bnneck")
+NECK_FEATS = ("before", "after")
+DISTANCES = ("euclidean", "cosine")
+SAMPLERS = ("pk", "random")
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+SCHEDULERS = ("cosine", "multistep")
+LOSS_NAMES = ("id", "triplet", "center")
+PHASE_METRICS = ("triplet", "tripletx", "routed", "none")
+BRIGHTNESS_MODES = ("hard", "soft")
+CAM_AWARE_MODES = ("exclude", "denominator")
+SUPCON_POS_RULES = ("class",)
+CIRCLE_FORMS = ("pairwise", "batch")
+TGMIM_MASK_MODES = ("random", "block")
+CAPTION_SOURCES = ("annotation", "attributes", "none")
+CAPTION_LANGS = ("en", "vi")
+VEHICLEID_TEST_SIZES = (800, 1600, 2400)
+TIMM_PREFIX = "timm:"
+
+
+class ConfigError(ValueError):
+    """One or more config values are invalid; the message lists each key, value and rule."""
+
+
+# ---------------------------------------------------------------- rule kinds
+class OneOf:
+    """The value is one of ``choices``."""
+
+    def __init__(self, choices: Sequence):
+        self.choices = tuple(choices)
+
+    def problem(self, value) -> Optional[str]:
+        if value in self.choices:
+            return None
+        return f"is not one of {list(self.choices)}"
+
+
+class EachOneOf(OneOf):
+    """A list whose every entry is one of ``choices`` (``hint``: appended to the message)."""
+
+    def __init__(self, choices: Sequence, hint: str = ""):
+        super().__init__(choices)
+        self.hint = hint
+
+    def problem(self, value) -> Optional[str]:
+        bad = [v for v in value if v not in self.choices]
+        if not bad:
+            return None
+        entries = "an unknown entry" if len(bad) == 1 else "unknown entries"
+        return (f"has {entries}: {', '.join(repr(b) for b in bad)} "
+                f"{'is' if len(bad) == 1 else 'are'} not one of {list(self.choices)}{self.hint}")
+
+
+class Number:
+    """A number in a range: ``low``/``high`` bounds (None = open), ``strict`` excludes them;
+    ``integer`` also requires an int."""
+
+    def __init__(self, low=None, high=None, low_strict=False, high_strict=False,
+                 integer=False):
+        self.low, self.high = low, high
+        self.low_strict, self.high_strict, self.integer = low_strict, high_strict, integer
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_strict else '>='} {self.low}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_strict else '<='} {self.high}")
+        return f"{kind} {' and '.join(parts)}".strip()
+
+    def ok(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.integer and not isinstance(value, numbers.Integral):
+            return False
+        if self.low is not None and (value <= self.low if self.low_strict else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_strict
+                                      else value > self.high):
+            return False
+        return True
+
+    def problem(self, value) -> Optional[str]:
+        return None if self.ok(value) else f"must be {self.describe()}"
+
+
+class Numbers(Number):
+    """A list of ``length`` numbers (any length when None), each as :class:`Number`."""
+
+    def __init__(self, length: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.length = length
+
+    def problem(self, value) -> Optional[str]:
+        size = f"{self.length} entries, each " if self.length else "entries each "
+        if (self.length is not None and len(value) != self.length) or \
+                not all(self.ok(v) for v in value):
+            return f"must have {size}{self.describe()}"
+        return None
+
+
+class Matches:
+    """A string matching ``pattern`` (described as ``what``)."""
+
+    def __init__(self, pattern: str, what: str):
+        self.pattern, self.what = re.compile(pattern), what
+
+    def problem(self, value) -> Optional[str]:
+        return None if self.pattern.fullmatch(str(value)) else f"is not {self.what}"
+
+
+POSITIVE = Number(0, low_strict=True)
+NON_NEGATIVE = Number(0)
+PROBABILITY = Number(0, 1)
+POSITIVE_INT = Number(1, integer=True)
+NON_NEGATIVE_INT = Number(0, integer=True)
+RATE = Number(0, 1, high_strict=True)   # dropout rates, label smoothing: [0, 1)
+
+# ---------------------------------------------------------------- the table: key -> rule
+RULES: Dict[str, object] = {
+    "MODEL.DEVICE": Matches(r"auto|cpu|cuda(:\d+)?", "'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
+    "MODEL.NAME": OneOf(MODEL_NAMES),
+    "MODEL.VIT_DEPTH": NON_NEGATIVE_INT,
+    "MODEL.PRETRAIN_CHOICE": OneOf(PRETRAIN_CHOICES),
+    "MODEL.STRIDE_SIZE": Numbers(2, low=1, integer=True),
+    "MODEL.DROP_PATH": RATE,
+    "MODEL.DROP_OUT": RATE,
+    "MODEL.ATT_DROP_RATE": RATE,
+    "MODEL.SHIFT_NUM": POSITIVE_INT,
+    "MODEL.SHUFFLE_GROUP": POSITIVE_INT,
+    "MODEL.DEVIDE_LENGTH": POSITIVE_INT,
+    "MODEL.LAST_STRIDE": OneOf((1, 2)),
+    "MODEL.NECK": OneOf(NECKS),
+    "MODEL.CLIP_IMPL": OneOf(CLIP_IMPLS),
+    "MODEL.CLIP_FUSION": OneOf(CLIP_FUSIONS),
+    "MODEL.CLIP_INPUT_SIZE": Numbers(2, low=1, integer=True),
+    "MODEL.CLIP_LR_SCALE": NON_NEGATIVE,
+    "MODEL.TEXT.CONTEXT_LENGTH": Number(2, integer=True),
+    "MODEL.TEXT.LR_SCALE": NON_NEGATIVE,
+    "INPUT.SIZE_TRAIN": Numbers(2, low=1, integer=True),
+    "INPUT.SIZE_TEST": Numbers(2, low=1, integer=True),
+    "INPUT.PROB": PROBABILITY,
+    "INPUT.RE_PROB": PROBABILITY,
+    "INPUT.PADDING": NON_NEGATIVE_INT,
+    "INPUT.PIXEL_MEAN": Numbers(3),
+    "INPUT.PIXEL_STD": Numbers(3, low=0, low_strict=True),
+    "DATASETS.VEHICLEID_TEST_SIZE": OneOf(VEHICLEID_TEST_SIZES),
+    "DATASETS.VEHICLEID_TRIALS": POSITIVE_INT,
+    "DATASETS.SYNTH_TRAIN_IDS": POSITIVE_INT,
+    "DATASETS.SYNTH_TEST_IDS": POSITIVE_INT,
+    "DATASETS.SYNTH_SEED": NON_NEGATIVE_INT,
+    "DATASETS.SYNTH_IMAGE_SIZE": Numbers(2, low=32, integer=True),
+    "DATASETS.CAPTION_SOURCE": OneOf(CAPTION_SOURCES),
+    "DATASETS.CAPTION_LANG": OneOf(CAPTION_LANGS),
+    "DATALOADER.SAMPLER": OneOf(SAMPLERS),
+    "DATALOADER.NUM_INSTANCE": POSITIVE_INT,
+    "DATALOADER.NUM_WORKERS": NON_NEGATIVE_INT,
+    "DATALOADER.PHASED.K_WHEN_TRIPLETX": POSITIVE_INT,
+    "DATALOADER.PHASED.K_WHEN_SUPCON": POSITIVE_INT,
+    "DATALOADER.PHASED.K_OTHER": POSITIVE_INT,
+    "SOLVER.OPTIMIZER_NAME": OneOf(OPTIMIZERS),
+    "SOLVER.BASE_LR": POSITIVE,
+    "SOLVER.MOMENTUM": Number(0, 1, high_strict=True),
+    "SOLVER.WEIGHT_DECAY": NON_NEGATIVE,
+    "SOLVER.BIAS_LR_FACTOR": NON_NEGATIVE,
+    "SOLVER.SCHEDULER": OneOf(SCHEDULERS),
+    "SOLVER.MAX_EPOCHS": POSITIVE_INT,
+    "SOLVER.WARMUP_EPOCHS": NON_NEGATIVE_INT,
+    "SOLVER.WARMUP_FACTOR": Number(0, 1, low_strict=True),
+    "SOLVER.COSINE_MIN_FACTOR": PROBABILITY,
+    "SOLVER.STEPS": Numbers(low=1, integer=True),
+    "SOLVER.GAMMA": POSITIVE,
+    "SOLVER.IMS_PER_BATCH": POSITIVE_INT,
+    "SOLVER.SEED": Number(0, 2 ** 32 - 1, integer=True),
+    "SOLVER.GRAD_CLIP": NON_NEGATIVE,
+    "SOLVER.CHECKPOINT_PERIOD": NON_NEGATIVE_INT,
+    "SOLVER.EVAL_PERIOD": NON_NEGATIVE_INT,
+    "LOSS.NAMES": EachOneOf(LOSS_NAMES, hint=" (unknown losses? an auxiliary loss is switched "
+                            "on by its own LOSS.<NAME>.ENABLE True, not by LOSS.NAMES)"),
+    "LOSS.ID.W": NON_NEGATIVE,
+    "LOSS.ID.LABEL_SMOOTH": RATE,
+    "LOSS.TRIPLET.W": NON_NEGATIVE,
+    "LOSS.TRIPLET.MARGIN": NON_NEGATIVE,
+    "LOSS.TRIPLET.FEAT_SRC": OneOf(FEAT_SRCS),
+    "LOSS.CENTER.W": NON_NEGATIVE,
+    "LOSS.CENTER.LR": POSITIVE,
+    "LOSS.TRIPLETX.W": NON_NEGATIVE,
+    "LOSS.TRIPLETX.MARGIN": NON_NEGATIVE,
+    "LOSS.TRIPLETX.WARMUP_EPOCHS": NON_NEGATIVE_INT,
+    "LOSS.TRIPLETX.K": POSITIVE_INT,
+    "LOSS.TRIPLETX.SAME_CAM_NEG_BOOST": POSITIVE,
+    "LOSS.TRIPLETX.ALPHA": NON_NEGATIVE,
+    "LOSS.TRIPLETX.FEAT_SRC": OneOf(FEAT_SRCS),
+    "LOSS.SUPCON.T": POSITIVE,
+    "LOSS.SUPCON.W": NON_NEGATIVE,
+    "LOSS.SUPCON.FEAT_SRC": OneOf(FEAT_SRCS),
+    "LOSS.SUPCON.CAM_AWARE_MODE": OneOf(CAM_AWARE_MODES),
+    "LOSS.SUPCON.POS_RULE": OneOf(SUPCON_POS_RULES),
+    "LOSS.SUPCON.PROJ_HIDDEN": POSITIVE_INT,
+    "LOSS.SUPCON.PROJ_DIM": POSITIVE_INT,
+    "LOSS.BRIGHTNESS.THRESH": PROBABILITY,
+    "LOSS.BRIGHTNESS.K": NON_NEGATIVE,   # > 0 with MODE 'soft': losses.brightness.check_gate
+    "LOSS.BRIGHTNESS.MODE": OneOf(BRIGHTNESS_MODES),
+    "LOSS.BRIGHTNESS.SUPCON_DARK_WEIGHT": NON_NEGATIVE,
+    "LOSS.ISGVFC.W": NON_NEGATIVE,
+    "LOSS.ISGVFC.T": POSITIVE,
+    "LOSS.ISGVFC.FEAT_SRC": OneOf(FEAT_SRCS),
+    "LOSS.CIRCLE.W": NON_NEGATIVE,
+    "LOSS.CIRCLE.FORM": OneOf(CIRCLE_FORMS),
+    "LOSS.CIRCLE.M": NON_NEGATIVE,
+    "LOSS.CIRCLE.GAMMA": POSITIVE,
+    "LOSS.CIRCLE.FEAT_SRC": OneOf(FEAT_SRCS),
+    "LOSS.TGMIM.W": NON_NEGATIVE,
+    "LOSS.TGMIM.MASK_RATIO": Number(0, 1, low_strict=True, high_strict=True),
+    "LOSS.TGMIM.MASK_MODE": OneOf(TGMIM_MASK_MODES),
+    "LOSS.TGMIM.DECODER_DIM": POSITIVE_INT,
+    "LOSS.TGMIM.HEADS": POSITIVE_INT,
+    "LOSS.PHASED.BOUNDARIES": Numbers(low=1, integer=True),
+    "LOSS.PHASED.METRIC_SEQ": EachOneOf(PHASE_METRICS),
+    "LOSS.PHASED.TRIPLETX_END": NON_NEGATIVE_INT,
+    "TEST.IMS_PER_BATCH": POSITIVE_INT,
+    "TEST.NECK_FEAT": OneOf(NECK_FEATS),
+    "TEST.DISTANCE": OneOf(DISTANCES),
+    "TEST.RE_RANKING_K1": POSITIVE_INT,
+    "TEST.RE_RANKING_K2": POSITIVE_INT,
+    "TEST.RE_RANKING_LAMBDA": PROBABILITY,
+    "TEST.MAX_RANK": POSITIVE_INT,
+    "TEST.EVAL_BLOCK": NON_NEGATIVE_INT,
+    "TEST.VIS_QUERIES": NON_NEGATIVE_INT,
+    "TEST.VIS_TOPK": POSITIVE_INT,
+}
+
+
+def _value(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def value_problems(cfg) -> List[str]:
+    """"KEY 'value' <what is wrong>" for every value that breaks its rule in :data:`RULES`."""
+    problems = []
+    for key, rule in RULES.items():
+        value = _value(cfg, key)
+        problem = rule.problem(value)
+        if problem:
+            problems.append(f"{key} {value!r} {problem}")
+    return problems
+
+
+def path_problems(cfg) -> List[str]:
+    """Paths the config will read that do not exist (see the module docstring)."""
+    m = cfg.MODEL
+    problems = []
+    if m.PRETRAIN_CHOICE in ("imagenet", "self"):
+        path = m.PRETRAIN_PATH
+        hub_tag = m.PRETRAIN_CHOICE == "imagenet" and path.startswith(TIMM_PREFIX)
+        if not path:
+            what = "a weight file" + (" or 'timm:<model name>'"
+                                      if m.PRETRAIN_CHOICE == "imagenet" else "")
+            problems.append(f"MODEL.PRETRAIN_PATH is empty but MODEL.PRETRAIN_CHOICE "
+                            f"'{m.PRETRAIN_CHOICE}' reads it: give {what}, or set "
+                            "MODEL.PRETRAIN_CHOICE 'none' for random init")
+        elif not hub_tag and not os.path.isfile(path):
+            problems.append(f"MODEL.PRETRAIN_PATH {path!r} does not exist (MODEL.PRETRAIN_CHOICE "
+                            f"'{m.PRETRAIN_CHOICE}' reads it)")
+    return problems
+
+
+def check_config(cfg, check_paths: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every invalid value of ``cfg`` (and, with
+    ``check_paths``, every missing path it reads)."""
+    problems = value_problems(cfg)
+    if check_paths:
+        problems += path_problems(cfg)
+    if problems:
+        raise ConfigError("invalid config value(s):\n  " + "\n  ".join(problems)
+                          + "\n(keys and their meaning: configs/defaults.py; rules: "
+                            "configs/validate.py)")
