@@ -1,4 +1,5 @@
 """Shared test fixtures: repo root on sys.path, tiny configs, SynthPedes meta.json readers."""
+import hashlib
 import json
 import os
 import sys
@@ -57,3 +58,14 @@ def tiny_opts(synth_root, output_dir, **overrides):
     }
     opts.update({k: str(v) for k, v in overrides.items()})
     return [item for pair in opts.items() for item in pair]
+
+
+def tree_digest(folder):
+    """{relative path: sha256} of every file under ``folder``."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return found

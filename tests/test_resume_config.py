@@ -1,7 +1,6 @@
 """train.py never resumes under another config silently (issue 13 item 2): resume.pth stores the
 resolved config; identical training keys resume, a raised MAX_EPOCHS needs --allow-extend and is
 recorded as a segment, anything else is refused before anything is written."""
-import hashlib
 import json
 import os
 import shutil
@@ -11,7 +10,7 @@ import torch
 import yaml
 
 import train as train_script
-from conftest import tiny_opts
+from conftest import tiny_opts, tree_digest
 from utils.checkpoint import list_checkpoints, load_checkpoint
 
 # utils.provenance / utils.segments are imported inside the tests, so that on code without them
@@ -36,17 +35,6 @@ def run_dir(trained, tmp_path):
     return out
 
 
-def snapshot(folder):
-    """{relative path: sha256} of every file under ``folder``."""
-    found = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return found
-
-
 def test_resume_pth_stores_the_config_and_history_records_the_first_segment(run_dir):
     from utils.provenance import config_fingerprint
     stored = load_checkpoint(os.path.join(run_dir, "resume.pth"))["config"]
@@ -66,7 +54,7 @@ def test_resume_pth_stores_the_config_and_history_records_the_first_segment(run_
 ])
 def test_another_config_is_refused_before_anything_is_written(synth_root, run_dir, changes,
                                                                named):
-    before = snapshot(run_dir)
+    before = tree_digest(run_dir)
     opts = tiny_opts(synth_root, run_dir, **{**ONE_EPOCH, **changes})
     for argv in (opts, ["--allow-extend"] + opts):   # the flag allows extensions only
         with pytest.raises(ResumeRefused) as err:
@@ -77,18 +65,18 @@ def test_another_config_is_refused_before_anything_is_written(synth_root, run_di
         for line in named:
             assert line in message
         assert "another OUTPUT_DIR" in message and "resume.pth" in message
-        assert snapshot(run_dir) == before     # config.yaml, logs, checkpoints: all untouched
+        assert tree_digest(run_dir) == before     # config.yaml, logs, checkpoints: all untouched
 
 
 def test_raised_max_epochs_needs_allow_extend_and_is_recorded(synth_root, run_dir):
     from utils.provenance import config_fingerprint
     first_config = open(os.path.join(run_dir, "config.yaml")).read()
     opts = tiny_opts(synth_root, run_dir, **{**ONE_EPOCH, "SOLVER.MAX_EPOCHS": 2})
-    before = snapshot(run_dir)
+    before = tree_digest(run_dir)
     with pytest.raises(ResumeRefused, match="--allow-extend") as err:
         train_script.main(opts)
     assert "SOLVER.MAX_EPOCHS: 1 -> 2" in str(err.value) and "schedule" in str(err.value)
-    assert snapshot(run_dir) == before
+    assert tree_digest(run_dir) == before
 
     assert train_script.main(["--allow-extend"] + opts) == 0
     assert sorted(list_checkpoints(run_dir)) == [1, 2]
@@ -106,9 +94,9 @@ def test_raised_max_epochs_needs_allow_extend_and_is_recorded(synth_root, run_di
     assert "Continuing after epoch 1 under a changed config" in log
 
     # the same command again: identical to segment 2, complete, nothing to do or record
-    before = snapshot(run_dir)
+    before = tree_digest(run_dir)
     assert train_script.main(opts) == 0
-    after = snapshot(run_dir)
+    after = tree_digest(run_dir)
     assert {k: v for k, v in after.items() if k != "train_log.txt"} == {
         k: v for k, v in before.items() if k != "train_log.txt"}
 
@@ -140,10 +128,10 @@ def test_resume_file_without_a_config_is_refused_unless_allowed(synth_root, run_
     torch.save(old, path)
     os.remove(os.path.join(run_dir, "history.json"))
     opts = tiny_opts(synth_root, run_dir, **{**ONE_EPOCH, "SOLVER.MAX_EPOCHS": 2})
-    before = snapshot(run_dir)
+    before = tree_digest(run_dir)
     with pytest.raises(ResumeRefused, match="does not record the config"):
         train_script.main(opts)
-    assert snapshot(run_dir) == before
+    assert tree_digest(run_dir) == before
     assert train_script.main(["--allow-extend"] + opts) == 0
     segments = json.load(open(os.path.join(run_dir, "history.json")))["segments"]
     assert segments[0]["config_sha256"] is None and segments[0]["last_epoch"] == 1

@@ -1,6 +1,5 @@
 """SynthPedes: determinism, Market-1501 layout through the real parser, cameras, captions,
 near-twins, atomic writes. A tiny dataset (12 identities, 6 train / 6 test) keeps it fast."""
-import hashlib
 import itertools
 import json
 import os
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dark_cameras, near_twin_pairs
+from conftest import dark_cameras, near_twin_pairs, tree_digest
 from datasets import synth
 from datasets.market1501 import MARKET_PATTERN, load_market_style
 from datasets.synth import (ATTRIBUTE_KEYS, MIN_IDENTITY_DISTANCE, TWIN_DETAILS, attribute_distance,
@@ -22,17 +21,6 @@ from datasets.synth import render as synth_render
 IDS, TRAIN, SEED = 12, 6, 3
 FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 VI_DIACRITICS = set("ăâđêôơưàáạảãằắặẳẵầấậẩẫèéẹẻẽềếệểễìíịỉĩòóọỏõồốộổỗờớợởỡùúụủũừứựửữỳýỵỷỹ")
-
-
-def _tree_digest(dataset_dir):
-    """{relative path: sha1} of every file under the dataset folder."""
-    out = {}
-    for base, _, files in os.walk(dataset_dir):
-        for name in files:
-            path = os.path.join(base, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, dataset_dir)] = hashlib.sha1(f.read()).hexdigest()
-    return out
 
 
 def _luma(path):
@@ -56,10 +44,10 @@ def test_same_arguments_same_bytes_any_workers_other_seed_differs(tmp_path, tiny
     again = generate_synthpedes(str(tmp_path / "a"), IDS, SEED, train_ids=TRAIN, workers=2,
                                 progress=False)
     assert os.path.basename(again) == os.path.basename(reference)
-    ref, rep = _tree_digest(reference), _tree_digest(again)
+    ref, rep = tree_digest(reference), tree_digest(again)
     assert sorted(ref) == sorted(rep)
     assert ref == rep
-    other = _tree_digest(generate_synthpedes(str(tmp_path / "b"), IDS, SEED + 1, train_ids=TRAIN,
+    other = tree_digest(generate_synthpedes(str(tmp_path / "b"), IDS, SEED + 1, train_ids=TRAIN,
                                              workers=1, progress=False))
     assert ref["reid_raw.json"] != other["reid_raw.json"]
     images = lambda tree: {v for k, v in tree.items() if k.endswith(".jpg")}  # noqa: E731
