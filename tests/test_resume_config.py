@@ -11,7 +11,8 @@ import yaml
 
 import train as train_script
 from conftest import tiny_opts, tree_digest
-from utils.checkpoint import list_checkpoints, load_checkpoint
+from utils.checkpoint import load_checkpoint
+from utils.run_files import list_checkpoints
 
 # utils.provenance / utils.segments are imported inside the tests, so that on code without them
 # each test fails on the behaviour it checks (ResumeRefused is a ValueError)

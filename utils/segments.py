@@ -116,7 +116,7 @@ def record_segment(cfg, segment: Segment, command: str, write_text) -> List[str]
     """Write config.yaml / history.json / config_history/ for ``segment`` (rank 0, after
     :func:`plan_segment` accepted it); returns the paths written.
 
-    ``write_text(path, text)`` writes a file atomically (utils.checkpoint.atomic_write_text).
+    ``write_text(path, text)`` writes a file atomically (utils.atomic.atomic_write_text).
     """
     out = cfg.OUTPUT_DIR
     config_path = os.path.join(out, CONFIG_FILE)
