@@ -59,7 +59,8 @@ def test_next_resume_save_removes_temporaries_of_dead_writers_only(tmp_path):
 
     model = nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck.save_resume_state(str(tmp_path), 1, model, {"model": opt}, _Sched(), None)
+    ck.save_resume_state(str(tmp_path), 1, model, {"model": opt}, _Sched(), None,
+                         config=load_config().dump())
 
     assert not os.path.exists(dead) and not os.path.exists(old_nameless)
     for kept in (live, fresh_nameless, other_host_fresh, unrelated):
