@@ -21,7 +21,6 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from configs import load_config
-from datasets.bases import unseen_test_ids
 from datasets.make_dataloader import make_dataloader
 from model.make_model import make_model
 from model.weights import load_for_test
@@ -158,8 +157,8 @@ def evaluate_checkpoint(cfg, ckpt, meta, summary_path: str, logger) -> int:
         **evaluation,
         clip_fusion=clip_fusion,
         # test camera / view ids that no training image has (untrained SIE rows when SIE is on)
-        unseen_test_cameras=unseen_test_ids(ds)["camera"],
-        unseen_test_views=unseen_test_ids(ds)["view"],
+        unseen_test_cameras=data.unseen_test_ids["camera"],
+        unseen_test_views=data.unseen_test_ids["view"],
         seconds=round(time.time() - start, 2),
     )
     summary.write(summary_path)

@@ -30,7 +30,7 @@ K); the parsed dataset and the image dataset object are reused.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -177,6 +177,7 @@ class ReIDData:
     dataset: ReIDDataset
     train_set: ImageDataset
     test_loader: DataLoader
+    unseen_test_ids: dict = field(default_factory=dict)  # {'camera': [...], 'view': [...]}
 
     @property
     def num_classes(self) -> int:
@@ -196,10 +197,7 @@ def check_train_batches(cfg, ks_by_epoch: Sequence[tuple]) -> None:
     divide the per-process batch when DATALOADER.SAMPLER is 'pk' (the P x K sampler checks the
     same rule when it is built)."""
     batch = per_process_batch(cfg)
-    if cfg.DATALOADER.SAMPLER not in SAMPLERS:
-        raise ValueError(f"DATALOADER.SAMPLER '{cfg.DATALOADER.SAMPLER}' is not one of "
-                         f"{list(SAMPLERS)}")
-    if cfg.DATALOADER.SAMPLER != "pk":
+    if cfg.DATALOADER.SAMPLER != "pk":   # the value itself is checked at load (configs/validate)
         return
     for epoch, k in ks_by_epoch:
         check_pk_batch(batch, k, f"epoch {epoch}; DATALOADER.NUM_INSTANCE or "
@@ -277,11 +275,11 @@ def make_dataloader(cfg) -> ReIDData:
     """
     dataset = build_dataset_rank0_first(cfg)
     logger.info(dataset.statistics())
-    warn_unseen_test_ids(cfg, dataset)
+    unseen = warn_unseen_test_ids(cfg, dataset)
     tokenizer = None
     if cfg.DATASETS.CAPTION_SOURCE != "none":
         tokenizer = build_tokenizer(cfg)
     train_set = ImageDataset(dataset.train, build_transforms(cfg, is_train=True),
                              cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, tokenizer=tokenizer,
                              caption_seed=cfg.SOLVER.SEED)
-    return ReIDData(dataset, train_set, build_test_loader(cfg, dataset.test))
+    return ReIDData(dataset, train_set, build_test_loader(cfg, dataset.test), unseen)
