@@ -26,8 +26,12 @@ _C = CN()
 _C.MODEL = CN()
 # 'auto' = CUDA when available else CPU; or 'cpu' / 'cuda' / 'cuda:1'.
 _C.MODEL.DEVICE = "auto"
-# Backbone family: 'transformer' (TransReID ViT/DeiT) or 'resnet50' (timm ResNet-50 baseline).
+# Backbone family: 'transformer' (TransReID ViT/DeiT), 'resnet50' (timm ResNet-50 baseline) or
+# 'timm' (any timm model by MODEL.TIMM_NAME under the same BNNeck head; model/backbones/timm_net.py).
 _C.MODEL.NAME = "transformer"
+# timm model name for MODEL.NAME 'timm' (e.g. 'resnet18', 'resnet50', 'efficientnet_b0',
+# 'vit_small_patch16_224'); ViT-like models are built for INPUT.SIZE_TRAIN.
+_C.MODEL.TIMM_NAME = ""
 # ViT size preset: vit_tiny | vit_small | vit_base | deit_tiny | deit_small | deit_base
 # (patch 16; DeiT presets share the ViT architecture, only the weights differ).
 _C.MODEL.TRANSFORMER_TYPE = "vit_base"
@@ -60,7 +64,8 @@ _C.MODEL.SHIFT_NUM = 5
 _C.MODEL.SHUFFLE_GROUP = 2
 _C.MODEL.DEVIDE_LENGTH = 4
 _C.MODEL.RE_ARRANGE = True
-# ResNet-50 baseline: stride of the last stage (1 = BoT's 2x larger final map).
+# ResNet-50 baseline and timm ResNet-family models (MODEL.NAME 'timm' with a layer4): stride of
+# the last stage (1 = BoT's 2x larger final map; torchreid's ResNet-18/34 use 2).
 _C.MODEL.LAST_STRIDE = 1
 # 'bnneck' = BatchNorm after the global feature (bias frozen), classifier on the BN output;
 # 'no' = classifier on the raw feature.
@@ -194,6 +199,10 @@ _C.DATALOADER.NUM_INSTANCE = 4
 # DataLoader worker processes (0 = load in the main process). Does not change the trained weights:
 # every random choice of a training item is seeded by (SOLVER.SEED, epoch, item index).
 _C.DATALOADER.NUM_WORKERS = 4
+# Decode every training image once (resized to INPUT.SIZE_TRAIN) into one uint8 tensor in memory
+# (N x 3 x H x W bytes) and augment from there: the same tensors, so the same weights, without
+# the per-epoch JPEG decode (datasets/make_dataloader.py: decode_images).
+_C.DATALOADER.CACHE_IMAGES = False
 _C.DATALOADER.PHASED = CN()
 # Conditional P x K (Model B): K follows the phase state, IMS_PER_BATCH stays fixed and
 # P = IMS_PER_BATCH / K. K_WHEN_TRIPLETX while TripletX is active (metric 'tripletx' or

@@ -58,7 +58,7 @@ def _randint(low: int, high: int, generator: Optional[torch.Generator]) -> int:
 
 
 class RandomHorizontalFlip:
-    """Flip a PIL image left-right with probability ``p``: one draw ``u = torch.rand(1)``,
+    """Flip a PIL image (or a (C, H, W) tensor) left-right with probability ``p``: one draw ``u = torch.rand(1)``,
     flip iff ``u < p`` (torchvision ``RandomHorizontalFlip``)."""
 
     takes_generator = True
@@ -76,7 +76,7 @@ class RandomHorizontalFlip:
 
 
 class RandomCrop:
-    """Crop a PIL image to ``size`` (h, w) at a uniformly drawn position: top from
+    """Crop a PIL image (or a (C, H, W) tensor) to ``size`` (h, w) at a uniformly drawn position: top from
     ``randint(0, H - h + 1)`` first, then left from ``randint(0, W - w + 1)`` (torchvision
     ``RandomCrop.get_params``); an image of exactly that size is returned without a draw."""
 
@@ -86,7 +86,7 @@ class RandomCrop:
         self.size = (int(size[0]), int(size[1]))
 
     def __call__(self, img, generator: Optional[torch.Generator] = None):
-        w, h = img.size
+        _, h, w = TF.get_dimensions(img)   # PIL image or (C, H, W) tensor
         th, tw = self.size
         if h < th or w < tw:
             raise ValueError(f"RandomCrop: image {h}x{w} is smaller than the crop {th}x{tw}")
@@ -145,6 +145,19 @@ class RandomErasing:
         return f"RandomErasing(p={self.probability}, sl={self.sl}, sh={self.sh:.3f}, r1={self.r1})"
 
 
+class UInt8ToFloat:
+    """(C, H, W) uint8 tensor -> float32 in [0, 1]: ``T.ToTensor`` for an image already held as a
+    tensor (the same operation on the same bytes, so the same floats)."""
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if img.dtype != torch.uint8:
+            raise TypeError(f"UInt8ToFloat expects a uint8 tensor, got {img.dtype}")
+        return img.to(torch.float32).div(255)
+
+    def __repr__(self) -> str:
+        return "UInt8ToFloat()"
+
+
 class Compose:
     """``T.Compose`` that hands ``generator`` to its random steps (``takes_generator = True``);
     the deterministic torchvision steps are called as usual."""
@@ -168,25 +181,39 @@ def interpolation_mode(name: str) -> InterpolationMode:
     return _INTERPOLATIONS[name]
 
 
-def build_transforms(cfg, is_train: bool) -> Compose:
+def build_transforms(cfg, is_train: bool, cached: bool = False) -> Compose:
     """The train or test pipeline from the INPUT.* keys (PIL image in, normalised tensor out).
 
     Call it as ``pipeline(img, generator)``: the random steps of the training pipeline draw from
     ``generator`` only (module docstring); the test pipeline draws nothing.
+
+    ``cached=True`` (training only) gives the pipeline after its deterministic prefix
+    (:func:`cache_transform`): it takes the (3, H, W) uint8 tensor that prefix made and returns
+    exactly the tensor the full pipeline returns for the same image and generator (flip, pad and
+    crop move the same bytes; ``UInt8ToFloat`` is ``ToTensor``'s conversion).
     """
     interp = interpolation_mode(cfg.INPUT.INTERPOLATION)
     normalize = T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
     if not is_train:
+        if cached:
+            raise ValueError("build_transforms: cached=True is for the training pipeline only")
         return Compose([T.Resize(list(cfg.INPUT.SIZE_TEST), interpolation=interp),
                         T.ToTensor(), normalize])
-    steps = [T.Resize(list(cfg.INPUT.SIZE_TRAIN), interpolation=interp),
-             RandomHorizontalFlip(p=cfg.INPUT.PROB)]
+    steps = [] if cached else [T.Resize(list(cfg.INPUT.SIZE_TRAIN), interpolation=interp)]
+    steps.append(RandomHorizontalFlip(p=cfg.INPUT.PROB))
     if cfg.INPUT.PADDING > 0:
         steps += [T.Pad(cfg.INPUT.PADDING), RandomCrop(cfg.INPUT.SIZE_TRAIN)]
-    steps += [T.ToTensor(), normalize]
+    steps += [UInt8ToFloat() if cached else T.ToTensor(), normalize]
     if cfg.INPUT.RE_PROB > 0:
         steps.append(RandomErasing(probability=cfg.INPUT.RE_PROB))
     return Compose(steps)
+
+
+def cache_transform(cfg) -> Compose:
+    """The deterministic prefix of the training pipeline: PIL image -> resized (3, H, W) uint8
+    tensor (H, W = INPUT.SIZE_TRAIN), what DATALOADER.CACHE_IMAGES keeps in memory."""
+    interp = interpolation_mode(cfg.INPUT.INTERPOLATION)
+    return Compose([T.Resize(list(cfg.INPUT.SIZE_TRAIN), interpolation=interp), T.PILToTensor()])
 
 
 def brightness(img: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -47,3 +47,35 @@ def test_training_item_is_a_function_of_seed_epoch_and_index(synth_root, tmp_pat
     # ... so another epoch draws other augmentations
     train_set.set_epoch(4)
     assert not all(torch.equal(train_set[i]["img"], second[i]["img"]) for i in (0, 2, 5))
+
+
+def test_cached_images_give_the_same_items(synth_root, tmp_path):
+    """DATALOADER.CACHE_IMAGES decodes once and augments the uint8 tensors: every training item
+    (image after flip / pad / crop / erasing, brightness) equals the uncached pipeline's."""
+    sets = {}
+    for cached in (False, True):
+        cfg = load_config(opts=tiny_opts(synth_root, str(tmp_path), **{
+            "INPUT.RE_PROB": 0.5, "INPUT.PROB": 0.5, "INPUT.PADDING": 6,
+            "INPUT.SIZE_TRAIN": "[56, 28]", "DATALOADER.CACHE_IMAGES": cached}))
+        sets[cached] = make_dataloader(cfg).train_set
+    assert sets[False].cache is None and sets[True].cache.dtype == torch.uint8
+    assert tuple(sets[True].cache.shape[1:]) == (3, 56, 28)
+    for epoch in (1, 2):
+        for train_set in sets.values():
+            train_set.set_epoch(epoch)
+        for i in range(len(sets[False])):
+            plain, cached = sets[False][i], sets[True][i]
+            assert torch.equal(plain["img"], cached["img"]), (epoch, i)
+            assert torch.equal(plain["brightness"], cached["brightness"])
+
+
+def test_cached_images_train_identical_weights(synth_root, tmp_path):
+    weights = {}
+    for cached in (False, True):
+        out = str(tmp_path / f"cached{cached}")
+        assert train_script.main(tiny_opts(synth_root, out, **{
+            "SOLVER.MAX_EPOCHS": 1, "SOLVER.EVAL_PERIOD": 0, "INPUT.RE_PROB": 0.5,
+            "DATALOADER.CACHE_IMAGES": cached})) == 0
+        weights[cached] = load_checkpoint(os.path.join(out, "transformer_1.pth"))["model"]
+    differ = [k for k in weights[False] if not torch.equal(weights[False][k], weights[True][k])]
+    assert differ == [], f"{len(differ)} of {len(weights[False])} tensors differ: {differ[:5]}"
