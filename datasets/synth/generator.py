@@ -19,8 +19,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from utils.progress import progress as show_progress
 from utils.tempfiles import owner_tag, remove_stale_temporaries
 
 from ..bases import DatasetFormatError
@@ -169,14 +169,14 @@ def _meta(arguments, identities, jobs, lumas, seed):
 
 
 def _render_all(jobs: List[ImageJob], workers: int, progress: bool) -> List[float]:
-    bar = dict(total=len(jobs), desc="SynthPedes", disable=not progress, leave=False,
-               dynamic_ncols=True)
+    """Render every job (a tqdm bar on a terminal, plain lines in a redirected log)."""
+    bar = dict(desc="SynthPedes", total=len(jobs), disable=not progress, unit="images")
     if workers == 1:
-        return [_render_job(j) for j in tqdm(jobs, **bar)]
+        return [_render_job(j) for j in show_progress(jobs, **bar)]
     # fork: workers inherit the imported modules (fast start); spawn where fork does not exist.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(workers) as pool:
-        return list(tqdm(pool.imap(_render_job, jobs, chunksize=16), **bar))
+        return list(show_progress(pool.imap(_render_job, jobs, chunksize=16), **bar))
 
 
 def generate_synthpedes(root: str, num_ids: int, seed: int, train_ids: Optional[int] = None,
