@@ -15,11 +15,15 @@ One place per rule:
   bad argument, e.g. ``losses.brightness.brightness_gate(mode=...)``), and that check uses the
   same constant;
 - ranges and paths are stated in :data:`RULES` (one line per key) and :func:`path_problems`;
+- the names of ``DATASETS.NAMES``, ``MODEL.TRANSFORMER_TYPE`` and ``INPUT.INTERPOLATION`` are
+  stated here too (:data:`DATASET_NAMES`, :data:`VIT_PRESET_NAMES`, :data:`INTERPOLATIONS`);
+  their registries (``datasets.factory.LOADERS``, ``model.backbones.vit_transreid.VIT_PRESETS``,
+  ``datasets.transforms``) are keyed by exactly these names, which a test checks;
+- ``MODEL.TIMM_NAME`` (``MODEL.NAME 'timm'``) must be a model timm knows
+  (``timm.is_model``); timm is imported for that check only when the config uses it;
 - rules that need the dataset or the model (P x K divisibility per phase: ``PhasePlan`` and
-  ``datasets.make_dataloader.check_train_batches``; the ViT preset names of
-  ``MODEL.TRANSFORMER_TYPE``, the dataset names of ``DATASETS.NAMES`` and the interpolation names
-  of ``INPUT.INTERPOLATION``, which are the keys of their registries) stay where that knowledge
-  lives; ``train.py`` runs them before epoch 1.
+  ``datasets.make_dataloader.check_train_batches``) stay where that knowledge lives;
+  ``train.py`` runs them before epoch 1.
 
 Paths: ``MODEL.PRETRAIN_PATH`` must name an existing file when ``MODEL.PRETRAIN_CHOICE`` reads it
 ('self', or 'imagenet' unless it is a ``'timm:<model name>'`` hub tag). Open_clip pretrained tags
@@ -35,7 +39,11 @@ import re
 from typing import Dict, List, Optional, Sequence
 
 # ---------------------------------------------------------------- enumerations (stated once)
-MODEL_NAMES = ("transformer", "resnet50")
+MODEL_NAMES = ("transformer", "resnet50", "timm")
+DATASET_NAMES = ("market1501", "dukemtmcreid", "msmt17", "veri", "vehicleid", "synth",
+                 "cuhkpedes", "icfgpedes", "rstpreid", "vn3k")
+VIT_PRESET_NAMES = ("vit_tiny", "vit_small", "vit_base", "deit_tiny", "deit_small", "deit_base")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 PRETRAIN_CHOICES = ("imagenet", "self", "none")
 NECKS = ("bnneck", "no")
 CLIP_IMPLS = ("open_clip", "hf")
@@ -162,6 +170,9 @@ RATE = Number(0, 1, high_strict=True)   # dropout rates, label smoothing: [0, 1)
 RULES: Dict[str, object] = {
     "MODEL.DEVICE": Matches(r"auto|cpu|cuda(:\d+)?", "'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
     "MODEL.NAME": OneOf(MODEL_NAMES),
+    "MODEL.TRANSFORMER_TYPE": OneOf(VIT_PRESET_NAMES),
+    "DATASETS.NAMES": OneOf(DATASET_NAMES),
+    "INPUT.INTERPOLATION": OneOf(INTERPOLATIONS),
     "MODEL.VIT_DEPTH": NON_NEGATIVE_INT,
     "MODEL.PRETRAIN_CHOICE": OneOf(PRETRAIN_CHOICES),
     "MODEL.STRIDE_SIZE": Numbers(2, low=1, integer=True),
@@ -291,6 +302,28 @@ def value_problems(cfg) -> List[str]:
     return problems
 
 
+def timm_problems(cfg) -> List[str]:
+    """MODEL.NAME 'timm': MODEL.TIMM_NAME must be a timm model name, and the TransReID-only
+    features (SIE, JPM) must be off."""
+    m = cfg.MODEL
+    if m.NAME != "timm":
+        return []
+    on = [k for k in ("SIE_CAMERA", "SIE_VIEW", "JPM") if m[k]]
+    if on:
+        return [f"MODEL.{'/'.join(on)} True is a TransReID ViT feature (MODEL.NAME "
+                "'transformer'); set it False for MODEL.NAME 'timm'"]
+    if not m.TIMM_NAME:
+        return ["MODEL.TIMM_NAME is empty but MODEL.NAME is 'timm': give a timm model name "
+                "(e.g. 'resnet18', 'resnet50', 'vit_small_patch16_224'; timm.list_models())"]
+    import timm   # only for configs that use it (timm imports torch)
+    if not timm.is_model(m.TIMM_NAME):
+        close = timm.list_models(f"*{m.TIMM_NAME.split('.')[0][:6]}*")[:8]
+        return [f"MODEL.TIMM_NAME {m.TIMM_NAME!r} is not a timm model"
+                + (f" (similar names: {', '.join(close)})" if close else "")
+                + "; list them with python -c \"import timm; print(timm.list_models())\""]
+    return []
+
+
 def path_problems(cfg) -> List[str]:
     """Paths the config will read that do not exist (see the module docstring)."""
     m = cfg.MODEL
@@ -313,7 +346,7 @@ def path_problems(cfg) -> List[str]:
 def check_config(cfg, check_paths: bool = True) -> None:
     """Raise :class:`ConfigError` listing every invalid value of ``cfg`` (and, with
     ``check_paths``, every missing path it reads)."""
-    problems = value_problems(cfg)
+    problems = value_problems(cfg) + timm_problems(cfg)
     if check_paths:
         problems += path_problems(cfg)
     if problems:

@@ -1,4 +1,4 @@
-"""The re-ID model: a backbone (TransReID ViT or ResNet-50) + BNNeck heads.
+"""The re-ID model: a backbone (TransReID ViT, ResNet-50 or any timm model) + BNNeck heads.
 
 Output contract (DESIGN.md section 2), a dict:
 - ``feat``: global feature before the BNNeck (B, D);
@@ -43,6 +43,7 @@ from configs.validate import (FEAT_SRCS, MODEL_NAMES, NECK_FEATS, NECKS, PRETRAI
                               SUPCON_POS_RULES)
 
 from .backbones.resnet import build_resnet50_backbone
+from .backbones.timm_net import build_timm_backbone
 from .backbones.vit_transreid import build_transreid_backbone
 from .backbones.vit_weights import load_vit_pretrained
 from .clip_fusion import build_clip_fusion
@@ -210,6 +211,9 @@ def build_backbone(cfg, num_cams: int, num_views: int) -> nn.Module:
     m = cfg.MODEL
     if m.NAME == "resnet50":
         return build_resnet50_backbone(last_stride=m.LAST_STRIDE)
+    if m.NAME == "timm":
+        return build_timm_backbone(m.TIMM_NAME, tuple(cfg.INPUT.SIZE_TRAIN),
+                                   last_stride=m.LAST_STRIDE, drop_path=m.DROP_PATH)
     if m.NAME != "transformer":
         raise ValueError(f"MODEL.NAME '{m.NAME}' is not one of {list(MODEL_NAMES)}")
     return build_transreid_backbone(
@@ -258,6 +262,11 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDMode
         raise ValueError("INPUT.SIZE_TRAIN and INPUT.SIZE_TEST differ; the ViT's position "
                          "embedding is built for one size: use the same size for both")
     backbone = build_backbone(cfg, num_cams, num_views)
+    if getattr(backbone, "sized", False) and \
+            tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):
+        raise ValueError(f"INPUT.SIZE_TRAIN and INPUT.SIZE_TEST differ; timm '{m.TIMM_NAME}' is "
+                         "built for one input size: use the same size for both")
+
     sup = cfg.LOSS.SUPCON
     projection = None
     if sup.ENABLE:

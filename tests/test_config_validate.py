@@ -60,6 +60,25 @@ def test_enumerations_are_stated_once():
     assert vehicleid.TEST_SIZES is v.VEHICLEID_TEST_SIZES
 
 
+def test_registries_are_keyed_by_the_stated_names():
+    """DATASETS.NAMES, MODEL.TRANSFORMER_TYPE and INPUT.INTERPOLATION are validated at load
+    against names stated in configs/validate.py; the registries that act on them hold exactly
+    those names."""
+    from datasets import factory, transforms
+    from model.backbones import vit_transreid
+    assert set(factory.LOADERS) == set(v.DATASET_NAMES)
+    assert set(vit_transreid.VIT_PRESETS) == set(v.VIT_PRESET_NAMES)
+    assert set(transforms._INTERPOLATIONS) == set(v.INTERPOLATIONS)
+
+
+def test_timm_model_name_is_checked_at_load():
+    with pytest.raises(v.ConfigError, match="MODEL.TIMM_NAME 'resnet1' is not a timm model"):
+        load_config(opts=["MODEL.NAME", "timm", "MODEL.TIMM_NAME", "resnet1"])
+    with pytest.raises(v.ConfigError, match="MODEL.TIMM_NAME is empty"):
+        load_config(opts=["MODEL.NAME", "timm"])
+    assert load_config(opts=["MODEL.NAME", "timm", "MODEL.TIMM_NAME", "resnet18"])
+
+
 def test_every_rule_names_a_config_key():
     defaults = get_cfg_defaults()
     for key in v.RULES:
