@@ -11,5 +11,7 @@ import torch.nn.functional as F
 
 def cross_entropy_label_smooth(logits: torch.Tensor, targets: torch.Tensor,
                                epsilon: float = 0.0) -> torch.Tensor:
-    """Mean label-smoothed CE of ``logits`` (B, C) against integer ``targets`` (B,)."""
-    return F.cross_entropy(logits.float(), targets, label_smoothing=epsilon)
+    """Mean label-smoothed CE of ``logits`` (B, C) against integer ``targets`` (B,), computed in
+    float32 (half / bfloat16 logits are cast up; float64 is kept)."""
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    return F.cross_entropy(logits, targets, label_smoothing=epsilon)

@@ -7,6 +7,8 @@
 - ``timeout_hint(cfg)``: what to tell the user when a collective timed out.
 - ``world_info()``: (world size, rank), (1, 0) without a process group.
 - ``unwrap(model)``: the plain module inside a DDP wrapper.
+- ``all_gather_with_grad(x)``: the rows of every process, concatenated in rank order, with the
+  gradient flowing back to each process's own rows (cross-batch negatives for contrastive losses).
 """
 from __future__ import annotations
 
@@ -74,3 +76,65 @@ def world_info() -> Tuple[int, int]:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a DDP wrapper (evaluation runs on the plain module, on rank 0 only)."""
     return model.module if hasattr(model, "module") else model
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """cat(x_0, ..., x_{W-1}) forward; backward all-reduces (sums) the gradient of the gathered
+    tensor over the processes and returns this process's rows of the sum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        ctx.rank = dist.get_rank(group)
+        ctx.rows = x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, 0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()     # all_reduce works in place; autograd owns grad
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        start = ctx.rank * ctx.rows
+        return grad[start:start + ctx.rows], None
+
+
+def all_gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
+    """The (B, ...) tensors of every process concatenated in rank order: (W * B, ...).
+
+    Without an initialised process group (or with one process) ``x`` itself is returned. Every
+    process must call it (it is a collective) with the same number of rows: a different count is
+    a ``ValueError`` on every process, raised before the data are exchanged.
+
+    Gradient: a loss L_r on process r may use the gathered rows of every process. The backward
+    sums the gradients w.r.t. the gathered tensor over all processes (all-reduce) and keeps this
+    process's rows, so process r receives d(sum_s L_s)/dx_r: the gradient of the sum of all
+    processes' losses w.r.t. its own rows, including the terms where other processes use them as
+    negatives. DDP then averages parameter gradients over the W processes, so the step follows
+    the gradient of mean_s L_s (TBPS-CLIP ``model/shared_modules.py`` ``AllGather`` computes the
+    same; torch.distributed.nn.all_gather does it with reduce-scatter, which gloo lacks).
+
+    The cheaper alternative (all-gather without gradient, then put the local tensor back into its
+    slot, as open_clip's ``gather_features(gather_with_grad=False)``) gives process r only
+    dL_r/dx_r. That is enough when every process computes the whole-batch loss (global rows
+    and columns), but not for PhaseReID's contrastive losses, whose rows are the local batch and
+    whose columns are the gathered one: the terms where other processes' rows look at x_r as a
+    column would be lost.
+
+    Example:
+        >>> feats_all = all_gather_with_grad(feats)   # (W * B, D); (B, D) outside DDP
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return x
+    world = dist.get_world_size(group)
+    if world == 1:
+        return x
+    rows = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    counts = [torch.empty_like(rows) for _ in range(world)]
+    dist.all_gather(counts, rows, group=group)
+    counts = [int(c.item()) for c in counts]
+    if len(set(counts)) > 1:
+        raise ValueError(f"all_gather_with_grad needs the same number of rows on every process, "
+                         f"got {counts} (rank order); use a sampler that gives every process "
+                         "equal batches (drop the last incomplete batch)")
+    return _AllGatherWithGrad.apply(x, group)
