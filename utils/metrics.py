@@ -24,6 +24,14 @@ the value sort uses ``np.sort`` (vectorised, about 10x faster than ``torch.sort`
 indices). Memory is O(block x G) and every per-query number is the same for any block size.
 ``evaluate_loop`` is the literal per-query numpy loop, used as the oracle in the tests and the
 baseline in ``bench/bench_eval.py``.
+
+Text-to-image retrieval (``eval_t2i``; DESIGN.md section 3, REFERENCES.md 1.3, IRRA's ``rank``): every
+caption queries every test image once; relevant = same pid; no camera filter; similarity = cosine of
+L2-normalised features, higher = more similar. The gallery is ranked by descending similarity, equal
+similarities in ascending gallery index; then steps 3-7 above with nothing removed. It runs on the same
+blocked ranker (on -similarity, which a stable ascending sort orders exactly so). ``i2t=True`` is the
+image-to-text direction on the same inputs; ``eval_t2i_features`` computes the similarity per query
+block from features; ``eval_t2i_loop`` is its per-query loop (tests, ``bench/bench_t2i_eval.py``).
 """
 from __future__ import annotations
 
@@ -123,13 +131,14 @@ def pairwise_distance(x: ArrayLike, y: ArrayLike, metric: str = "euclidean") -> 
 # ----------------------------------------------------------------------------------------------
 # input checks
 # ----------------------------------------------------------------------------------------------
-def _as_distmat(distmat: ArrayLike) -> torch.Tensor:
+def _as_distmat(distmat: ArrayLike, name: str = "distmat",
+                shape_names: str = "num_query, num_gallery") -> torch.Tensor:
     """(Q, G) tensor without copying float32/float64 data; other dtypes are widened exactly."""
     d = distmat.detach() if isinstance(distmat, torch.Tensor) else torch.from_numpy(np.asarray(distmat))
     if d.dim() != 2:
-        raise ValueError(f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(d.shape)}")
+        raise ValueError(f"{name} must be 2-D ({shape_names}), got shape {tuple(d.shape)}")
     if d.shape[0] == 0 or d.shape[1] == 0:
-        raise ValueError(f"distmat is empty: shape {tuple(d.shape)}")
+        raise ValueError(f"{name} is empty: shape {tuple(d.shape)}")
     if d.dtype in (torch.float16, torch.bfloat16):
         d = d.float()  # exact, so ranks and ties are unchanged
     elif not d.is_floating_point():
@@ -137,12 +146,12 @@ def _as_distmat(distmat: ArrayLike) -> torch.Tensor:
     return d
 
 
-def _as_labels(labels: ArrayLike, name: str, length: int) -> np.ndarray:
-    """pids / camids as a 1-D int64 numpy array of the expected length."""
+def _as_labels(labels: ArrayLike, name: str, length: int, per: str = "") -> np.ndarray:
+    """pids / camids as a 1-D int64 numpy array of the expected length (``per``: what each entry labels)."""
     a = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if a.ndim != 1 or a.shape[0] != length:
-        side = "row" if name.startswith("q") else "column"
-        raise ValueError(f"{name} must be 1-D with {length} entries (one per distmat {side}), "
+        per = per or ("distmat row" if name.startswith("q") else "distmat column")
+        raise ValueError(f"{name} must be 1-D with {length} entries (one per {per}), "
                          f"got shape {a.shape}")
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must hold integers, got {a.dtype}")
@@ -222,7 +231,7 @@ class _GalleryByPid:
 
 
 def _rank_block(dist: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray, gallery: _GalleryByPid,
-                g_camids: np.ndarray, camera_filter: bool) -> Tuple[np.ndarray, ...]:
+                g_camids: np.ndarray, camera_filter: bool, nan_name: str = "distmat") -> Tuple[np.ndarray, ...]:
     """Per-query statistics of one block of distance rows.
 
     The B x G work (value sort, binary searches, tie checks) runs in torch on dist's device. The
@@ -233,7 +242,8 @@ def _rank_block(dist: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray, ga
         dist: (B, G) float distances.
         q_pids, q_camids: (B,) int64; g_camids: (G,) int64 (numpy).
         gallery: the gallery grouped by pid.
-        camera_filter: remove same-pid same-camera gallery items.
+        camera_filter: remove same-pid same-camera gallery items (False: q_camids, g_camids are not read).
+        nan_name: what the NaN error calls the input.
 
     Returns:
         num_rel (B,) int64 |G_q|; ap_sum (B,) float64 sum_k r_k * precision@k; first, last (B,) int64
@@ -243,7 +253,7 @@ def _rank_block(dist: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray, ga
     device = dist.device
     sorted_rows = _sorted_values(dist)
     if bool(torch.isnan(sorted_rows[:, -1]).any()):  # both sorts put NaN last
-        raise ValueError("distmat contains NaN; ranks would be undefined")
+        raise ValueError(f"{nan_name} contains NaN; ranks would be undefined")
     rows, cols = gallery.same_pid_pairs(q_pids)
     counts = np.bincount(rows, minlength=num_q)
     row_start = np.cumsum(counts) - counts
@@ -284,6 +294,10 @@ def _rank_block(dist: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray, ga
     return num_rel, ap_sum, first, last
 
 
+_REID_NO_MATCH = ("has a gallery item with its pid after removing same-pid same-camera items; check that "
+                  "query and gallery share identities and that camids are right")
+
+
 class _QueryStats:
     """Per-query AP / INP / first-hit position, filled block by block and reduced once at the end.
 
@@ -307,14 +321,12 @@ class _QueryStats:
         self.ap[start:end][valid] = ap_sum[valid] / num_rel[valid]
         self.inp[start:end][valid] = num_rel[valid] / last[valid].astype(np.float64)
 
-    def result(self) -> EvalResult:
+    def result(self, no_match: str = _REID_NO_MATCH) -> EvalResult:
+        """Means over valid queries; ``no_match`` completes the error when there is none."""
         valid = self.num_rel > 0
         num_valid = int(valid.sum())
         if num_valid == 0:
-            raise ValueError(
-                f"no valid query: none of the {valid.size} queries has a gallery item with its pid after "
-                "removing same-pid same-camera items; check that query and gallery share identities "
-                "and that camids are right")
+            raise ValueError(f"no valid query: none of the {valid.size} queries {no_match}")
         first = np.minimum(self.first[valid], self.max_rank + 1)
         hits_at = np.bincount(first, minlength=self.max_rank + 2)[1:self.max_rank + 1]
         return EvalResult(cmc=np.cumsum(hits_at) / num_valid, mAP=float(np.mean(self.ap[valid])),
@@ -424,8 +436,184 @@ def eval_func(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids
 
 
 # ----------------------------------------------------------------------------------------------
-# the straightforward per-query loop (test oracle, benchmark baseline)
+# text-to-image retrieval (DESIGN.md section 3, REFERENCES.md 1.3)
 # ----------------------------------------------------------------------------------------------
+_T2I_NO_MATCH = ("has an item with its pid on the other side (captions vs images); check that both sides "
+                 "come from the same split")
+
+
+def _similarity_rows_into(xn: torch.Tensor, yn: torch.Tensor, out: torch.Tensor) -> None:
+    """Write xn @ yn.T into ``out`` (m, n) in GEMM chunks of ``_GEMM_ROWS`` rows aligned to xn's row 0."""
+    for start in range(0, xn.shape[0], _GEMM_ROWS):
+        torch.mm(xn[start:start + _GEMM_ROWS], yn.t(), out=out[start:start + _GEMM_ROWS])
+
+
+def _normalized_pair(x: ArrayLike, y: ArrayLike, x_name: str, y_name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Both feature sets as float32, L2-normalised row-wise, on x's device (new tensors: inputs stay untouched)."""
+    x, y = as_feature_matrix(x, x_name), as_feature_matrix(y, y_name)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"feature dimensions differ: {x_name} has {x.shape[1]}, {y_name} has {y.shape[1]}")
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        raise ValueError(f"empty features: {x_name} {tuple(x.shape)}, {y_name} {tuple(y.shape)}")
+    return F.normalize(x, dim=1), F.normalize(y.to(x.device), dim=1)
+
+
+def cosine_similarity_matrix(x: ArrayLike, y: ArrayLike) -> torch.Tensor:
+    """cos(x_i, y_j) = <x_i / ||x_i||, y_j / ||y_j||>: the similarity ``eval_t2i_features`` ranks by.
+
+    Computed by the same normalisation and GEMM calls as ``eval_t2i_features``, so
+    ``eval_t2i(cosine_similarity_matrix(t, v), tp, vp)`` equals ``eval_t2i_features(t, v, tp, vp)`` bit for
+    bit (and ``cosine_similarity_matrix(v, t)`` is what ``eval_t2i_features(..., i2t=True)`` ranks by).
+
+    Args:
+        x: (m, d) features (tensor or array); computed in float32 on x's device.
+        y: (n, d) features.
+
+    Returns:
+        (m, n) float32 tensor.
+    """
+    xn, yn = _normalized_pair(x, y, "x", "y")
+    out = torch.empty(xn.shape[0], yn.shape[0], dtype=torch.float32, device=xn.device)
+    _similarity_rows_into(xn, yn, out)
+    return out
+
+
+def _rank_retrieval(fill_neg_similarity, num_q: int, q_pids: np.ndarray, g_pids: np.ndarray, max_rank: int,
+                    block: int, dtype: torch.dtype, device: torch.device, nan_name: str) -> EvalResult:
+    """The t2i protocol over query blocks: ``fill_neg_similarity(s, e, out)`` writes -similarity of queries s:e.
+
+    Ascending -similarity in a stable order = descending similarity, ties by ascending gallery index
+    (negation is exact), so the re-ID block ranker ``_rank_block`` does the work, with nothing removed.
+    """
+    num_g = g_pids.size
+    stats = _QueryStats(num_q, _check_max_rank(max_rank, num_g))
+    by_pid = _GalleryByPid(g_pids)
+    no_cams = np.zeros(max(num_q, num_g), dtype=np.int64)  # never read: camera_filter=False
+    block = min(block, num_q)
+    buffer = torch.empty(block, num_g, dtype=dtype, device=device)
+    for s in range(0, num_q, block):
+        e = min(s + block, num_q)
+        neg_sim = buffer[:e - s]
+        fill_neg_similarity(s, e, neg_sim)
+        stats.add(s, *_rank_block(neg_sim, q_pids[s:e], no_cams[:e - s], by_pid, no_cams[:num_g],
+                                  camera_filter=False, nan_name=nan_name))
+    result = stats.result(no_match=_T2I_NO_MATCH)
+    _log_skipped(result)
+    return result
+
+
+def _t2i_labels(q_pids: ArrayLike, g_pids: ArrayLike, num_q: int, num_g: int,
+                rows: str, cols: str) -> Tuple[np.ndarray, np.ndarray]:
+    return _as_labels(q_pids, "q_pids", num_q, per=rows), _as_labels(g_pids, "g_pids", num_g, per=cols)
+
+
+def eval_t2i(similarity: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, max_rank: int = 10,
+             i2t: bool = False, block_size: int = 0) -> EvalResult:
+    """Text-to-image retrieval metrics (IRRA ``rank`` protocol, deterministic ties), blocked over queries.
+
+    Protocol (REFERENCES.md 1.3; IRRA ``utils/metrics.py`` ``rank(similarity, q_pids, g_pids, max_rank=10,
+    get_mAP=True)``): every caption (row) queries every image (column) once; relevant = same pid; no
+    camera filter, nothing removed. Per query: rank the gallery by **descending similarity, equal
+    similarities in ascending gallery index** (a stable sort); then CMC, non-interpolated AP and INP exactly
+    as steps 3-7 of the module docstring. IRRA sorts with ``torch.argsort(descending=True)``, whose order
+    among ties is unspecified (it does vary on CPU); without ties both give the same numbers
+    (docs/reference_differences.md). A query whose pid has no item on the other side is skipped,
+    counted in ``num_skipped`` and logged as a warning (IRRA's protocol always has one; its ``rank`` would
+    give NaN / fail); no valid query at all is a ValueError.
+
+    Higher similarity = more similar: pass cosine similarities of L2-normalised features
+    (``cosine_similarity_matrix``, or ``eval_t2i_features`` to never hold the Q x G matrix). Memory: the input
+    plus O(block x G).
+
+    Args:
+        similarity: (num_captions, num_images) numpy array or torch tensor (any device); floats or integers.
+        q_pids: (num_captions,) integer pids of the rows (the t2i queries).
+        g_pids: (num_images,) integer pids of the columns (the t2i gallery).
+        max_rank: length of the CMC curve (IRRA's default 10), clipped to the gallery size.
+        i2t: image-to-text on the same inputs: each image (column) queries all captions (rows); identical to
+            ``eval_t2i(similarity.T, g_pids, q_pids)`` without transposing the matrix.
+        block_size: queries per block; 0 = automatic (temporaries around 1 GiB).
+
+    Returns:
+        EvalResult (fractions; ``as_dict()`` gives R1/R5/R10/mAP/mINP in percent, as IRRA's table).
+
+    Example:
+        >>> sim = cosine_similarity_matrix(text_feats, image_feats)
+        >>> eval_t2i(sim, text_pids, image_pids).as_dict()["R1"]
+        >>> eval_t2i(sim, text_pids, image_pids, i2t=True).as_dict()["mAP"]
+    """
+    sim = _as_distmat(similarity, "similarity", "num_captions, num_images")
+    num_t, num_v = sim.shape
+    tp, vp = _t2i_labels(q_pids, g_pids, num_t, num_v, "similarity row (caption)", "similarity column (image)")
+    queries = sim.t() if i2t else sim  # a view: rows are the queries
+    qp, gp = (vp, tp) if i2t else (tp, vp)
+
+    def fill(s, e, out):
+        torch.neg(queries[s:e], out=out)
+
+    return _rank_retrieval(fill, queries.shape[0], qp, gp, max_rank, _auto_block(gp.size, block_size),
+                           sim.dtype, sim.device, "similarity")
+
+
+def eval_t2i_features(txt_feats: ArrayLike, img_feats: ArrayLike, txt_pids: ArrayLike, img_pids: ArrayLike,
+                      max_rank: int = 10, i2t: bool = False, block_size: int = 0) -> EvalResult:
+    """``eval_t2i`` from features: cosine of L2-normalised features, one query block at a time.
+
+    The Q x G similarity never exists at once (ICFG-PEDES: 19,848^2 float32 = 1.5 GiB). Equal bit for bit to
+    ``eval_t2i(cosine_similarity_matrix(txt_feats, img_feats), txt_pids, img_pids)``; with ``i2t`` to
+    ``eval_t2i(cosine_similarity_matrix(img_feats, txt_feats), img_pids, txt_pids)`` (image rows x caption
+    columns; the transposed caption x image matrix can differ in the last bit). Inputs are never modified.
+
+    Args:
+        txt_feats, img_feats: (num_captions, d) / (num_images, d) features (tensors or arrays); work happens on
+            txt_feats' device in float32.
+        txt_pids, img_pids: (num_captions,) / (num_images,) integer pids.
+        max_rank, i2t: as in ``eval_t2i``.
+        block_size: queries per block, rounded down to a multiple of 128 (min 128) so that blocks fall on the
+            GEMM chunk grid; 0 = automatic.
+
+    Returns:
+        EvalResult.
+    """
+    tn, vn = _normalized_pair(txt_feats, img_feats, "txt_feats", "img_feats")
+    tp = _as_labels(txt_pids, "txt_pids", tn.shape[0], per="txt_feats row")
+    vp = _as_labels(img_pids, "img_pids", vn.shape[0], per="img_feats row")
+    qn, gn, qp, gp = (vn, tn, vp, tp) if i2t else (tn, vn, tp, vp)
+
+    def fill(s, e, out):
+        _similarity_rows_into(qn[s:e], gn, out)
+        out.neg_()
+
+    return _rank_retrieval(fill, qn.shape[0], qp, gp, max_rank, _auto_block(gp.size, block_size, _GEMM_ROWS),
+                           torch.float32, qn.device, "similarity")
+
+
+# ----------------------------------------------------------------------------------------------
+# the straightforward per-query loops (test oracles, benchmark baselines)
+# ----------------------------------------------------------------------------------------------
+def _loop_query(hits: np.ndarray, max_rank: int):
+    """(CMC row, AP, INP) of one query from its ranked relevance list r_1..r_n (bool), None if no r_k is 1."""
+    hits = hits.astype(np.float64)
+    if not hits.any():
+        return None
+    cum_hits = hits.cumsum()
+    cmc = np.minimum(cum_hits, 1.0)[:max_rank]
+    cmc = np.pad(cmc, (0, max_rank - cmc.size), mode="edge")  # ranked list shorter than max_rank
+    num_rel = hits.sum()
+    ap = (cum_hits / np.arange(1.0, hits.size + 1.0) * hits).sum() / num_rel
+    return cmc, ap, num_rel / (np.flatnonzero(hits)[-1] + 1.0)
+
+
+def _loop_result(per_query: list, no_match: str) -> EvalResult:
+    """Means over the queries ``_loop_query`` did not skip (None)."""
+    valid = [p for p in per_query if p is not None]
+    if not valid:
+        raise ValueError(f"no valid query: none of the {len(per_query)} queries {no_match}")
+    cmc, ap, inp = zip(*valid)
+    return EvalResult(cmc=np.sum(cmc, axis=0) / len(valid), mAP=float(np.mean(ap)), mINP=float(np.mean(inp)),
+                      num_valid=len(valid), num_skipped=len(per_query) - len(valid))
+
+
 def evaluate_loop(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
                   g_camids: ArrayLike, max_rank: int = 50, camera_filter: bool = True) -> EvalResult:
     """Literal per-query numpy loop of the protocol (as the reference ``eval_func``, with a stable sort).
@@ -434,30 +622,35 @@ def evaluate_loop(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
     """
     dist = _as_distmat(distmat).cpu().numpy()
     num_q, num_g = dist.shape
-    q_pids, g_pids, q_camids, g_camids = (
-        _as_labels(x, name, n)
-        for x, name, n in ((q_pids, "q_pids", num_q), (g_pids, "g_pids", num_g),
-                           (q_camids, "q_camids", num_q), (g_camids, "g_camids", num_g)))
+    q_pids, g_pids, q_camids, g_camids = _as_split_labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g)
     max_rank = _check_max_rank(max_rank, num_g)
-    all_cmc, all_ap, all_inp = [], [], []
+    per_query = []
     for q in range(num_q):
         if np.isnan(dist[q]).any():
             raise ValueError("distmat contains NaN; ranks would be undefined")
         order = np.argsort(dist[q], kind="stable")
         same_pid = g_pids[order] == q_pids[q]
         removed = same_pid & (g_camids[order] == q_camids[q]) if camera_filter else np.zeros_like(same_pid)
-        hits = same_pid[~removed].astype(np.float64)  # r_k over the filtered list
-        if not hits.any():
-            continue
-        cum_hits = hits.cumsum()
-        cmc = np.minimum(cum_hits, 1.0)[:max_rank]
-        cmc = np.pad(cmc, (0, max_rank - cmc.size), mode="edge")  # filtered list shorter than max_rank
-        num_rel = hits.sum()
-        all_cmc.append(cmc)
-        all_ap.append((cum_hits / np.arange(1.0, hits.size + 1.0) * hits).sum() / num_rel)
-        all_inp.append(num_rel / (np.flatnonzero(hits)[-1] + 1.0))
-    if not all_ap:
-        raise ValueError(f"no valid query: none of the {num_q} queries has a gallery item with its pid "
-                         "after removing same-pid same-camera items")
-    return EvalResult(cmc=np.sum(all_cmc, axis=0) / len(all_ap), mAP=float(np.mean(all_ap)),
-                      mINP=float(np.mean(all_inp)), num_valid=len(all_ap), num_skipped=num_q - len(all_ap))
+        per_query.append(_loop_query(same_pid[~removed], max_rank))  # r_k over the filtered list
+    return _loop_result(per_query, _REID_NO_MATCH)
+
+
+def eval_t2i_loop(similarity: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, max_rank: int = 10,
+                  i2t: bool = False) -> EvalResult:
+    """Literal per-query numpy loop of the ``eval_t2i`` protocol (same arguments, no blocks).
+
+    Slow (one stable argsort of G per query); kept as the oracle for ``eval_t2i`` and the baseline of
+    ``bench/bench_t2i_eval.py``.
+    """
+    sim = _as_distmat(similarity, "similarity", "num_captions, num_images").cpu().numpy()
+    num_t, num_v = sim.shape
+    tp, vp = _t2i_labels(q_pids, g_pids, num_t, num_v, "similarity row (caption)", "similarity column (image)")
+    queries, qp, gp = (sim.T, vp, tp) if i2t else (sim, tp, vp)
+    max_rank = _check_max_rank(max_rank, gp.size)
+    per_query = []
+    for q in range(qp.size):
+        if np.isnan(queries[q]).any():
+            raise ValueError("similarity contains NaN; ranks would be undefined")
+        order = np.argsort(-queries[q], kind="stable")  # descending similarity, ties by ascending gallery index
+        per_query.append(_loop_query(gp[order] == qp[q], max_rank))
+    return _loop_result(per_query, _T2I_NO_MATCH)
