@@ -178,16 +178,18 @@ def test_ablation_options_merge_like_yacs_and_epochs_override():
 
 def test_best_epoch_is_selected_on_the_split_each_summary_names(tmp_path, repo_root):
     from launcher.report import build_summary
-    from utils.summary import MetricSet, TestSummary
+    from utils.summary import MetricSet, TestSummary, weight_fields
 
     config = os.path.join(repo_root, "configs", "Synth", "synth_baseline.yml")
     exp = make_experiment(config, str(tmp_path), 2, 1)
 
     def write(epoch, test_map, val_map, select_on):
         os.makedirs(exp.train_dir(0), exist_ok=True)
-        open(checkpoint_path(exp.train_dir(0), epoch), "w").close()
+        weight = checkpoint_path(exp.train_dir(0), epoch)
+        open(weight, "w").close()
         metrics = {"R1": 50.0, "R5": 60.0, "R10": 70.0, "mAP": test_map, "mINP": 10.0}
-        TestSummary(metrics=metrics, weight="w", epoch=epoch, dataset="synth", split=["test"],
+        TestSummary(metrics=metrics, **weight_fields(weight), test_config_sha256="0" * 64,
+                    epoch=epoch, dataset="synth", split=["test"],
                     feature="f", feat_norm=True, distance="euclidean", re_ranking="none",
                     max_rank=50, clip_fusion="off", seconds=1.0,
                     extra_metrics={"val": MetricSet(split=["val"],
