@@ -3,24 +3,36 @@
     python run_phased_loss.py --config configs/VeRi/deit_transreid_stride_baseline.yml \\
         --seeds 0 1 2 --epochs 120 --save-every 3 --output-root ./logs \\
         [--phased | --baseline] [--supcon | --no-supcon] [--tripletx | --no-tripletx] \\
-        [--train-only] [--compare-to OTHER_ROOT] [--dry-run] [--opts KEY VALUE ...] \\
-        [--test-opts KEY VALUE ...]
+        [--train-only] [--compare-to OTHER_ROOT] [--dry-run] [--discard-stale] \\
+        [--opts KEY VALUE ...] [--test-opts KEY VALUE ...]
 
 Behaviour
 - One run folder per seed, named from the config stem, the variant and the seed only:
   ``<root>/<stem>_<variant>_e<epochs>_seed<s>/``. The variant names the toggles given on the
   command line ('yaml' when none) plus ``-o<hash>`` of the training --opts when there are any
-  (keys that say where or how a run executes rather than what it trains -- TEST.*,
-  DATASETS.ROOT_DIR, MODEL.DEVICE, DATALOADER.NUM_WORKERS, SOLVER.EVAL_PERIOD -- are left out).
-  The same command always finds the same folder: no timestamps.
+  (keys that do not change the weights -- ``utils.provenance.RUNTIME_ONLY``: TEST.*,
+  DATALOADER.NUM_WORKERS, SOLVER.EVAL_PERIOD, ... -- and DATASETS.ROOT_DIR, MODEL.DEVICE are left
+  out). The same command always finds the same folder: no timestamps.
+- The name is for people; a run is its resolved training config (the YAML with its _BASE_
+  chain, the toggles, --opts and the launcher's keys, resolved as train.py resolves them). The
+  first command records it in ``<run>/run_config.yaml``; every later one compares its own with
+  it, with train.py's ``train/config.yaml`` and with the final checkpoint's stored config.
+  Only keys that provably do not change the weights may differ: any other difference (an
+  edited recipe, another file of the same name, another DATASETS.ROOT_DIR or MODEL.DEVICE) is an
+  error before any work that names each differing key (old -> new) and the ways on: rerun with
+  the old values, use another --output-root, or pass --discard-stale, which empties that run
+  folder (train/ and every test result) and trains it anew (``launcher/identity.py``).
 - ``<run>/train/`` is train.py's OUTPUT_DIR (config.yaml, train_log.txt, tb/, transformer_<e>.pth,
   resume.pth). train.py is skipped when transformer_<epochs>.pth exists; otherwise it is run and
   resumes after the last complete epoch on its own (resume.pth).
-- Every checkpoint without a ``summary.json`` is tested by test.py in a subprocess (the same
-  interpreter) into ``<run>/test/epoch_<e>/`` -- ``<run>/test-t<hash>/`` when --opts holds TEST.*
-  keys that change the numbers, or --test-opts (overrides for test.py only, e.g. MODEL.USE_CLIP
-  False to test a CLIP-fusion run without fusion) are given, so results of another evaluation
-  are never mistaken for these.
+- Every checkpoint without a ``summary.json`` that is its result is tested by test.py in a
+  subprocess (the same interpreter) into ``<run>/test/epoch_<e>/`` -- ``<run>/test-t<hash>/``
+  when --opts holds TEST.* keys that change the numbers, or --test-opts (overrides for test.py
+  only, e.g. MODEL.USE_CLIP False to test a CLIP-fusion run without fusion) are given, so results
+  of another evaluation are never mistaken for these. A summary.json is the checkpoint's result
+  only when it names that file as it is now (path, size, mtime: a retrained checkpoint is tested
+  again) and the fingerprint of the test config this command would run; otherwise the launcher
+  says why and tests again (summaries from before these fields existed are tested again too).
   test.py writes summary.json last and only on success, so a crashed or killed test is retried
   on the next run; tested epochs print ``Skip epoch N (already tested)``. Each result also goes
   into ``<run>/train/tb`` as ``test/<metric>`` scalars at its epoch.
@@ -32,7 +44,10 @@ Behaviour
   seeds the mean and sample std (ddof=1; n/a for one seed) of every metric for both; with
   --compare-to a paired t-test per metric (seeds paired by number) against another launcher's
   summary.
-- ``<run>/launcher.json``: the command, config, seed, variant and options (provenance).
+- ``<run>/launcher.json``: the command, config, seed, variant and options, and the training
+  config's fingerprint (provenance); ``<run>/run_config.yaml``: the resolved training config.
+- The summary covers every seed of the experiment under the root; a seed whose run folder holds
+  another training config is left out of it, with a note.
 
 Toggles override the YAML only when given: --supcon/--no-supcon (LOSS.SUPCON.ENABLE; 'no' also
 zeroes LOSS.PHASED.W_SUP_SPEC under a phase plan), --tripletx/--no-tripletx (LOSS.TRIPLETX.ENABLE;
@@ -46,8 +61,9 @@ What Model B's launcher did instead: docs/reference_differences.md (run_phased_l
 Its parts live in the ``launcher`` package: ``launcher.toggles`` (the toggles as config
 overlays), ``launcher.experiment`` (names, folders, options, the run lock), ``launcher.runner``
 (train.py / test.py subprocesses, logs, the resume probe, the dry run), ``launcher.report``
-(best/last selection, statistics, comparison, Markdown/CSV) and ``launcher.cli`` (this command
-line). Test results are read through ``utils.summary.TestSummary``.
+(best/last selection, statistics, comparison, Markdown/CSV), ``launcher.identity`` (what a run
+folder holds and what of it may be reused) and ``launcher.cli`` (this command line). Test results
+are read through ``utils.summary.TestSummary``.
 """
 from __future__ import annotations
 

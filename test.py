@@ -7,8 +7,9 @@ Without --config_file the resolved config stored in the checkpoint is used (over
 apply). Results go to OUTPUT_DIR when it is given on the command line, otherwise to
 ``<checkpoint folder>/test_<checkpoint name>/``: test_log.txt, an R1/R5/R10/mAP/mINP table,
 ranked_list.png (also in tensorboard under tb/), optionally features.npz (TEST.EXPORT_FEATURES),
-and summary.json, written LAST and only on success (the launcher treats its presence as
-"this checkpoint is tested").
+and summary.json, written LAST and only on success. It names the weight file evaluated (path,
+size, mtime) and the fingerprint of the test config (utils/summary.py); the launcher counts it as
+"this checkpoint is tested" only while both still match.
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ import time
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from configs import load_config
 from datasets.make_dataloader import make_dataloader
 from model.make_model import make_model
 from model.weights import load_for_test
 from processor.inference import check_evaluable, evaluate_model, format_metrics
 from utils.checkpoint import checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
+from utils.eval_config import has_clip_tower, require_weight, resolve_eval_config
 from utils.logger import log_crash, setup_logger
-from utils.summary import SUMMARY_FILE, TestSummary
+from utils.provenance import evaluation_fingerprint
+from utils.summary import SUMMARY_FILE, TestSummary, weight_fields
 from utils.visualize import ranked_list_figure, save_figure
 
 
@@ -41,42 +43,19 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def option_value(opts, key):
-    """The value given for ``key`` in a KEY VALUE list, or None."""
-    for k, v in zip(opts[::2], opts[1::2]):
-        if k == key:
-            return v
-    return None
-
-
 def resolve_config(args):
-    """(cfg, checkpoint, meta) from --config_file or the checkpoint's stored config."""
-    weight = option_value(args.opts, "TEST.WEIGHT")
-    if not weight:
-        raise ValueError("give the checkpoint to evaluate: python test.py [--config_file CFG] "
-                         "TEST.WEIGHT path/to/transformer_<epoch>.pth")
+    """(cfg, checkpoint, meta) from --config_file or the checkpoint's stored config
+    (``utils.eval_config.resolve_eval_config``, which the launcher uses too)."""
+    weight = require_weight(args.opts)
     ckpt = load_checkpoint(weight)
     meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
-    if args.config_file:
-        # no path checks: the weights come from TEST.WEIGHT, not MODEL.PRETRAIN_PATH
-        cfg = load_config(args.config_file, args.opts, freeze=False, check_paths=False)
-    else:
+    stored = None
+    if not args.config_file:
         meta = checkpoint_meta(ckpt, weight)
-        cfg = load_config(config_text=meta["config"], opts=args.opts, freeze=False)
-    out_dir = option_value(args.opts, "OUTPUT_DIR")
-    if out_dir is None:
-        stem = os.path.splitext(os.path.basename(weight))[0]
-        out_dir = os.path.join(os.path.dirname(os.path.abspath(weight)), f"test_{stem}")
-    cfg.OUTPUT_DIR = out_dir
-    cfg.MODEL.PRETRAIN_CHOICE = "none"  # the weights come from TEST.WEIGHT
-    # training-only branches are not built: TG-MIM's text encoder is not part of the test
-    # feature (and building it could need a download); test images need no captions
-    cfg.LOSS.TGMIM.ENABLE = False
-    cfg.DATASETS.CAPTION_SOURCE = "none"
-    if meta is not None and any(k.startswith("clip_fusion.tower.") for k in ckpt["model"]):
-        cfg.MODEL.CLIP_PRETRAIN = ""   # the open_clip tower's weights are in the checkpoint
-    cfg.MODEL.DIST_TRAIN = False
-    cfg.freeze()
+        stored = meta["config"]
+    clip_tower = meta is not None and has_clip_tower(ckpt["model"])
+    cfg = resolve_eval_config(args.opts, config_file=args.config_file, stored_config=stored,
+                              clip_tower=clip_tower)
     return cfg, ckpt, meta
 
 
@@ -104,6 +83,7 @@ def ranked_for_figure(cfg, dataset, split, vis, vis_dist):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    weight_file = evaluated_file(args.opts)   # before the file is read
     cfg, ckpt, meta = resolve_config(args)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     summary_path = os.path.join(cfg.OUTPUT_DIR, SUMMARY_FILE)
@@ -111,11 +91,23 @@ def main(argv=None) -> int:
         os.remove(summary_path)  # a stale summary must not survive a failed re-test
     logger = setup_logger(cfg.OUTPUT_DIR, "test_log.txt")
     with log_crash(logger):
-        return evaluate_checkpoint(cfg, ckpt, meta, summary_path, logger)
+        return evaluate_checkpoint(cfg, ckpt, meta, weight_file, summary_path, logger)
 
 
-def evaluate_checkpoint(cfg, ckpt, meta, summary_path: str, logger) -> int:
-    """Evaluate, draw the ranked list, export features, then write summary.json (last)."""
+def evaluated_file(opts) -> dict:
+    """Path, size and mtime of the weight file (``utils.summary.weight_fields``), taken before
+    the file is read so that they describe the file evaluated; a missing file is reported by the
+    load that follows."""
+    weight = require_weight(opts)
+    if not os.path.isfile(weight):
+        return {"weight": os.path.abspath(weight), "weight_size": None, "weight_mtime_ns": None}
+    return weight_fields(weight)
+
+
+def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, logger) -> int:
+    """Evaluate, draw the ranked list, export features, then write summary.json (last), naming
+    the weight file evaluated (``weight_file``: path, size, mtime) and the test config's
+    fingerprint (``utils.provenance.evaluation_fingerprint``)."""
     logger.info("Command: %s", " ".join(sys.argv))
     start = time.time()
     device = resolve_device(cfg)
@@ -150,7 +142,8 @@ def evaluate_checkpoint(cfg, ckpt, meta, summary_path: str, logger) -> int:
 
     summary = TestSummary(
         metrics=metrics,
-        weight=os.path.abspath(cfg.TEST.WEIGHT),
+        **weight_file,
+        test_config_sha256=evaluation_fingerprint(cfg),
         epoch=epoch,
         dataset=ds.name,
         split=[s.name for s in ds.splits],

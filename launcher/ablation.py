@@ -13,7 +13,9 @@ From the exported features the result gives mAP / R1 / mINP (percent) and the nu
 queries on all queries and on the SynthPedes query subsets 'dark' (the cameras designed dark,
 mean luma < 0.35) and 'near_twin' (identities with a near-twin in the gallery), the wall seconds
 of train.py and the median training seconds per epoch (from the train log). It is kept as
-``<run>/ablation_<condition>.json``, so a rerun redoes nothing that finished.
+``<run>/ablation_<condition>.json``, so a rerun redoes nothing that finished -- while the run
+folder holds the same training config (``launcher.identity``; else an error naming the keys, or
+with ``--discard-stale`` the run is trained anew).
 """
 from __future__ import annotations
 
@@ -31,8 +33,10 @@ import numpy as np
 from configs import load_config
 from utils.atomic import atomic_write_text
 
-from .experiment import ROOT, Experiment, flat, make_experiment
-from .runner import Failure, read_test_summary, run_seed
+from .experiment import ROOT, Experiment, flat, make_experiment, run_lock
+from .identity import (DISCARD_FLAG, StaleRun, check_run, discard_run, read_test_summary,
+                       stale_message)
+from .runner import Failure, run_seed
 
 SYNTH = os.path.join(ROOT, "configs", "Synth")
 METRICS = ("mAP", "R1", "mINP")
@@ -122,23 +126,46 @@ def subset_metrics(cfg, features_path: str) -> Dict[str, dict]:
     return out
 
 
+def kept_result(exp: Experiment, cond: Condition, seed: int,
+                discard_stale: bool = False) -> Optional[dict]:
+    """The kept result of a condition x seed, or None. A result kept in a run folder that holds
+    another training config (launcher.identity) is an error (StaleRun), or with
+    ``discard_stale`` None (the run is then emptied and trained anew by run_seed)."""
+    path = result_path(exp, cond, seed)
+    if not os.path.exists(path):
+        return None
+    check = check_run(exp, seed)
+    if check.stale:
+        if discard_stale:
+            return None
+        raise StaleRun(stale_message([check]))
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_condition(cond: Condition, seed: int, root: str, extra: Sequence[str] = (),
-                  epochs: Optional[int] = None) -> dict:
+                  epochs: Optional[int] = None, discard_stale: bool = False) -> dict:
     """Train and test one condition x seed through the launcher (resuming); its result."""
     exp = condition_experiment(cond, seed, root, extra, epochs)
     path = result_path(exp, cond, seed)
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+    kept = kept_result(exp, cond, seed, discard_stale)
+    if kept is not None:
+        return kept
     os.makedirs(exp.run_dir(seed), exist_ok=True)
+    check = check_run(exp, seed)
+    if check.stale and discard_stale:   # now, not in run_seed: the log below is in the folder
+        with run_lock(exp.run_dir(seed)):
+            discard_run(exp, seed)
+        print(f"{cond.name} seed {seed}: {DISCARD_FLAG}: emptied; {check.describe()}",
+              flush=True)
     failures: List[Failure] = []
     # the launcher's output (and train.py's / test.py's) goes to a log, not the console
     with open(os.path.join(exp.run_dir(seed), "ablation_stdout.txt"), "a") as log, \
             contextlib.redirect_stdout(log):
-        train_seconds = run_seed(exp, seed, False, failures)
+        train_seconds = run_seed(exp, seed, False, failures, discard_stale)
     if failures:
         raise RuntimeError(f"{cond.name} seed {seed}: " + "; ".join(map(str, failures)))
-    summary = read_test_summary(exp.test_dir(seed, exp.epochs), exp.epochs)
+    summary = read_test_summary(exp, seed, exp.epochs)
     if summary is None:
         raise RuntimeError(f"{cond.name} seed {seed}: no test result of epoch {exp.epochs} in "
                            f"{exp.test_dir(seed, exp.epochs)}")
@@ -156,23 +183,24 @@ def run_condition(cond: Condition, seed: int, root: str, extra: Sequence[str] = 
 
 def collect(conditions: Sequence[Condition], names: Sequence[str], seeds: Sequence[int],
             root: str, extra: Sequence[str] = (), subset: str = "dark",
-            table_only: bool = False, epochs: Optional[int] = None) -> list:
+            table_only: bool = False, epochs: Optional[int] = None,
+            discard_stale: bool = False) -> list:
     """Results of every seed x named condition: run (resuming) or, with ``table_only``, read the
-    finished ones; one progress line per run naming ``subset``'s mAP."""
+    finished ones; one progress line per run naming ``subset``'s mAP. ``discard_stale``: see
+    :func:`kept_result`."""
     by_name = {c.name: c for c in conditions}
     results = []
     for seed in seeds:
         for name in names:
             cond = by_name[name]
             if table_only:
-                path = result_path(condition_experiment(cond, seed, root, extra, epochs), cond,
+                kept = kept_result(condition_experiment(cond, seed, root, extra, epochs), cond,
                                    seed)
-                if os.path.exists(path):
-                    with open(path) as f:
-                        results.append(json.load(f))
+                if kept is not None:
+                    results.append(kept)
                 continue
             t = time.time()
-            r = run_condition(cond, seed, root, extra, epochs)
+            r = run_condition(cond, seed, root, extra, epochs, discard_stale)
             results.append(r)
             print(f"{name} seed {seed}: mAP {r['all']['mAP']:.1f} R1 {r['all']['R1']:.1f} "
                   f"{subset} mAP {r[subset]['mAP']:.1f} {r['epoch_seconds']:.1f} s/epoch "
@@ -217,6 +245,9 @@ def add_arguments(parser, conditions: Sequence[Condition], default_root: str) ->
                              "e.g. 1 for a smoke check")
     parser.add_argument("--dry-run", action="store_true",
                         help="print every run's launcher plan and do nothing else")
+    parser.add_argument(DISCARD_FLAG, dest="discard_stale", action="store_true",
+                        help="a run folder that holds results of another training config is "
+                             "emptied and trained anew (without it: an error naming the keys)")
 
 
 def run_ablation(args, conditions: Sequence[Condition], subset: str, make_table) -> int:
@@ -227,7 +258,7 @@ def run_ablation(args, conditions: Sequence[Condition], subset: str, make_table)
         dry_run(conditions, args.conditions, args.seeds, args.output_root, args.opts, args.epochs)
         return 0
     results = collect(conditions, args.conditions, args.seeds, args.output_root, args.opts,
-                      subset, args.table_only, args.epochs)
+                      subset, args.table_only, args.epochs, args.discard_stale)
     text = make_table(results)
     print(text)
     if args.markdown:

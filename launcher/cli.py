@@ -9,6 +9,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from .experiment import TEST_SCRIPT, TRAIN_SCRIPT, Experiment, make_experiment
+from .identity import DISCARD_FLAG, StaleRun, check_run, stale_message
 from .report import build_summary, compare, find_other_summary, seed_record, write_summaries
 from .runner import Failure, Stopped, print_header, print_plan, run_seed
 from .toggles import OVERLAYS
@@ -43,6 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--compare-to", default=None,
                    help="another launcher output root (or its summary_*.json): paired t-test "
                         "per metric over the common seeds")
+    p.add_argument(DISCARD_FLAG, dest="discard_stale", action="store_true",
+                   help="a run folder that holds results of another training config (the "
+                        "launcher names the keys that differ) is emptied and trained anew; "
+                        "without it such a folder stops the command before any work")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (run folders, epochs to train, checkpoints to test) "
                         "and do nothing else")
@@ -82,13 +87,19 @@ def build_experiment(args, argv: Sequence[str], train_script: str = TRAIN_SCRIPT
 
 
 def run_experiment(exp: Experiment, seeds: Sequence[int], train_only: bool = False,
-                   compare_to: Optional[str] = None) -> int:
+                   compare_to: Optional[str] = None, discard_stale: bool = False) -> int:
     """Run every seed, then summarise every seed of the experiment on disk; 0 when nothing
-    failed, else 1 (every failure printed)."""
+    failed, else 1 (every failure printed).
+
+    Raises :class:`StaleRun` before any work when a seed's run folder holds results of another
+    training config, unless ``discard_stale`` (then that folder is emptied and trained anew)."""
     print_header(exp)
+    stale = [c for c in (check_run(exp, s) for s in seeds) if c.stale]
+    if stale and not discard_stale:
+        raise StaleRun(stale_message(stale))
     failures: List[Failure] = []
     for seed in seeds:
-        run_seed(exp, seed, train_only, failures)
+        run_seed(exp, seed, train_only, failures, discard_stale)
     # the summary covers every seed of this experiment under the root, not only this command's
     all_seeds = sorted(set(seeds) | set(exp.seeds_on_disk()))
     comparison = None
@@ -120,10 +131,11 @@ def main(argv=None, train_script: str = TRAIN_SCRIPT, test_script: str = TEST_SC
     if args.compare_to and not os.path.exists(args.compare_to):
         raise FileNotFoundError(f"--compare-to {args.compare_to}: no such file or folder")
     if args.dry_run:
-        print_plan(exp, args.seeds, args.train_only)
+        print_plan(exp, args.seeds, args.train_only, args.discard_stale)
         return 0
     try:
-        return run_experiment(exp, args.seeds, args.train_only, args.compare_to)
+        return run_experiment(exp, args.seeds, args.train_only, args.compare_to,
+                              args.discard_stale)
     except Stopped as exc:
         print(f"{exc}: the running train.py / test.py was stopped (SIGTERM) and has exited; "
               "rerun the same command to resume", file=sys.stderr)

@@ -1,11 +1,14 @@
 """The experiment: what one launcher command trains and tests, its names, folders and lock.
 
-Run folders are named from the config stem, the variant and the seed only --
+Run folders are named for people, from the config stem, the variant and the seed only --
 ``<root>/<stem>_<variant>_e<epochs>_seed<s>/`` -- so the same command always finds the same
 folder. The variant names the toggles given (``launcher.toggles``; 'yaml' when none) plus
-``-o<hash>`` of the training options; options that say where or how a run executes
-(``RUNTIME_KEYS``) and TEST.* keys are left out. Test results go to ``<run>/test/`` or, when
-TEST.* options or test-only options change the numbers, ``<run>/test-t<hash>/``.
+``-o<hash>`` of the training options; keys that do not change the weights
+(``utils.provenance.RUNTIME_ONLY``, TEST.* among them) and ``NAME_OMITS`` are left out. The name
+is not the run's identity: the resolved training config is (``Experiment.train_config``), and
+``launcher.identity`` refuses a folder that holds another one. Test results go to
+``<run>/test/`` or, when TEST.* options or test-only options change the numbers (keys outside
+``utils.provenance.TEST_RUNTIME_ONLY``), ``<run>/test-t<hash>/``.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import List, Sequence, Tuple
 
 from configs import load_config
 from solver.phase_plan import PhasePlan
+from utils.provenance import is_runtime_only, is_test_runtime_only
 
 from .toggles import ordered_flags, recipe_line, toggle_overrides, variant_name
 
@@ -35,12 +39,11 @@ TEST_SCRIPT = os.path.join(ROOT, "test.py")
 # set by the launcher from --seeds / --epochs / --save-every and the run folder
 LAUNCHER_KEYS = ("SOLVER.SEED", "SOLVER.MAX_EPOCHS", "SOLVER.CHECKPOINT_PERIOD", "OUTPUT_DIR",
                  "TEST.WEIGHT")
-# where / how a run executes, not what it trains: not part of the run name
-RUNTIME_KEYS = ("DATASETS.ROOT_DIR", "MODEL.DEVICE", "DATALOADER.NUM_WORKERS",
-                "SOLVER.EVAL_PERIOD")
-# TEST.* keys that do not change the metrics: not part of the test folder name
-TEST_OUTPUT_KEYS = ("TEST.IMS_PER_BATCH", "TEST.VIS_QUERIES", "TEST.VIS_TOPK",
-                    "TEST.EXPORT_FEATURES", "TEST.EVAL_BLOCK")
+# Left out of the run folder's name although they are training keys (utils.provenance: other
+# data, other numerics): they say where a run executes, so a changed value finds the same folder
+# and is refused there, naming the key (launcher.identity), instead of starting another run.
+NAME_OMITS = ("DATASETS.ROOT_DIR", "MODEL.DEVICE")
+LOCK_FILE = ".launcher.lock"
 
 Pairs = List[Tuple[str, str]]
 
@@ -147,22 +150,31 @@ class Experiment:
         return [sys.executable, self.train_script, "--config_file", self.config,
                 *self.train_opts(seed)]
 
-    def test_command(self, seed: int, epoch: int, weight: str) -> List[str]:
+    def train_config(self, seed: int):
+        """The resolved config train.py will train ``seed`` with: the same YAML and options,
+        through the same ``configs.load_config``. The run's identity (launcher.identity)."""
+        return load_config(self.config, self.train_opts(seed))
+
+    def test_args(self, seed: int, epoch: int, weight: str) -> List[str]:
         # no --config_file: test.py uses the resolved config stored in the checkpoint (YAML +
         # toggles + --opts as trained); --opts are forwarded again for the TEST.* keys
-        return [sys.executable, self.test_script, "TEST.WEIGHT", weight,
-                "OUTPUT_DIR", self.test_dir(seed, epoch), *flat(self.user_opts),
-                *flat(self.test_opts)]
+        return ["TEST.WEIGHT", weight, "OUTPUT_DIR", self.test_dir(seed, epoch),
+                *flat(self.user_opts), *flat(self.test_opts)]
+
+    def test_command(self, seed: int, epoch: int, weight: str) -> List[str]:
+        return [sys.executable, self.test_script, *self.test_args(seed, epoch, weight)]
 
     def checkpoint_epochs(self) -> List[int]:
         """The epochs train.py saves: every save_every and the last."""
         return sorted({e for e in range(1, self.epochs + 1) if e % self.save_every == 0}
                       | {self.epochs})
 
-    def record(self, seed: int) -> dict:
-        """Provenance of one run (``<run>/launcher.json``)."""
+    def record(self, seed: int, config_sha256: str) -> dict:
+        """Provenance of one run (``<run>/launcher.json``); ``config_sha256``:
+        ``utils.provenance.config_fingerprint`` of :meth:`train_config`."""
         return {"command": quote_command(["python", "run_phased_loss.py", *self.argv]),
-                "config": self.config, "seed": seed, "variant": self.variant,
+                "config": self.config, "config_sha256": config_sha256,
+                "seed": seed, "variant": self.variant,
                 "toggles": self.flags, "toggle_opts": flat(self.toggle_opts),
                 "opts": flat(self.user_opts), "test_opts": flat(self.test_opts),
                 "epochs": self.epochs, "save_every": self.save_every,
@@ -209,12 +221,11 @@ def make_experiment(config: str, root: str, epochs: int, save_every: int,
                          f"{' and --opts' if user else ''} gives an invalid phase plan: {exc}\n"
                          f"Toggle overrides applied: {flat(toggles) or 'none'}. Change the "
                          "toggles or the YAML.") from None
-    train_keyed = [(k, v) for k, v in user
-                   if not k.startswith("TEST.") and k not in RUNTIME_KEYS]
+    train_keyed = [(k, v) for k, v in user if not is_runtime_only(k) and k not in NAME_OMITS]
     test_only = option_pairs(test_opts)
     test_keyed = [(k, v) for k, v in user
-                  if k.startswith("TEST.") and k not in TEST_OUTPUT_KEYS]
-    test_keyed += [(k, v) for k, v in test_only if k not in TEST_OUTPUT_KEYS]
+                  if k.startswith("TEST.") and not is_test_runtime_only(k)]
+    test_keyed += [(k, v) for k, v in test_only if not is_test_runtime_only(k)]
     variant = variant_name(flags)
     if train_keyed:
         variant += f"-o{short_hash(train_keyed)}"
@@ -237,7 +248,7 @@ def run_lock(run_dir: str):
     if fcntl is None:
         yield
         return
-    handle = open(os.path.join(run_dir, ".launcher.lock"), "a")
+    handle = open(os.path.join(run_dir, LOCK_FILE), "a")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

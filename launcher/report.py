@@ -27,7 +27,8 @@ from utils.stats import mean_std, paired_ttest
 from utils.summary import TestSummary
 
 from .experiment import Experiment, flat
-from .runner import Failure, read_test_summary
+from .identity import DISCARD_FLAG, check_run, read_test_summary
+from .runner import Failure
 
 KINDS = ("best", "last")
 # what each test evaluated; the summary reports it (and 'mixed' when the tests disagree)
@@ -36,11 +37,23 @@ EVALUATION_FIELDS = ("split", "dataset", "feature", "feat_norm", "distance", "re
 
 
 def seed_record(exp: Experiment, seed: int) -> dict:
-    """Best (by (mAP, R1); ties -> earlier epoch) and last epoch of one seed, from disk."""
+    """Best (by (mAP, R1); ties -> earlier epoch) and last epoch of one seed, from disk; nothing
+    of a run folder that holds another training config (launcher.identity), nor of a test
+    result that is not the result of the checkpoint as it is now under this command's test
+    config (launcher.identity.read_test_summary)."""
+    check = check_run(exp, seed)
+    if check.stale:
+        keys = ", ".join(check.comparison.changed)
+        print(f"[seed {seed}] left out of the summary: {check.describe()}", flush=True)
+        return {"seed": seed, "run_dir": exp.run_dir(seed), "checkpoints": [], "tested": [],
+                "untested": [], "best": None, "last": None, "in_statistics": False,
+                "note": f"its run folder holds another training config (differs in {keys}); "
+                        f"rerun this seed with {DISCARD_FLAG} to train it with this one",
+                "_summaries": {}}
     ckpts = [e for e in list_checkpoints(exp.train_dir(seed)) if e <= exp.epochs]
     tested = {}
     for e in ckpts:
-        summary = read_test_summary(exp.test_dir(seed, e), e)
+        summary = read_test_summary(exp, seed, e)
         if summary is not None:
             tested[e] = summary
     untested = [e for e in ckpts if e not in tested]

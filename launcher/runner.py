@@ -1,10 +1,15 @@
 """Running one seed of an experiment: train (or resume), then test every saved checkpoint.
 
+- First, under the run lock, the run folder's identity (``launcher.identity``): a folder that
+  holds another training config stops the command (:class:`~launcher.identity.StaleRun`) or,
+  with ``--discard-stale``, is emptied; the config is recorded in ``<run>/run_config.yaml``.
 - ``<run>/train/`` is train.py's OUTPUT_DIR. train.py is skipped when ``transformer_<epochs>.pth``
-  exists; otherwise it runs and resumes after the last complete epoch on its own (resume.pth).
-- Every checkpoint without a complete ``summary.json`` (``utils.summary.TestSummary`` of that
-  epoch) is tested by test.py in a subprocess into ``<run>/<test_tag>/epoch_<e>/``; each result
-  also goes to ``<run>/train/tb`` as ``<test_tag>/<metric>`` scalars at its epoch.
+  exists (its stored config was compared above); otherwise it runs and resumes after the last
+  complete epoch on its own (resume.pth).
+- Every checkpoint without a ``summary.json`` that is its result -- the file as it is now, this
+  command's test config (``launcher.identity.read_test_summary``) -- is tested by test.py in a
+  subprocess into ``<run>/<test_tag>/epoch_<e>/``; each result also goes to ``<run>/train/tb``
+  as ``<test_tag>/<metric>`` scalars at its epoch.
 - Subprocess output is echoed and appended to a log file next to the results.
 - A failure does not stop the other epochs and seeds: it is recorded as a ``Failure``.
 """
@@ -23,11 +28,14 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from utils.atomic import atomic_write_text
+from utils.provenance import config_fingerprint
 from utils.results import METRIC_KEYS
 from utils.run_files import RESUME_FILE, checkpoint_name, checkpoint_path, list_checkpoints
-from utils.summary import SUMMARY_FILE, TestSummary
+from utils.summary import SUMMARY_FILE
 
 from .experiment import Experiment, RunLocked, flat, quote_command, run_lock
+from .identity import (DISCARD_FLAG, RUN_CONFIG_FILE, StaleRun, check_run, discard_run,
+                       read_test_summary, record_run_config, runtime_note, stale_message)
 
 
 @dataclass
@@ -53,25 +61,6 @@ def write_if_changed(path: str, text: str) -> bool:
                 return False
     atomic_write_text(path, text)
     return True
-
-
-def read_test_summary(folder: str, epoch: int) -> Optional[TestSummary]:
-    """test.py's summary.json in ``folder`` when it is complete and of ``epoch``; else None
-    (the epoch counts as untested)."""
-    path = os.path.join(folder, SUMMARY_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        summary = TestSummary.read(path)
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"  {path} is unreadable ({exc}): testing again", flush=True)
-        return None
-    missing = summary.missing_metrics()
-    if missing or summary.epoch != epoch:
-        print(f"  {path} is not a complete result of epoch {epoch} (missing {missing}, epoch "
-              f"{summary.epoch}): testing again", flush=True)
-        return None
-    return summary
 
 
 def resume_epoch(train_dir: str) -> int:
@@ -192,13 +181,16 @@ def test_seed(exp: Experiment, seed: int, failures: List[Failure]) -> None:
             if epoch > exp.epochs:
                 continue
             folder = exp.test_dir(seed, epoch)
-            if read_test_summary(folder, epoch) is not None:
+            if read_test_summary(exp, seed, epoch,
+                                 lambda why: print(f"{tag} {why}: testing again",
+                                                   flush=True)) is not None:
                 print(f"{tag} Skip epoch {epoch} (already tested)", flush=True)
                 continue
             log = os.path.join(folder, "test_output.log")
             print(f"{tag} Test epoch {epoch}: {weight} -> {folder}", flush=True)
             rc = run_logged(exp.test_command(seed, epoch, weight), log)
-            summary = read_test_summary(folder, epoch)
+            summary = read_test_summary(exp, seed, epoch,
+                                        lambda why: print(f"{tag} {why}", flush=True))
             if rc != 0 or summary is None:
                 failures.append(Failure(seed, "test", epoch, f"test.py exited with code {rc}"
                                         + ("" if rc else f" without writing {SUMMARY_FILE}"),
@@ -220,18 +212,46 @@ def test_seed(exp: Experiment, seed: int, failures: List[Failure]) -> None:
             writer.close()
 
 
-def run_seed(exp: Experiment, seed: int, train_only: bool,
-             failures: List[Failure]) -> Optional[float]:
+def claim_run(exp: Experiment, seed: int, discard_stale: bool) -> str:
+    """Under the run lock: check the run folder's identity (launcher.identity); a stale run is
+    emptied with ``discard_stale``, else :class:`StaleRun`. Records the config; returns its
+    fingerprint."""
+    tag = f"[seed {seed}]"
+    check = check_run(exp, seed)
+    if check.stale:
+        if not discard_stale:
+            raise StaleRun(stale_message([check]))
+        print(f"{tag} {check.describe()}", flush=True)
+        removed = discard_run(exp, seed)
+        print(f"{tag} {DISCARD_FLAG}: deleted {len(removed)} entries of {check.run_dir} "
+              f"({', '.join(os.path.basename(p) for p in removed)}); training it anew",
+              flush=True)
+    note = runtime_note(check)
+    if note:
+        print(f"{tag} {note}", flush=True)
+    config = exp.train_config(seed)
+    if record_run_config(exp, seed, config):
+        print(f"{tag} Training config recorded in "
+              f"{os.path.join(check.run_dir, RUN_CONFIG_FILE)}", flush=True)
+    return config_fingerprint(config)
+
+
+def run_seed(exp: Experiment, seed: int, train_only: bool, failures: List[Failure],
+             discard_stale: bool = False) -> Optional[float]:
     """Train (or resume) one seed under its run lock, then test its checkpoints unless
     ``train_only``. Failures are appended to ``failures``. Returns the wall seconds spent in
-    train.py (None when training was not run: already complete, or the run is locked)."""
+    train.py (None when training was not run: already complete, or the run is locked).
+
+    Raises :class:`StaleRun` (before any work) when the run folder holds another training
+    config and ``discard_stale`` is False; with it, the folder is emptied first."""
     run_dir = exp.run_dir(seed)
     print(f"[seed {seed}] Run folder {run_dir}", flush=True)
     train_seconds = None
     try:
         with run_lock(run_dir):
+            sha = claim_run(exp, seed, discard_stale)
             write_if_changed(os.path.join(run_dir, "launcher.json"),
-                             json.dumps(exp.record(seed), indent=2) + "\n")
+                             json.dumps(exp.record(seed, sha), indent=2) + "\n")
             trained = not os.path.isfile(checkpoint_path(exp.train_dir(seed), exp.epochs))
             start = time.time()
             train_seed(exp, seed, failures)
@@ -258,28 +278,41 @@ def print_header(exp: Experiment) -> None:
     print("  " + exp.plan_table.replace("\n", "\n  "), flush=True)
 
 
-def print_plan(exp: Experiment, seeds: Sequence[int], train_only: bool) -> None:
-    """What a run of ``seeds`` would do (run folders, epochs to train, checkpoints to test);
-    nothing is started or written."""
+def print_plan(exp: Experiment, seeds: Sequence[int], train_only: bool,
+               discard_stale: bool = False) -> None:
+    """What a run of ``seeds`` would do (run folders, whether each holds this training config,
+    epochs to train, checkpoints to test); nothing is started or written."""
     print_header(exp)
     for seed in seeds:
         tag = f"[seed {seed}]"
         train_dir = exp.train_dir(seed)
         print(f"{tag} run folder {exp.run_dir(seed)}")
-        have = [e for e in list_checkpoints(train_dir) if e <= exp.epochs]
+        check = check_run(exp, seed)
+        fresh = False
+        if check.stale:
+            text = check.describe().replace("\n", f"\n{tag}   ")
+            if not discard_stale:
+                print(f"{tag}   refused: {text}\n{tag}   (the command stops before any work; "
+                      f"{DISCARD_FLAG} would empty the folder and train it anew)")
+                continue
+            print(f"{tag}   {DISCARD_FLAG}: the folder would be emptied and trained anew: {text}")
+            fresh = True
+        have = [] if fresh else [e for e in list_checkpoints(train_dir) if e <= exp.epochs]
         if exp.epochs in have:
             print(f"{tag}   train: nothing ({checkpoint_name(exp.epochs)} exists)")
-            planned = have
+            kept = planned = have
         else:
-            done = resume_epoch(train_dir)
+            done = 0 if fresh else resume_epoch(train_dir)
             print(f"{tag}   train: epochs {done + 1}..{exp.epochs}"
                   f"{f' (resume after epoch {done})' if done else ' (new run)'}: "
                   f"{quote_command(exp.train_command(seed))}")
+            kept = [e for e in have if e <= done]   # later ones are written again
             planned = sorted(set(have) | {e for e in exp.checkpoint_epochs() if e > done})
         if train_only:
             print(f"{tag}   test: skipped (--train-only)")
             continue
-        tested = [e for e in planned if read_test_summary(exp.test_dir(seed, e), e) is not None]
+        tested = [e for e in kept if read_test_summary(
+            exp, seed, e, lambda why: print(f"{tag}   {why}")) is not None]
         todo = [e for e in planned if e not in tested]
         print(f"{tag}   test: epochs {todo or 'none'} -> "
               f"{os.path.join(exp.run_dir(seed), exp.test_tag)}/epoch_<N>"

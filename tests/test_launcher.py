@@ -175,6 +175,10 @@ def test_test_opts_reach_test_py_and_absent_toggles_keep_the_yaml(launched):
     summary = load_json(os.path.join(exp.test_dir(0, 2), "summary.json"))
     assert summary["feature"] == "after BNNeck" and summary["feat_norm"] is False
     assert "after BNNeck" in open(os.path.join(exp.test_dir(0, 2), "test_log.txt")).read()
+    weight = os.path.join(exp.train_dir(0), "transformer_2.pth")   # the exact file it tested
+    assert summary["weight"] == weight and summary["weight_size"] == os.path.getsize(weight)
+    assert summary["weight_mtime_ns"] == os.stat(weight).st_mtime_ns
+    assert len(summary["test_config_sha256"]) == 64
     cfg = load_config(config_text=open(os.path.join(exp.train_dir(1), "config.yaml")).read())
     assert cfg.LOSS.SUPCON.ENABLE is True          # from the YAML: no toggle given
     assert (cfg.SOLVER.SEED, cfg.SOLVER.MAX_EPOCHS, cfg.SOLVER.EVAL_PERIOD) == (1, 2, 0)
@@ -357,6 +361,9 @@ def test_run_names_depend_on_what_is_trained_only(launched):
     assert plain == ("tiny_yaml_e120_seed0", "test")
     assert names("DATASETS.ROOT_DIR", "/x", "MODEL.DEVICE", "cuda", "SOLVER.EVAL_PERIOD", "5",
                  "TEST.VIS_QUERIES", "2") == plain
+    # every key utils.provenance calls runtime-only stays out of the name
+    assert names("DATALOADER.NUM_WORKERS", "3", "MODEL.DIST_TIMEOUT_S", "9",
+                 "TEST.EVAL_BLOCK", "5") == plain
     margin = names("LOSS.TRIPLET.MARGIN", "0.5")
     assert margin[0].startswith("tiny_yaml-o") and margin == names("LOSS.TRIPLET.MARGIN", "0.5")
     assert margin != names("LOSS.TRIPLET.MARGIN", "0.6")
@@ -393,3 +400,86 @@ def test_paired_ttest_matches_the_formula():
     assert same["p"] is None and "zero variance" in same["reason"]
     with pytest.raises(ValueError, match="equally long"):
         paired_ttest([1.0, 2.0], [1.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# nothing trained or tested under another config is reused
+def edit_yaml(path, key, value):
+    tree = yaml.safe_load(open(path))
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    with open(path, "w") as f:
+        yaml.safe_dump(tree, f)
+
+
+def test_an_edited_recipe_is_refused_until_its_run_is_discarded(launched, tmp_path, synth_root):
+    # a copy of seed 0's run folder and of the recipe, under the same names
+    import shutil
+    config = str(tmp_path / "tiny.yml")
+    shutil.copy(launched.config, config)
+    run = os.path.basename(launched.exp.run_dir(0))
+    shutil.copytree(os.path.join(launched.root, run), tmp_path / "logs" / run)
+    argv = launch_args(config, tmp_path / "logs", synth_root, seeds=("0",))
+    exp = experiment(argv)
+    old_lr = load_config(config).SOLVER.BASE_LR
+    edit_yaml(config, "SOLVER.BASE_LR", 2 * old_lr)
+    before = snapshot(tmp_path / "logs")
+    # what the run folder says it holds, from the launcher's record down to the final checkpoint
+    evidence = [os.path.join(exp.run_dir(0), "run_config.yaml"),
+                os.path.join(exp.train_dir(0), "config.yaml")]
+    for drop in [None] + evidence:
+        if drop is not None:
+            os.remove(drop)
+            before = snapshot(tmp_path / "logs")
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), \
+                pytest.raises(ValueError, match="(?s)SOLVER.BASE_LR: 0.001 -> 0.002.*"
+                                                "--output-root.*--discard-stale"):
+            launcher.main(argv)
+        assert "Skip training" not in buf.getvalue() and "Train epochs" not in buf.getvalue()
+        assert snapshot(tmp_path / "logs") == before          # refused before any work
+    rc, out = run_main(argv + ["--dry-run"])
+    assert rc == 0 and "refused" in out and "SOLVER.BASE_LR: 0.001 -> 0.002" in out
+    # where the data lives is compared too (provenance does not call it runtime-only) ...
+    edit_yaml(config, "SOLVER.BASE_LR", old_lr)
+    with pytest.raises(ValueError, match="DATASETS.ROOT_DIR"):
+        run_main(launch_args(config, tmp_path / "logs", str(tmp_path), seeds=("0",)))
+    # ... the worker count is not (it provably does not change the weights)
+    rc, out = run_main(argv + ["DATALOADER.NUM_WORKERS", "1", "--train-only"])
+    assert rc == 0 and "[seed 0] Skip training" in out
+
+    edit_yaml(config, "SOLVER.BASE_LR", 2 * old_lr)
+    rc, out = run_main(argv + ["--discard-stale", "--train-only"])
+    assert rc == 0, out[-3000:]
+    assert "SOLVER.BASE_LR" in out and "Train epochs 1..2 (new run)" in out
+    assert not os.path.exists(os.path.join(exp.run_dir(0), launched.exp.test_tag))
+    for path in (os.path.join(exp.run_dir(0), "run_config.yaml"),
+                 os.path.join(exp.train_dir(0), "config.yaml")):
+        assert load_config(config_text=open(path).read()).SOLVER.BASE_LR == 2 * old_lr
+
+
+def test_a_retrained_checkpoint_is_tested_again(tmp_path, launched, synth_root):
+    argv = ["--config", launched.config, "--seeds", "0", "--epochs", "1",
+            "--output-root", str(tmp_path / "logs"), "--opts", "DATASETS.ROOT_DIR", synth_root]
+    exp = experiment(argv)
+    rc, out = run_main(argv)
+    assert rc == 0 and out.count("Test epoch") == 1, out[-3000:]
+    result = os.path.join(exp.test_dir(0, 1), "summary.json")
+    # mark the old result, so the numbers reported below show which test they come from
+    data = load_json(result)
+    data["metrics"]["mAP"] = 99.0
+    with open(result, "w") as f:
+        json.dump(data, f)
+    import shutil
+    shutil.rmtree(exp.train_dir(0))
+    rc, out = run_main(argv)
+    assert rc == 0, out[-3000:]
+    assert "Train epochs 1..1 (new run)" in out and "[seed 0] Test epoch 1" in out
+    assert "(already tested)" not in out and "changed since it was tested" in out
+    new_map = load_json(result)["metrics"]["mAP"]
+    assert new_map != 99.0
+    last = load_json(exp.summary_base + ".json")["seeds"][0]["last"]
+    assert last["metrics"]["mAP"] == pytest.approx(new_map)

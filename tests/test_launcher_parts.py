@@ -177,19 +177,25 @@ def test_ablation_options_merge_like_yacs_and_epochs_override():
 
 
 def test_best_epoch_is_selected_on_the_split_each_summary_names(tmp_path, repo_root):
+    import torch
+
+    from launcher.identity import expected_test_config
     from launcher.report import build_summary
-    from utils.summary import MetricSet, TestSummary
+    from utils.checkpoint import save_checkpoint
+    from utils.summary import MetricSet, TestSummary, weight_fields
 
     config = os.path.join(repo_root, "configs", "Synth", "synth_baseline.yml")
     exp = make_experiment(config, str(tmp_path), 2, 1)
 
     def write(epoch, test_map, val_map, select_on):
         os.makedirs(exp.train_dir(0), exist_ok=True)
-        open(checkpoint_path(exp.train_dir(0), epoch), "w").close()
+        weight = checkpoint_path(exp.train_dir(0), epoch)
+        save_checkpoint(weight, torch.nn.Linear(1, 1), exp.train_config(0), epoch, 4, 2, 1)
         metrics = {"R1": 50.0, "R5": 60.0, "R10": 70.0, "mAP": test_map, "mINP": 10.0}
-        TestSummary(metrics=metrics, weight="w", epoch=epoch, dataset="synth", split=["test"],
-                    feature="f", feat_norm=True, distance="euclidean", re_ranking="none",
-                    max_rank=50, clip_fusion="off", seconds=1.0,
+        TestSummary(metrics=metrics, **weight_fields(weight), epoch=epoch, dataset="synth",
+                    test_config_sha256=expected_test_config(exp, 0, epoch, weight),
+                    split=["test"], feature="f", feat_norm=True, distance="euclidean",
+                    re_ranking="none", max_rank=50, clip_fusion="off", seconds=1.0,
                     extra_metrics={"val": MetricSet(split=["val"],
                                                     metrics=dict(metrics, mAP=val_map))},
                     select_on=select_on).write(os.path.join(exp.test_dir(0, epoch),
@@ -208,3 +214,31 @@ def test_best_epoch_is_selected_on_the_split_each_summary_names(tmp_path, repo_r
             assert best["epoch"] == 1 and best["metrics"]["mAP"] == 30.0  # test numbers shown
             assert "on the selection split (val)" in summary["selection"]
         assert summary["seeds"][0]["last"]["metrics"]["mAP"] == 40.0
+
+
+def test_kept_results_of_another_training_config_are_refused(tmp_path):
+    import json
+
+    from launcher.identity import RUN_CONFIG_FILE, StaleRun
+    from launcher.report import build_summary
+
+    cond = ablation.Condition("x", "synth_baseline.yml")
+    exp = ablation.condition_experiment(cond, 0, str(tmp_path), epochs=1)
+    os.makedirs(exp.run_dir(0))
+    recorded = os.path.join(exp.run_dir(0), RUN_CONFIG_FILE)
+    other = load_config(exp.config, exp.train_opts(0) + ["SOLVER.BASE_LR", "0.5"])
+    with open(recorded, "w") as f:
+        f.write(other.dump())
+    with open(ablation.result_path(exp, cond, 0), "w") as f:
+        json.dump({"condition": "x"}, f)
+    with pytest.raises(StaleRun, match=r"(?s)SOLVER.BASE_LR: 0.5 -> .*--discard-stale"):
+        ablation.kept_result(exp, cond, 0)
+    assert ablation.kept_result(exp, cond, 0, discard_stale=True) is None
+    # the launcher's summary leaves such a seed out and says why
+    record = build_summary(exp, [0], [], None)["seeds"][0]
+    assert not record["in_statistics"] and record["best"] is None
+    assert "SOLVER.BASE_LR" in record["note"]
+    # recorded with this config, the kept result counts
+    with open(recorded, "w") as f:
+        f.write(exp.train_config(0).dump())
+    assert ablation.kept_result(exp, cond, 0) == {"condition": "x"}

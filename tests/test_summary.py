@@ -1,5 +1,6 @@
 """The typed test summary (utils/summary.py): round trip, summaries written before the schema,
-newer versions, room for a second protocol, and a torch-free import."""
+newer versions, room for a second protocol, which summary counts as the result of a checkpoint,
+and a torch-free import."""
 import json
 import os
 import subprocess
@@ -45,7 +46,8 @@ def new_summary(**changes):
                   weight="/runs/a/transformer_3.pth", epoch=3, dataset="synth", split=["test"],
                   feature="before BNNeck + JPM parts", feat_norm=True, distance="euclidean",
                   re_ranking="k-reciprocal(k1=20,k2=6,lambda=0.3)", max_rank=50,
-                  clip_fusion="on", seconds=2.5)
+                  clip_fusion="on", seconds=2.5, weight_size=4096,
+                  weight_mtime_ns=1_700_000_000_123_456_789, test_config_sha256="c" * 64)
     fields.update(changes)
     return TestSummary(**fields)
 
@@ -53,7 +55,7 @@ def new_summary(**changes):
 def test_round_trip_keeps_every_field(tmp_path):
     s = new_summary()
     again = TestSummary.from_json(s.to_json())
-    assert again.version == SUMMARY_VERSION == 1 and again.protocol == "image-reid"
+    assert again.version == SUMMARY_VERSION == 2 and again.protocol == "image-reid"
     assert again.re_ranking == s.re_ranking and again.split == ["test"] and again.epoch == 3
     assert again.metrics["mAP"] == 41.5 and again.metrics["R10"] != again.metrics["R10"]  # NaN
     path = str(tmp_path / "summary.json")
@@ -69,15 +71,17 @@ def test_round_trip_keeps_every_field(tmp_path):
 
 def test_a_summary_written_before_the_schema_reads_as_version_0():
     s = TestSummary.from_json(OLD_SUMMARY)
-    assert s.version == 1 and s.protocol == "image-reid" and s.extra_metrics == {}
+    assert s.version == SUMMARY_VERSION and s.protocol == "image-reid" and s.extra_metrics == {}
     assert s.select_on is None and s.selection_metrics() is s.metrics
     assert s.epoch == 2 and s.split == ["test"] and s.feat_norm is False
     assert s.feature == "after BNNeck" and s.clip_fusion == "off" and s.seconds == 1.83
     assert s.metrics["mAP"] == pytest.approx(38.41263927045119) and not s.missing_metrics()
-    # written back, it is a version-1 file holding the same information
+    # written back, it is a current file holding the same information (and None for the
+    # weight file's size and mtime and the test config, which it never recorded)
     back = json.loads(s.to_json())
     old = json.loads(OLD_SUMMARY)
-    assert back["version"] == 1 and {k: back[k] for k in old} == old
+    assert back["version"] == SUMMARY_VERSION and {k: back[k] for k in old} == old
+    assert back["weight_size"] is None and back["test_config_sha256"] is None
     # before CLIP fusion existed test.py wrote no 'clip_fusion': nothing was fused
     older = json.loads(OLD_SUMMARY)
     del older["clip_fusion"]
@@ -87,7 +91,8 @@ def test_a_summary_written_before_the_schema_reads_as_version_0():
 def test_unknown_versions_and_broken_files_are_clear_errors(tmp_path):
     data = json.loads(new_summary().to_json())
     data["version"] = SUMMARY_VERSION + 1
-    with pytest.raises(ValueError, match="version 2 is newer than this code reads"):
+    with pytest.raises(ValueError, match=f"version {SUMMARY_VERSION + 1} is newer than this "
+                                         "code reads"):
         TestSummary.from_json(json.dumps(data))
     data["version"] = "1"
     with pytest.raises(ValueError, match="not a version number"):
@@ -133,3 +138,76 @@ def test_summary_and_launcher_import_without_torch():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# which summary counts as the result of a checkpoint (the launcher's "already tested")
+TEST_SHA = "a" * 64
+
+
+def checkpoint_file(tmp_path, name="transformer_3.pth", content=b"weights of epoch 3"):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def summary_of(weight, **changes):
+    """The summary test.py writes after evaluating ``weight`` with test config TEST_SHA."""
+    from utils.summary import weight_fields
+    return new_summary(**dict(weight_fields(weight), test_config_sha256=TEST_SHA, **changes))
+
+
+def test_a_summary_counts_for_the_file_it_names_as_it_is_now(tmp_path):
+    weight = checkpoint_file(tmp_path)
+    s = summary_of(weight)
+    assert s.weight == weight and s.weight_size == os.path.getsize(weight)
+    assert s.weight_mtime_ns == os.stat(weight).st_mtime_ns and s.version == SUMMARY_VERSION
+    assert s.mismatch(3, weight, TEST_SHA) is None
+    again = TestSummary.from_json(s.to_json())                   # the fields survive the file
+    assert again.mismatch(3, weight, TEST_SHA) is None
+    os.utime(weight, ns=(s.weight_mtime_ns, s.weight_mtime_ns))  # same mtime: still the same
+    assert s.mismatch(3, os.path.join(str(tmp_path), ".", "transformer_3.pth"), TEST_SHA) is None
+
+
+def test_a_summary_of_another_path_does_not_count(tmp_path):
+    weight = checkpoint_file(tmp_path)
+    other = checkpoint_file(tmp_path, "transformer_4.pth")
+    why = summary_of(weight).mismatch(3, other, TEST_SHA)
+    assert why is not None and weight in why and other in why
+
+
+def test_a_summary_of_a_rewritten_checkpoint_does_not_count(tmp_path):
+    weight = checkpoint_file(tmp_path)
+    s = summary_of(weight)
+    st = os.stat(weight)
+    os.utime(weight, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # retrained, same size
+    why = s.mismatch(3, weight, TEST_SHA)
+    assert why is not None and "changed since it was tested" in why
+    checkpoint_file(tmp_path, content=b"other weights, other size")       # replaced
+    os.utime(weight, ns=(st.st_atime_ns, st.st_mtime_ns))                 # even at the old mtime
+    assert "changed since it was tested" in s.mismatch(3, weight, TEST_SHA)
+    os.remove(weight)
+    assert "does not exist" in s.mismatch(3, weight, TEST_SHA)
+
+
+def test_a_summary_of_another_test_config_or_epoch_does_not_count(tmp_path):
+    weight = checkpoint_file(tmp_path)
+    s = summary_of(weight)
+    why = s.mismatch(3, weight, "b" * 64)
+    assert why is not None and "another test config" in why
+    assert "epoch 3, not 4" in s.mismatch(4, weight, TEST_SHA)
+    incomplete = summary_of(weight, metrics={"R1": 1.0})
+    assert "lacks metrics" in incomplete.mismatch(3, weight, TEST_SHA)
+
+
+def test_summaries_written_before_they_named_the_file_never_count(tmp_path):
+    weight = checkpoint_file(tmp_path)
+    v0 = json.loads(OLD_SUMMARY)
+    v0["weight"], v0["epoch"] = weight, 3
+    v1 = dict(json.loads(OLD_SUMMARY), weight=weight, epoch=3, version=1,
+              protocol="image-reid", extra_metrics={}, select_on=None)
+    for data in (v0, v1):
+        s = TestSummary.from_json(json.dumps(data))
+        assert s.weight_size is None and s.test_config_sha256 is None
+        why = s.mismatch(3, weight, TEST_SHA)
+        assert why is not None and "does not record" in why

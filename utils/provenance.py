@@ -2,9 +2,14 @@
 
 A run's identity is its resolved config minus the keys listed in :data:`RUNTIME_ONLY`, which
 provably do not change the trained weights (``tests/test_resume_config.py`` trains with every one
-of them changed and gets bit-identical weights). train.py compares a resume.pth's stored config
-with the new one through :func:`compare_configs`; the launcher can name a run folder by
-:func:`config_fingerprint`. Torch-free (yaml and the config defaults only), so any tool can use it.
+of them changed and gets bit-identical weights; ``tests/test_worker_invariance.py`` does the same
+for the worker count). train.py compares a resume.pth's stored config with the new one through
+:func:`compare_configs`, and the launcher compares a run folder's stored config with the one its
+command resolves the same way (``launcher/identity.py``).
+
+A test's identity is the weight file it evaluated plus :func:`evaluation_fingerprint` of the
+config test.py ran with (``utils/summary.py`` records both in summary.json). Torch-free (yaml and
+the config defaults only), so any tool can use it.
 
 Example::
 
@@ -14,6 +19,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -29,12 +35,28 @@ RUNTIME_ONLY: Dict[str, str] = {
     "SOLVER.EVAL_PERIOD": "when to evaluate (same reason as TEST.*)",
     "SOLVER.CHECKPOINT_PERIOD": "which epochs get a transformer_<epoch>.pth file",
     "MODEL.DIST_TIMEOUT_S": "how long a DDP collective waits before failing",
+    "DATALOADER.NUM_WORKERS": "every random choice of a training item is seeded by (SOLVER.SEED, "
+                              "epoch, index), not by the worker that loads it",
 }
-# Not listed, on purpose: DATALOADER.NUM_WORKERS (augmentation randomness depends on the worker
-# count until it is seeded per sample; add it here once a test shows 0 and 2 workers give the same
-# weights), MODEL.DEVICE (CPU and CUDA differ numerically, and AMP is used on CUDA only),
-# MODEL.DIST_TRAIN (per-process batches and BatchNorm statistics), DATASETS.ROOT_DIR (another
-# folder may hold other data).
+# Not listed, on purpose: MODEL.DEVICE (CPU and CUDA differ numerically, and AMP is used on CUDA
+# only), MODEL.DIST_TRAIN (per-process batches and BatchNorm statistics), DATASETS.ROOT_DIR
+# (another folder may hold other data). A change of one of them is a change of the run.
+
+# Keys of test.py's resolved config that do not change a test's numbers. The weight file is not
+# part of the test config: summary.json names it on its own (path, size, mtime).
+TEST_RUNTIME_ONLY: Dict[str, str] = {
+    "OUTPUT_DIR": "where the results go",
+    "TEST.WEIGHT": "the weight file, recorded on its own with its size and mtime",
+    "TEST.IMS_PER_BATCH": "the model is in eval mode: each image's feature is computed alone",
+    "TEST.EVAL_BLOCK": "the blocked evaluation equals the unblocked one (tests/test_metrics.py)",
+    "TEST.VIS_QUERIES": "the ranked-list figure only",
+    "TEST.VIS_TOPK": "the ranked-list figure only",
+    "TEST.EXPORT_FEATURES": "whether features.npz is written",
+    "DATALOADER.NUM_WORKERS": "the test transforms are deterministic",
+    "SOLVER.EVAL_PERIOD": "training only; test.py does not read it",
+    "SOLVER.CHECKPOINT_PERIOD": "training only; test.py does not read it",
+    "MODEL.DIST_TIMEOUT_S": "training only; test.py does not read it",
+}
 
 # Keys whose change continues the same run for more epochs; train.py resumes under such a change
 # only with --allow-extend and records the new segment. Value: why the result then differs from
@@ -51,7 +73,17 @@ ConfigLike = Union[str, Mapping, object]
 
 def is_runtime_only(key: str) -> bool:
     """True for a dotted key listed in (or under a section listed in) :data:`RUNTIME_ONLY`."""
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUNTIME_ONLY)
+    return _listed(key, RUNTIME_ONLY)
+
+
+def is_test_runtime_only(key: str) -> bool:
+    """True for a dotted key listed in :data:`TEST_RUNTIME_ONLY` (it does not change a test's
+    numbers)."""
+    return _listed(key, TEST_RUNTIME_ONLY)
+
+
+def _listed(key: str, keys) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
 
 
 def flatten_config(config: ConfigLike) -> Dict[str, object]:
@@ -88,7 +120,26 @@ def config_fingerprint(config: ConfigLike) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def evaluation_fingerprint(config: ConfigLike) -> str:
+    """sha256 (hex) of what decides a test's numbers besides the weights: the config test.py
+    evaluated with, without :data:`TEST_RUNTIME_ONLY` keys and without keys at their default.
+
+    Leaving defaults out keeps the fingerprints of earlier tests valid when a key is added to
+    the code later (at its default, it changes nothing: the rule :func:`compare_configs` applies
+    to training configs). A stored config (a checkpoint's) holds every key it knew, so a changed
+    default never hides a difference: the stored value then differs from one of the two
+    defaults.
+    """
+    defaults = _defaults()
+    kept = {k: v for k, v in flatten_config(config).items()
+            if not is_test_runtime_only(k) and (k not in defaults or defaults[k] != v)}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
 def _defaults() -> Dict[str, object]:
+    """The flattened defaults (cached: callers only read it)."""
     from configs.defaults import get_cfg_defaults   # yacs only, no torch
     return flatten_config(get_cfg_defaults())
 
@@ -153,5 +204,6 @@ def compare_configs(old: ConfigLike, new: ConfigLike) -> ConfigComparison:
     return result
 
 
-__all__ = ["RUNTIME_ONLY", "EXTENSION_KEYS", "ABSENT", "is_runtime_only", "flatten_config",
-           "training_config", "config_fingerprint", "compare_configs", "ConfigComparison"]
+__all__ = ["RUNTIME_ONLY", "TEST_RUNTIME_ONLY", "EXTENSION_KEYS", "ABSENT", "is_runtime_only",
+           "is_test_runtime_only", "flatten_config", "training_config", "config_fingerprint",
+           "evaluation_fingerprint", "compare_configs", "ConfigComparison"]

@@ -1,10 +1,12 @@
 """The test summary, ``summary.json``: what test.py evaluated and the numbers it got.
 
-test.py writes it as its LAST step and only on success; the launcher treats its presence as "this
-checkpoint is tested" and reads the numbers from it, as do the bench scripts. This module is the
-one definition of its fields, and it is torch-free, so readers do not import torch.
+test.py writes it as its LAST step and only on success. It counts as the result of a checkpoint
+only when it names that exact file as it is now and the test config a new test would use
+(:meth:`TestSummary.mismatch`: the launcher's "already tested"); the launcher and the bench
+scripts read the numbers from it. This module is the one definition of its fields, and it is
+torch-free, so readers do not import torch.
 
-Schema (version ``SUMMARY_VERSION`` = 1; every number in percent):
+Schema (version ``SUMMARY_VERSION`` = 2; every number in percent):
 
 - ``version``: the schema version.
 - ``protocol``: ``'image-reid'`` (image queries against an image gallery, the Market-1501
@@ -19,21 +21,34 @@ Schema (version ``SUMMARY_VERSION`` = 1; every number in percent):
 - ``select_on``: the ``extra_metrics`` entry on which a launcher picks the best epoch (a
   validation split); ``None`` = ``metrics`` (the test split: image re-ID datasets have no
   validation split, and the launcher's summary says so).
-- what was evaluated: ``weight`` (absolute path), ``epoch`` (None for plain weights),
+- the weight file evaluated: ``weight`` (absolute path), ``weight_size`` (bytes) and
+  ``weight_mtime_ns`` (``os.stat``'s ``st_mtime_ns``) of the file when test.py read it. Size and
+  mtime are the file's fingerprint: every checkpoint write is a new file renamed into place
+  (``utils/atomic.py``), so a retrained or replaced checkpoint has a new mtime; hashing the
+  content instead would cost about a second per 400 MB checkpoint on every launcher rerun. A
+  copy that keeps the mtime (``cp -p``, ``rsync -a``) of the same run still counts; one that does
+  not is tested again.
+- ``test_config_sha256``: ``utils.provenance.evaluation_fingerprint`` of the config test.py
+  evaluated with (``utils.eval_config``): every key that can change the numbers, TEST.* included.
+- what else was evaluated: ``epoch`` (None for plain weights),
   ``dataset``, ``feature``, ``feat_norm``, ``distance``, ``re_ranking``, ``max_rank``,
   ``clip_fusion`` ('on' / 'off' / 'disabled at test'), and ``seconds`` (wall time of the test).
 - ``unseen_test_cameras`` / ``unseen_test_views``: test camera / view ids that no training image
   has (their SIE rows were never trained when SIE is on); empty lists when training covers all,
   and in files written before these fields existed (where it is unknown).
 
-Version 0 is every summary.json written before this schema existed: the same fields, flat, without
-``version``, ``protocol``, ``extra_metrics`` and ``select_on``. It reads as protocol
-'image-reid' with no extra metrics; files from before CLIP fusion existed have no ``clip_fusion``
-and read as 'off' (nothing could be fused then). A version newer than this code is an error.
+Version 1: the same without ``weight_size``, ``weight_mtime_ns`` and ``test_config_sha256``; they
+read as None, so such a summary never counts as the result of a checkpoint (it is unknown which
+file and config it tested). Version 0 is every summary.json written before this schema existed:
+the fields of version 1, flat, without ``version``, ``protocol``, ``extra_metrics`` and
+``select_on``. It reads as protocol 'image-reid' with no extra metrics; files from before CLIP
+fusion existed have no ``clip_fusion`` and read as 'off' (nothing could be fused then). A version
+newer than this code is an error.
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Dict, List, Optional
 
@@ -41,7 +56,7 @@ from utils.atomic import atomic_write_text
 from utils.results import METRIC_KEYS
 
 SUMMARY_FILE = "summary.json"
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 PROTOCOLS = ("image-reid", "text-to-image")
 
 
@@ -70,6 +85,9 @@ class TestSummary:
     protocol: str = "image-reid"
     metrics: Dict[str, float]
     weight: Optional[str]
+    weight_size: Optional[int]          # None only in files of version < 2
+    weight_mtime_ns: Optional[int]      # None only in files of version < 2
+    test_config_sha256: Optional[str]   # None only in files of version < 2
     epoch: Optional[int]
     dataset: Optional[str]
     split: List[str]
@@ -107,6 +125,41 @@ class TestSummary:
         """The split(s) of ``selection_metrics``."""
         return self.split if self.select_on is None else self.extra_metrics[self.select_on].split
 
+    def mismatch(self, epoch: int, weight: str, test_config_sha256: str) -> Optional[str]:
+        """Why this summary is NOT the result of testing ``weight`` -- the file as it is on disk
+        now -- as epoch ``epoch`` with a config of fingerprint ``test_config_sha256``
+        (``utils.provenance.evaluation_fingerprint``); None when it is.
+
+        It is when: every metric is there, the epoch is ``epoch``, ``self.weight`` is the same
+        file path (``os.path.realpath`` of both), its size and mtime are the ones recorded, and
+        so is the test config's fingerprint. Summaries of version < 2 never are (see the module
+        docstring).
+        """
+        missing = self.missing_metrics()
+        if missing:
+            return f"it lacks metrics {missing}"
+        if self.epoch != epoch:
+            return f"it is a result of epoch {self.epoch}, not {epoch}"
+        if None in (self.weight, self.weight_size, self.weight_mtime_ns,
+                    self.test_config_sha256):
+            return ("it does not record the weight file's size and mtime and the test config "
+                    "(written before summaries named them)")
+        if os.path.realpath(self.weight) != os.path.realpath(weight):
+            return f"it is a result of {self.weight}, not {weight}"
+        try:
+            st = os.stat(weight)
+        except FileNotFoundError:
+            return f"{weight} does not exist"
+        changed = [f"{name} {then} -> {now}" for name, then, now in
+                   (("size", self.weight_size, st.st_size),
+                    ("mtime_ns", self.weight_mtime_ns, st.st_mtime_ns)) if then != now]
+        if changed:
+            return f"{weight} changed since it was tested ({', '.join(changed)})"
+        if self.test_config_sha256 != test_config_sha256:
+            return (f"it was tested with another test config (fingerprint "
+                    f"{self.test_config_sha256[:12]}, now {test_config_sha256[:12]})")
+        return None
+
     # -- JSON ------------------------------------------------------------------------------------
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -129,6 +182,8 @@ class TestSummary:
                              f"{SUMMARY_VERSION}): update PhaseReID to read it")
         if version == 0:
             data = _from_version_0(data)
+        if data.get("version", 0) == 1:
+            data = dict(data, **{k: None for k in _NEW_IN_VERSION_2}, version=SUMMARY_VERSION)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -154,6 +209,15 @@ class TestSummary:
         atomic_write_text(path, self.to_json())
 
 
+def weight_fields(path: str) -> Dict[str, object]:
+    """``weight``, ``weight_size`` and ``weight_mtime_ns`` of the weight file at ``path`` (test.py
+    reads them before it loads the file, so they describe the file it evaluated)."""
+    st = os.stat(path)
+    return {"weight": os.path.abspath(path), "weight_size": st.st_size,
+            "weight_mtime_ns": st.st_mtime_ns}
+
+
+_NEW_IN_VERSION_2 = ("weight_size", "weight_mtime_ns", "test_config_sha256")
 # the fields of the flat summary.json written before the schema (test.py's dict literal)
 _VERSION_0_FIELDS = ("metrics", "weight", "epoch", "dataset", "split", "feature", "feat_norm",
                      "distance", "re_ranking", "max_rank", "clip_fusion", "seconds")

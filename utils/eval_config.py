@@ -1,0 +1,85 @@
+"""The config test.py evaluates a checkpoint with, resolved in one place (torch-free).
+
+test.py resolves its config here; the launcher resolves it the same way, from a checkpoint's
+stored config and the options its test command passes, to know whether a ``summary.json`` was
+written under the config its command would test with (``utils.provenance.evaluation_fingerprint``
+of both; ``utils.summary.TestSummary.mismatch``).
+
+The resolution: the recipe (``config_file``) or else the checkpoint's stored, already resolved
+config; the KEY VALUE options over it; then what test.py always sets itself:
+
+- ``OUTPUT_DIR``: the value given in the options, else ``<checkpoint folder>/test_<stem>/``;
+- ``MODEL.PRETRAIN_CHOICE 'none'``: the weights come from ``TEST.WEIGHT``;
+- ``LOSS.TGMIM.ENABLE False`` and ``DATASETS.CAPTION_SOURCE 'none'``: training-only branches are
+  not built (TG-MIM's text encoder is not part of the test feature, and building it could need a
+  download); test images need no captions;
+- ``MODEL.CLIP_PRETRAIN ''`` when the checkpoint holds the open_clip tower's weights;
+- ``MODEL.DIST_TRAIN False``: one process.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional, Sequence
+
+from configs import load_config
+
+CLIP_TOWER_PREFIX = "clip_fusion.tower."
+
+
+def option_value(opts: Sequence[str], key: str) -> Optional[str]:
+    """The value given for ``key`` in a KEY VALUE list, or None."""
+    for k, v in zip(opts[::2], opts[1::2]):
+        if k == key:
+            return v
+    return None
+
+
+def require_weight(opts: Sequence[str]) -> str:
+    """The ``TEST.WEIGHT`` given in ``opts``; an error saying how to give it when there is none."""
+    weight = option_value([str(o) for o in opts], "TEST.WEIGHT")
+    if not weight:
+        raise ValueError("give the checkpoint to evaluate: python test.py [--config_file CFG] "
+                         "TEST.WEIGHT path/to/transformer_<epoch>.pth")
+    return weight
+
+
+def has_clip_tower(state_keys: Iterable[str]) -> bool:
+    """Whether a checkpoint's state dict holds the CLIP fusion tower's weights."""
+    return any(k.startswith(CLIP_TOWER_PREFIX) for k in state_keys)
+
+
+def resolve_eval_config(opts: Sequence[str], config_file: str = "",
+                        stored_config: Optional[str] = None, clip_tower: bool = False):
+    """test.py's frozen config (see the module docstring).
+
+    Args:
+        opts: test.py's KEY VALUE options; ``TEST.WEIGHT`` among them names the checkpoint.
+        config_file: ``--config_file`` (a recipe); empty: use ``stored_config``.
+        stored_config: the checkpoint's stored config (YAML), used when there is no recipe.
+        clip_tower: the checkpoint holds the CLIP fusion tower (:func:`has_clip_tower`).
+    Raises:
+        ValueError: no ``TEST.WEIGHT`` in ``opts``, neither a recipe nor a stored config, or a bad
+            key or value.
+    """
+    opts = [str(o) for o in opts]
+    weight = require_weight(opts)
+    if config_file:
+        # no path checks: the weights come from TEST.WEIGHT, not MODEL.PRETRAIN_PATH
+        cfg = load_config(config_file, opts, freeze=False, check_paths=False)
+    elif stored_config is not None:
+        cfg = load_config(config_text=stored_config, opts=opts, freeze=False)
+    else:
+        raise ValueError(f"{weight}: no config to evaluate it with; pass --config_file")
+    out_dir = option_value(opts, "OUTPUT_DIR")
+    if out_dir is None:
+        stem = os.path.splitext(os.path.basename(weight))[0]
+        out_dir = os.path.join(os.path.dirname(os.path.abspath(weight)), f"test_{stem}")
+    cfg.OUTPUT_DIR = out_dir
+    cfg.MODEL.PRETRAIN_CHOICE = "none"
+    cfg.LOSS.TGMIM.ENABLE = False
+    cfg.DATASETS.CAPTION_SOURCE = "none"
+    if clip_tower:
+        cfg.MODEL.CLIP_PRETRAIN = ""
+    cfg.MODEL.DIST_TRAIN = False
+    cfg.freeze()
+    return cfg
