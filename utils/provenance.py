@@ -37,6 +37,8 @@ RUNTIME_ONLY: Dict[str, str] = {
     "MODEL.DIST_TIMEOUT_S": "how long a DDP collective waits before failing",
     "DATALOADER.NUM_WORKERS": "every random choice of a training item is seeded by (SOLVER.SEED, "
                               "epoch, index), not by the worker that loads it",
+    "DATALOADER.CACHE_IMAGES": "the cached pipeline gives exactly the uncached items "
+                               "(tests/test_worker_invariance.py: items and weights equal)",
 }
 # Not listed, on purpose: MODEL.DEVICE (CPU and CUDA differ numerically, and AMP is used on CUDA
 # only), MODEL.DIST_TRAIN (per-process batches and BatchNorm statistics), DATASETS.ROOT_DIR
@@ -53,6 +55,7 @@ TEST_RUNTIME_ONLY: Dict[str, str] = {
     "TEST.VIS_TOPK": "the ranked-list figure only",
     "TEST.EXPORT_FEATURES": "whether features.npz is written",
     "DATALOADER.NUM_WORKERS": "the test transforms are deterministic",
+    "DATALOADER.CACHE_IMAGES": "training only; test.py does not read it",
     "SOLVER.EVAL_PERIOD": "training only; test.py does not read it",
     "SOLVER.CHECKPOINT_PERIOD": "training only; test.py does not read it",
     "MODEL.DIST_TIMEOUT_S": "training only; test.py does not read it",
