@@ -50,7 +50,7 @@ IS-GVFC (image x image) is ``losses.isgvfc.isgvfc_loss`` on the image tower's gl
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
