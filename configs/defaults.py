@@ -26,6 +26,10 @@ _C = CN()
 _C.MODEL = CN()
 # 'auto' = CUDA when available else CPU; or 'cpu' / 'cuda' / 'cuda:1'.
 _C.MODEL.DEVICE = "auto"
+# The task: 'reid' (image query -> image gallery; the re-ID model of MODEL.NAME and its heads) or
+# 'tbps' (text-based person search, caption query -> image gallery; the dual encoder of
+# MODEL.TBPS, model/dual_encoder.py, and its tokenizer, datasets/tokenize.py).
+_C.MODEL.TASK = "reid"
 # Backbone family: 'transformer' (TransReID ViT/DeiT), 'resnet50' (timm ResNet-50 baseline) or
 # 'timm' (any timm model by MODEL.TIMM_NAME under the same BNNeck head; model/backbones/timm_net.py).
 _C.MODEL.NAME = "transformer"
@@ -133,6 +137,66 @@ _C.MODEL.TEXT.CONTEXT_LENGTH = 77
 # True = frozen text tower (no gradients, eval mode); False = trained at BASE_LR * LR_SCALE.
 _C.MODEL.TEXT.FREEZE = True
 _C.MODEL.TEXT.LR_SCALE = 0.1
+
+_C.MODEL.TBPS = CN()
+# The dual encoder of MODEL.TASK 'tbps' (model/dual_encoder.py): an image tower and a text tower,
+# each giving a projected global feature (img_feat / txt_feat, not normalised) and token
+# features, a learnable logit scale kappa = exp(s) <= 100 and, for hf_siglip, SigLIP's logit bias.
+# The image tower is built for INPUT.SIZE_TRAIN (= SIZE_TEST; e.g. [384, 128] as IRRA): a loaded
+# position embedding of another grid is resized once, bicubically, at load. Images arrive
+# normalised with INPUT.PIXEL_MEAN / STD and are mapped to the tower's own normalisation (CLIP's
+# or SigLIP's mean / std; none for random-init towers).
+# FAMILY: 'open_clip' (open_clip's CLIP architectures: OPEN_CLIP_MODEL + PRETRAINED) or
+# 'hf_siglip' (a Hugging Face transformers SiglipModel and its tokenizer: HF_MODEL).
+_C.MODEL.TBPS.FAMILY = "open_clip"
+# open_clip architecture (open_clip.list_models(): 'ViT-B-16', 'ViT-B-16-quickgelu', 'ViT-L-14',
+# ...; towers of open_clip's own VisionTransformer / TextTransformer) and its weights: a
+# pretrained tag (e.g. 'openai', as IRRA and TBPS-CLIP; QuickGELU follows the tag; downloaded
+# once into open_clip's cache), a local weight file (a CLIP state dict as open_clip or OpenAI save
+# it; name the '-quickgelu' architecture for OpenAI weights from a file), or '' = random init.
+_C.MODEL.TBPS.OPEN_CLIP_MODEL = "ViT-B-16"
+_C.MODEL.TBPS.PRETRAINED = "openai"
+# True = a PRETRAINED file that is a TorchScript archive (OpenAI's released ViT-B-16.pt) is read
+# with torch.jit.load, which runs code from the archive (logged); False = refused with the
+# one-line conversion to a plain state dict.
+_C.MODEL.TBPS.ALLOW_TORCHSCRIPT = False
+# hf_siglip: a local folder (save_pretrained / hf download) or a hub id of a SiglipModel; its
+# weights, config and tokenizer (sentencepiece) are all read from it. seeds/001-002 use
+# 'google/siglip-base-patch16-256-multilingual' (256 x 256, captions of 64 tokens).
+_C.MODEL.TBPS.HF_MODEL = "google/siglip-base-patch16-256-multilingual"
+# hf_siglip: True = the caption's padding is hidden from the text tower's attention (the
+# tokenizer's attention mask, as the mSigLIP TBPS repos pass it); False = every position is
+# attended, as SigLIP was pretrained. (open_clip's CLIP text tower is causal and pools at the
+# end-of-text token, so its padding never reaches the features.)
+_C.MODEL.TBPS.HF_ATTENTION_MASK = True
+# True = tiny random-init towers of FAMILY (width 64, 2 layers, 2 heads, patch 16, CLIP BPE
+# tokenizer) for tests and SynthPedes, never for real runs; an open_clip PRETRAINED weight file
+# of the same shape is still loaded into them (a tag is an error).
+_C.MODEL.TBPS.TINY = False
+# TINY only: D, the dimension of img_feat / txt_feat (open_clip: the projection of the 64-wide
+# towers; hf_siglip: the width of both towers). Pretrained towers have their own.
+_C.MODEL.TBPS.EMBED_DIM = 64
+# Tokens per caption L; 0 = the text tower's own (CLIP 77, SigLIP 64). A CLIP tower built for a
+# smaller L keeps the first L rows of a loaded text position embedding.
+_C.MODEL.TBPS.CONTEXT_LENGTH = 0
+# Initial logit scale kappa_0 = 1 / INIT_TEMPERATURE (the parameter is ln kappa; CLIP and
+# TBPS-CLIP: 0.07; SigLIP's paper: 0.1) and SigLIP's logit bias b_0 (-10), used for random-init
+# towers, and for loaded ones when RESET_LOGIT_PARAMS is True (TBPS-CLIP and the mSigLIP repos
+# start a fresh scale at 1 / 0.07 on pretrained CLIP); False keeps the loaded weights' own
+# values. kappa <= 100 always (as CLIP), so INIT_TEMPERATURE >= 0.01. A loss with its own fixed
+# temperature (IRRA's SDM, tau 0.02) ignores the model's scale.
+_C.MODEL.TBPS.RESET_LOGIT_PARAMS = False
+_C.MODEL.TBPS.INIT_TEMPERATURE = 0.07
+_C.MODEL.TBPS.INIT_LOGIT_BIAS = -10.0
+# LR rules (DualEncoder.lr_scales(), merged under SOLVER.LR_SCALES, which wins for the same
+# prefix): lr = BASE_LR x scale for the image tower ('image_tower.'), the text tower
+# ('text_tower.') and the logit scale / bias. New modules (branches, classifiers) are at scale 1,
+# so pretrained towers below 1 (or new modules above, e.g. SOLVER.LR_SCALES ['classifier=5'] as
+# IRRA) give the anchors' split. Freezing a tower for some phases: LOSS.PHASED.FREEZE_SEQ with
+# the prefix 'image_tower' or 'text_tower'.
+_C.MODEL.TBPS.IMAGE_LR_SCALE = 1.0
+_C.MODEL.TBPS.TEXT_LR_SCALE = 1.0
+_C.MODEL.TBPS.LOGIT_LR_SCALE = 1.0
 
 # ---------------------------------------------------------------------------
 # INPUT

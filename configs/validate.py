@@ -26,7 +26,9 @@ One place per rule:
   ``train.py`` runs them before epoch 1.
 
 Paths: ``MODEL.PRETRAIN_PATH`` must name an existing file when ``MODEL.PRETRAIN_CHOICE`` reads it
-('self', or 'imagenet' unless it is a ``'timm:<model name>'`` hub tag). Open_clip pretrained tags
+('self', or 'imagenet' unless it is a ``'timm:<model name>'`` hub tag). With ``MODEL.TASK 'tbps'``,
+a ``MODEL.TBPS.PRETRAINED`` / ``MODEL.TBPS.HF_MODEL`` that reads as a path (:func:`is_local_path`)
+must exist (tags and hub ids are resolved where they are read). Open_clip pretrained tags
 (``MODEL.CLIP_PRETRAIN``, ``MODEL.TEXT.PRETRAINED``) may be tags or files and are resolved where
 they are read. Path checks are skipped for a checkpoint's stored config (``config_text``): it
 describes a run that already happened, possibly on another machine.
@@ -40,6 +42,10 @@ from typing import Dict, List, Optional, Sequence
 
 # ---------------------------------------------------------------- enumerations (stated once)
 MODEL_NAMES = ("transformer", "resnet50", "timm")
+TASKS = ("reid", "tbps")
+TBPS_FAMILIES = ("open_clip", "hf_siglip")
+#: a learnable logit scale kappa is kept <= this (CLIP's clamp), so a temperature >= 1 / this
+MAX_LOGIT_SCALE = 100.0
 DATASET_NAMES = ("market1501", "dukemtmcreid", "msmt17", "veri", "vehicleid", "synth",
                  "cuhkpedes", "icfgpedes", "rstpreid", "vn3k")
 VIT_PRESET_NAMES = ("vit_tiny", "vit_small", "vit_base", "deit_tiny", "deit_small", "deit_base")
@@ -149,6 +155,18 @@ class Numbers(Number):
         return None
 
 
+class ZeroOr:
+    """0 (= automatic), or a value that satisfies ``rule``."""
+
+    def __init__(self, rule: Number):
+        self.rule = rule
+
+    def problem(self, value) -> Optional[str]:
+        if value == 0 and not isinstance(value, bool):
+            return None
+        return None if self.rule.ok(value) else f"must be 0 or {self.rule.describe()}"
+
+
 class Matches:
     """A string matching ``pattern`` (described as ``what``)."""
 
@@ -170,6 +188,15 @@ RATE = Number(0, 1, high_strict=True)   # dropout rates, label smoothing: [0, 1)
 RULES: Dict[str, object] = {
     "MODEL.DEVICE": Matches(r"auto|cpu|cuda(:\d+)?", "'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
     "MODEL.NAME": OneOf(MODEL_NAMES),
+    "MODEL.TASK": OneOf(TASKS),
+    "MODEL.TBPS.FAMILY": OneOf(TBPS_FAMILIES),
+    "MODEL.TBPS.EMBED_DIM": POSITIVE_INT,
+    "MODEL.TBPS.CONTEXT_LENGTH": ZeroOr(Number(2, integer=True)),
+    "MODEL.TBPS.INIT_TEMPERATURE": Number(1 / MAX_LOGIT_SCALE),
+    "MODEL.TBPS.INIT_LOGIT_BIAS": Number(),
+    "MODEL.TBPS.IMAGE_LR_SCALE": POSITIVE,
+    "MODEL.TBPS.TEXT_LR_SCALE": POSITIVE,
+    "MODEL.TBPS.LOGIT_LR_SCALE": POSITIVE,
     "MODEL.TRANSFORMER_TYPE": OneOf(VIT_PRESET_NAMES),
     "DATASETS.NAMES": OneOf(DATASET_NAMES),
     "INPUT.INTERPOLATION": OneOf(INTERPOLATIONS),
@@ -324,10 +351,44 @@ def timm_problems(cfg) -> List[str]:
     return []
 
 
+#: file endings that make a weight source read as a file (:func:`is_local_path`)
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def is_local_path(value: str) -> bool:
+    """True when a weight / model source reads as a filesystem path rather than a tag or a hub
+    id ('org/name'): it exists, starts with '/', '.' or '~', names more than one folder, or ends
+    like a weight file."""
+    expanded = os.path.expanduser(value)
+    return (os.path.exists(expanded) or value.startswith(("/", ".", "~"))
+            or value.count("/") > 1 or (os.sep != "/" and os.sep in value)
+            or value.endswith(WEIGHT_SUFFIXES))
+
+
+def task_problems(cfg) -> List[str]:
+    """MODEL.TASK 'tbps': the towers' weights come from MODEL.TBPS, not MODEL.PRETRAIN_PATH."""
+    m = cfg.MODEL
+    if m.TASK == "tbps" and m.PRETRAIN_CHOICE == "imagenet":
+        return ["MODEL.PRETRAIN_CHOICE 'imagenet' does not apply to MODEL.TASK 'tbps': the dual "
+                "encoder's towers take their weights from MODEL.TBPS.PRETRAINED (open_clip) or "
+                "MODEL.TBPS.HF_MODEL (hf_siglip); use 'none', or 'self' for a PhaseReID "
+                "checkpoint"]
+    return []
+
+
 def path_problems(cfg) -> List[str]:
     """Paths the config will read that do not exist (see the module docstring)."""
     m = cfg.MODEL
     problems = []
+    t = m.TBPS
+    if m.TASK == "tbps" and t.FAMILY == "open_clip" and t.PRETRAINED and \
+            is_local_path(t.PRETRAINED) and not os.path.isfile(os.path.expanduser(t.PRETRAINED)):
+        problems.append(f"MODEL.TBPS.PRETRAINED {t.PRETRAINED!r} does not exist (a weight file, "
+                        "an open_clip pretrained tag such as 'openai', or '' for random init)")
+    if m.TASK == "tbps" and t.FAMILY == "hf_siglip" and not t.TINY and \
+            is_local_path(t.HF_MODEL) and not os.path.isdir(os.path.expanduser(t.HF_MODEL)):
+        problems.append(f"MODEL.TBPS.HF_MODEL {t.HF_MODEL!r} is not a folder (a local folder of "
+                        "the Hugging Face model files, or a hub id)")
     if m.PRETRAIN_CHOICE in ("imagenet", "self"):
         path = m.PRETRAIN_PATH
         hub_tag = m.PRETRAIN_CHOICE == "imagenet" and path.startswith(TIMM_PREFIX)
@@ -346,7 +407,7 @@ def path_problems(cfg) -> List[str]:
 def check_config(cfg, check_paths: bool = True) -> None:
     """Raise :class:`ConfigError` listing every invalid value of ``cfg`` (and, with
     ``check_paths``, every missing path it reads)."""
-    problems = value_problems(cfg) + timm_problems(cfg)
+    problems = value_problems(cfg) + timm_problems(cfg) + task_problems(cfg)
     if check_paths:
         problems += path_problems(cfg)
     if problems:

@@ -23,6 +23,20 @@ Semantics follow open_clip (``open_clip.get_tokenizer``), which is what its text
   raises an error saying so. ``mask`` is ``ids != pad_token_id`` for these.
 
 The tokenizer is picklable (DataLoader workers tokenise in ``__getitem__``).
+
+With MODEL.TASK 'tbps' the captions are tokenised for the dual encoder (model/dual_encoder.py,
+MODEL.TBPS.*) instead, with L = :func:`tbps_context_length`:
+
+- FAMILY 'open_clip': open_clip's tokenizer of MODEL.TBPS.OPEN_CLIP_MODEL, as above;
+- FAMILY 'hf_siglip': the model's own Hugging Face tokenizer (SigLIP: a sentencepiece model,
+  which needs the ``sentencepiece`` package), loaded by ``AutoTokenizer`` from the same folder
+  or hub id as the weights (MODEL.TBPS.HF_MODEL), wrapped in :class:`HFCaptionTokenizer`: each
+  caption is encoded with the tokenizer's own rules (SigLIP: lower-cased, ``</s>`` appended),
+  truncated to L tokens (the end token kept last) and padded to L ("max_length" padding, as
+  SigLIP was trained: its text tower pools the LAST position); ``mask`` is the tokenizer's
+  attention mask (True on real tokens incl. ``</s>``; SigLIP's pad token is ``</s>`` too, so
+  the mask cannot be computed from the ids);
+- TINY (either family): CLIP's BPE, which ships with open_clip (no files needed).
 """
 from __future__ import annotations
 
@@ -30,9 +44,12 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from utils.hf_hub import hf_from_pretrained
 from utils.packages import import_open_clip
 
-CLIP_BPE_MODEL = "ViT-B-16"  # MODEL.TEXT.TINY uses this model's tokenizer (CLIP BPE)
+CLIP_BPE_MODEL = "ViT-B-16"  # MODEL.TEXT.TINY and MODEL.TBPS.TINY use its tokenizer (CLIP BPE)
+#: L of the tiny dual-encoder towers when MODEL.TBPS.CONTEXT_LENGTH is 0: CLIP's 77, SigLIP's 64
+TBPS_TINY_CONTEXT = {"open_clip": 77, "hf_siglip": 64}
 
 
 class CaptionTokenizer:
@@ -91,8 +108,53 @@ class CaptionTokenizer:
                 f"context_length={self.context_length})")
 
 
-def build_tokenizer(cfg) -> CaptionTokenizer:
-    """The caption tokenizer of MODEL.TEXT (OPEN_CLIP_MODEL, TINY, CONTEXT_LENGTH).
+class HFCaptionTokenizer:
+    """A Hugging Face tokenizer (SigLIP's sentencepiece, ...) with :class:`CaptionTokenizer`'s
+    interface: ``__call__(texts) -> (ids, mask)`` and ``tokens(row)``.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer (e.g. from ``AutoTokenizer.from_pretrained``).
+        context_length: L; every caption is truncated / padded ("max_length") to L tokens.
+        name: where the tokenizer came from (for messages).
+    """
+
+    def __init__(self, tokenizer, context_length: int, name: str):
+        self.tokenizer = tokenizer
+        self.context_length = int(context_length)
+        self.model_name = name
+        self.pad_token_id = tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            raise ValueError(f"the tokenizer of '{name}' ({type(tokenizer).__name__}) has no pad "
+                             "token, so captions cannot be padded to a fixed length")
+
+    def __call__(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (n, L) int64 and mask (n, L) bool (True on real tokens incl. the end token)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
+                             max_length=self.context_length, return_attention_mask=True,
+                             return_tensors="pt")
+        return enc["input_ids"].long(), enc["attention_mask"].bool()
+
+    def tokens(self, ids_row: torch.Tensor) -> List[str]:
+        """Readable token strings of one row, trailing padding removed (one end token kept when
+        the pad token is also the end token, as in SigLIP)."""
+        row = [int(i) for i in torch.as_tensor(ids_row).flatten().tolist()]
+        end = len(row)
+        while end > 0 and row[end - 1] == self.pad_token_id:
+            end -= 1
+        if end < len(row) and self.pad_token_id == self.tokenizer.eos_token_id:
+            end += 1
+        return list(self.tokenizer.convert_ids_to_tokens(row[:end]))
+
+    def __repr__(self) -> str:
+        return (f"HFCaptionTokenizer({self.model_name!r}, {type(self.tokenizer).__name__}, "
+                f"context_length={self.context_length})")
+
+
+def build_tokenizer(cfg):
+    """The caption tokenizer of a config: MODEL.TEXT (OPEN_CLIP_MODEL, TINY, CONTEXT_LENGTH), or
+    with MODEL.TASK 'tbps' the dual encoder's (:func:`build_tbps_tokenizer`).
 
     Raises:
         ValueError: an unknown open_clip model name (checked here rather than left to open_clip:
@@ -100,19 +162,72 @@ def build_tokenizer(cfg) -> CaptionTokenizer:
         RuntimeError: the model's tokenizer cannot be loaded (e.g. a Hugging Face tokenizer
             that is not in the local cache and no internet).
     """
+    if cfg.MODEL.TASK == "tbps":
+        return build_tbps_tokenizer(cfg)
     t = cfg.MODEL.TEXT
     model_name = CLIP_BPE_MODEL if t.TINY else t.OPEN_CLIP_MODEL
     return build_tokenizer_for(model_name, t.CONTEXT_LENGTH)
 
 
-def build_tokenizer_for(model_name: str, context_length: int) -> CaptionTokenizer:
-    """:func:`build_tokenizer` for an explicit open_clip model name and context length."""
+def tbps_context_length(cfg) -> int:
+    """L, tokens per caption of the dual encoder: MODEL.TBPS.CONTEXT_LENGTH, or when it is 0 the
+    text tower's own length (open_clip: its ``text_cfg`` context length, 77 for CLIP; hf_siglip:
+    the model config's ``max_position_embeddings``, 64 for SigLIP; TINY: 77 / 64). The text
+    tower is built for this L (model/dual_encoder.py reads it here) and the tokenizer pads to it.
+
+    Raises:
+        ValueError: an unknown open_clip architecture. OSError / FileNotFoundError: the HF model
+            config cannot be loaded (see ``utils.hf_hub``).
+    """
+    t = cfg.MODEL.TBPS
+    if t.CONTEXT_LENGTH:
+        return int(t.CONTEXT_LENGTH)
+    if t.TINY:
+        return TBPS_TINY_CONTEXT[t.FAMILY]
+    if t.FAMILY == "open_clip":
+        open_clip = import_open_clip("MODEL.TBPS.FAMILY 'open_clip'")
+        model_cfg = open_clip.get_model_config(t.OPEN_CLIP_MODEL)
+        if model_cfg is None:
+            raise ValueError(f"MODEL.TBPS.OPEN_CLIP_MODEL '{t.OPEN_CLIP_MODEL}' is not an "
+                             "open_clip architecture; see open_clip.list_models()")
+        return int(model_cfg["text_cfg"].get("context_length", 77))
+    from transformers import AutoConfig
+    config = hf_from_pretrained(AutoConfig, t.HF_MODEL, "MODEL.TBPS.HF_MODEL", "config")
+    return int(config.text_config.max_position_embeddings)
+
+
+def build_tbps_tokenizer(cfg):
+    """The dual encoder's caption tokenizer (module docstring): a :class:`CaptionTokenizer` for
+    the open_clip family and the tiny towers, a :class:`HFCaptionTokenizer` for hf_siglip.
+
+    Raises:
+        OSError / FileNotFoundError: MODEL.TBPS.HF_MODEL's tokenizer is not on disk and cannot be
+            downloaded, or its package (sentencepiece) is missing; the message names the key and
+            how to provide the files.
+    """
+    t = cfg.MODEL.TBPS
+    length = tbps_context_length(cfg)
+    if t.TINY:
+        return build_tokenizer_for(CLIP_BPE_MODEL, length, section="MODEL.TBPS")
+    if t.FAMILY == "open_clip":
+        return build_tokenizer_for(t.OPEN_CLIP_MODEL, length, section="MODEL.TBPS")
+    if length < 2:
+        raise ValueError(f"MODEL.TBPS.CONTEXT_LENGTH must be >= 2, got {length}")
+    from transformers import AutoTokenizer
+    tokenizer = hf_from_pretrained(AutoTokenizer, t.HF_MODEL, "MODEL.TBPS.HF_MODEL", "tokenizer")
+    return HFCaptionTokenizer(tokenizer, length, t.HF_MODEL)
+
+
+def build_tokenizer_for(model_name: str, context_length: int,
+                        section: str = "MODEL.TEXT") -> CaptionTokenizer:
+    """:func:`build_tokenizer` for an explicit open_clip model name and context length
+    (``section``: the config section named in errors)."""
     open_clip = import_open_clip("the caption tokenizer")
     if context_length < 2:
-        raise ValueError(f"MODEL.TEXT.CONTEXT_LENGTH must be >= 2 (SOT + EOT), got {context_length}")
+        raise ValueError(f"{section}.CONTEXT_LENGTH must be >= 2 (SOT + EOT), got {context_length}")
     has_schema = model_name.startswith(("hf-hub:", "local-dir:"))
     if not has_schema and open_clip.get_model_config(model_name) is None:
-        raise ValueError(f"MODEL.TEXT.OPEN_CLIP_MODEL '{model_name}' is not an open_clip model "
+        raise ValueError(f"{section}.OPEN_CLIP_MODEL '{model_name}' is not an open_clip model "
                          "(see open_clip.list_models())")
     try:
         tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
@@ -122,6 +237,6 @@ def build_tokenizer_for(model_name: str, context_length: int) -> CaptionTokenize
             f"{exc}). Its tokenizer is not CLIP's BPE (which ships with open_clip) but a Hugging "
             "Face tokenizer that must be in the local Hugging Face cache: download it once with "
             "internet (e.g. python -c \"import open_clip; open_clip.get_tokenizer('"
-            f"{model_name}')\"), or set MODEL.TEXT.OPEN_CLIP_MODEL to a CLIP model (e.g. "
+            f"{model_name}')\"), or set {section}.OPEN_CLIP_MODEL to a CLIP model (e.g. "
             "'ViT-B-16') whose BPE ships with open_clip.") from exc
     return CaptionTokenizer(tokenizer, context_length, model_name)

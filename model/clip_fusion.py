@@ -247,6 +247,30 @@ def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or value.endswith(_WEIGHT_SUFFIXES)
 
 
+def fit_open_clip_pos_embed(state: Dict[str, torch.Tensor], visual: nn.Module,
+                            source: str) -> Optional[str]:
+    """Fit the ``positional_embedding`` of an open_clip image-tower state dict to ``visual``'s
+    patch grid, in place (once, at load): a table of CLS + a square s x s grid of another size
+    is resized to ``visual.grid_size`` (which may be non-square, e.g. 24 x 8 for 384 x 128 with
+    patch 16; IRRA's recipe) by :func:`utils.weights_io.resize_pos_embed` with the CLIP
+    convention (CLS row kept, bicubic). A table of the tower's own shape is left as it is.
+
+    Returns what was done (for the load report), or None. Raises ValueError (naming ``source``)
+    for a table that is neither the tower's shape nor CLS + a square grid.
+    """
+    pos = state.get("positional_embedding")
+    own = visual.positional_embedding
+    if pos is None or pos.shape == own.shape or pos.ndim != 2:
+        return None
+    side = math.isqrt(pos.shape[0] - 1)
+    if side * side != pos.shape[0] - 1:
+        raise ValueError(f"{source}: position embedding {tuple(pos.shape)} is not CLS + a square "
+                         f"grid and not the tower's {tuple(own.shape)}; cannot resize it")
+    state["positional_embedding"] = resize_pos_embed(pos, (side, side), tuple(visual.grid_size),
+                                                     mode=_POS_EMBED_MODE)
+    return f"position embedding resized from grid {(side, side)} to {tuple(visual.grid_size)}"
+
+
 def load_open_clip_visual_file(visual: nn.Module, path: str) -> str:
     """Load a weight file into an open_clip ``VisionTransformer``, strictly.
 
@@ -263,18 +287,8 @@ def load_open_clip_visual_file(visual: nn.Module, path: str) -> str:
         kind = "full CLIP model (visual.* keys)"
     else:
         kind = "image tower"
-    note = ""
-    pos = state.get("positional_embedding")
-    own = visual.positional_embedding
-    if pos is not None and pos.shape != own.shape and pos.ndim == 2:
-        side = math.isqrt(pos.shape[0] - 1)
-        if side * side != pos.shape[0] - 1:
-            raise ValueError(f"MODEL.CLIP_PRETRAIN {path}: position embedding {tuple(pos.shape)} "
-                             "is not CLS + a square grid; cannot resize it")
-        state["positional_embedding"] = resize_pos_embed(pos, (side, side),
-                                                         tuple(visual.grid_size),
-                                                         mode=_POS_EMBED_MODE)
-        note = f"; position embedding resized from grid {(side, side)} to {tuple(visual.grid_size)}"
+    resized = fit_open_clip_pos_embed(state, visual, f"MODEL.CLIP_PRETRAIN {path}")
+    note = f"; {resized}" if resized else ""
     try:
         visual.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -1,4 +1,7 @@
-"""The re-ID model: a backbone (TransReID ViT, ResNet-50 or any timm model) + BNNeck heads.
+"""The re-ID model: a backbone (TransReID ViT, ResNet-50 or any timm model) + BNNeck heads, and
+``make_model``, which builds it for MODEL.TASK 'reid' or the dual encoder of
+model/dual_encoder.py (outputs ``img_feat``, ``txt_feat``, ``img_tokens``, ``txt_tokens``,
+``logit_scale``, ``logit_bias``) for MODEL.TASK 'tbps'.
 
 Output contract (DESIGN.md section 2), a dict:
 - ``feat``: global feature before the BNNeck (B, D);
@@ -40,13 +43,14 @@ import torch
 import torch.nn as nn
 
 from configs.validate import (FEAT_SRCS, MODEL_NAMES, NECK_FEATS, NECKS, PRETRAIN_CHOICES,
-                              SUPCON_POS_RULES)
+                              SUPCON_POS_RULES, TASKS)
 
 from .backbones.resnet import build_resnet50_backbone
 from .backbones.timm_net import build_timm_backbone
 from .backbones.vit_transreid import build_transreid_backbone
 from .backbones.vit_weights import load_vit_pretrained
 from .clip_fusion import build_clip_fusion
+from .dual_encoder import DualEncoder, build_dual_encoder
 from .text_encoder import build_text_encoder
 from .tgmim import TGMIMHead
 from .weights import load_model_weights
@@ -250,14 +254,37 @@ def build_tgmim(cfg, backbone: nn.Module):
     return text_encoder, head
 
 
-def make_model(cfg, num_classes: int, num_cams: int, num_views: int) -> ReIDModel:
+def make_tbps_model(cfg) -> DualEncoder:
+    """The dual encoder of MODEL.TASK 'tbps' (model/dual_encoder.py). Its towers take their
+    weights from MODEL.TBPS (PRETRAINED / HF_MODEL); MODEL.PRETRAIN_CHOICE 'self' then loads a
+    PhaseReID checkpoint over them (matching keys, reported), 'none' adds nothing, 'imagenet'
+    does not apply."""
+    model = build_dual_encoder(cfg)
+    choice = cfg.MODEL.PRETRAIN_CHOICE
+    if choice == "self":
+        report = load_model_weights(model, cfg.MODEL.PRETRAIN_PATH)
+        logger.info("Loaded PhaseReID weights from %s\n%s", cfg.MODEL.PRETRAIN_PATH, report)
+    elif choice != "none":
+        raise ValueError(f"MODEL.PRETRAIN_CHOICE '{choice}' does not apply to MODEL.TASK 'tbps' "
+                         "(the towers' weights come from MODEL.TBPS.PRETRAINED / HF_MODEL); use "
+                         "'none' or 'self'")
+    return model
+
+
+def make_model(cfg, num_classes: int, num_cams: int, num_views: int):
     """Build the model of a config and load MODEL.PRETRAIN_CHOICE weights.
 
-    'imagenet' loads a timm ViT/DeiT (or ResNet-50) state dict into the backbone and logs the
-    load report; 'self' loads a PhaseReID checkpoint (all matching keys, classifier included
-    when its shape matches) and logs what was skipped; 'none' keeps the random init.
+    MODEL.TASK 'reid' (a :class:`ReIDModel`): 'imagenet' loads a timm ViT/DeiT (or ResNet-50)
+    state dict into the backbone and logs the load report; 'self' loads a PhaseReID checkpoint
+    (all matching keys, classifier included when its shape matches) and logs what was skipped;
+    'none' keeps the random init. MODEL.TASK 'tbps': the dual encoder (:func:`make_tbps_model`;
+    the counts are not used).
     """
     m = cfg.MODEL
+    if m.TASK == "tbps":
+        return make_tbps_model(cfg)
+    if m.TASK != "reid":
+        raise ValueError(f"MODEL.TASK '{m.TASK}' is not one of {list(TASKS)}")
     if m.NAME == "transformer" and tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):
         raise ValueError("INPUT.SIZE_TRAIN and INPUT.SIZE_TEST differ; the ViT's position "
                          "embedding is built for one size: use the same size for both")

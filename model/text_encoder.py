@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -87,31 +87,39 @@ class TextEncoder(nn.Module):
 
 
 def build_text_tower(model_name: str, tiny: bool, context_length: int,
-                     quick_gelu: bool = False) -> nn.Module:
-    """A random-init open_clip TextTransformer (tokens output) for ``model_name`` or TINY."""
-    open_clip = import_open_clip("the TG-MIM text encoder")
+                     quick_gelu: bool = False, embed_dim: Optional[int] = None,
+                     section: str = "MODEL.TEXT", purpose: str = "TG-MIM") -> nn.Module:
+    """A random-init open_clip TextTransformer (tokens output) for ``model_name`` or TINY.
+
+    ``embed_dim``: the width of its projection (default: the architecture's ``embed_dim``; TINY:
+    its width, 64). ``section`` / ``purpose``: the config section whose OPEN_CLIP_MODEL /
+    CONTEXT_LENGTH keys the messages name, and who uses the tower (the dual encoder of
+    model/dual_encoder.py builds its text tower here too).
+    """
+    open_clip = import_open_clip(f"the {purpose} text encoder")
     from open_clip.model import _build_text_tower
 
     if tiny:
-        text_cfg, embed_dim = dict(TINY_TEXT_CFG), TINY_TEXT_CFG["width"]
+        text_cfg, native_dim = dict(TINY_TEXT_CFG), TINY_TEXT_CFG["width"]
         native = 77
     else:
         model_cfg = open_clip.get_model_config(model_name)
         if model_cfg is None:
-            raise ValueError(f"MODEL.TEXT.OPEN_CLIP_MODEL '{model_name}' is not an open_clip "
+            raise ValueError(f"{section}.OPEN_CLIP_MODEL '{model_name}' is not an open_clip "
                              "architecture; see open_clip.list_models() (e.g. 'ViT-B-16')")
-        text_cfg, embed_dim = dict(model_cfg["text_cfg"]), model_cfg["embed_dim"]
+        text_cfg, native_dim = dict(model_cfg["text_cfg"]), model_cfg["embed_dim"]
         if text_cfg.get("hf_model_name"):
-            raise ValueError(f"MODEL.TEXT.OPEN_CLIP_MODEL '{model_name}' has a Hugging Face text "
-                             f"tower ({text_cfg['hf_model_name']}); TG-MIM supports open_clip's "
+            raise ValueError(f"{section}.OPEN_CLIP_MODEL '{model_name}' has a Hugging Face text "
+                             f"tower ({text_cfg['hf_model_name']}); {purpose} supports open_clip's "
                              "own text transformers (CLIP and SigLIP architectures)")
         quick_gelu = quick_gelu or bool(model_cfg.get("quick_gelu", False))
         native = int(text_cfg.get("context_length", 77))
     if context_length < 2 or context_length > native:
-        raise ValueError(f"MODEL.TEXT.CONTEXT_LENGTH {context_length} must be in 2..{native} "
+        raise ValueError(f"{section}.CONTEXT_LENGTH {context_length} must be in 2..{native} "
                          f"(the position embedding of '{model_name}')")
     text_cfg.update(context_length=context_length, output_tokens=True)
-    return _build_text_tower(embed_dim, text_cfg, quick_gelu=quick_gelu)
+    return _build_text_tower(native_dim if embed_dim is None else int(embed_dim), text_cfg,
+                             quick_gelu=quick_gelu)
 
 
 def read_text_weights(source, allow_torchscript: bool = False) -> Dict[str, torch.Tensor]:
@@ -137,8 +145,10 @@ def text_state_from_clip(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torc
     return flat, "top-level text keys (CLIP layout)"
 
 
-def load_text_weights(tower: nn.Module, state: Dict[str, torch.Tensor], source: str) -> str:
-    """Strictly load text weights into ``tower``; returns the report."""
+def load_text_weights(tower: nn.Module, state: Dict[str, torch.Tensor], source: str,
+                      section: str = "MODEL.TEXT") -> str:
+    """Strictly load text weights into ``tower``; returns the report. ``section``: the config
+    section named in the error (its OPEN_CLIP_MODEL / TINY keys)."""
     own = tower.state_dict()
     notes = []
     pos = state.get("positional_embedding")
@@ -151,9 +161,9 @@ def load_text_weights(tower: nn.Module, state: Dict[str, torch.Tensor], source: 
     mismatched = sorted(k for k in own if k in state and own[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
         raise RuntimeError(
-            f"text weights from {source} do not fit MODEL.TEXT.OPEN_CLIP_MODEL's tower: missing "
+            f"text weights from {source} do not fit {section}.OPEN_CLIP_MODEL's tower: missing "
             f"{missing[:8]}, unexpected {unexpected[:8]}, shape mismatch {mismatched[:8]}; "
-            "check MODEL.TEXT.OPEN_CLIP_MODEL / MODEL.TEXT.TINY match the file")
+            f"check {section}.OPEN_CLIP_MODEL / {section}.TINY match the file")
     tower.load_state_dict(state, strict=True)
     return f"  loaded {len(state)} text tensors from {source}" + (
         f"; {'; '.join(notes)}" if notes else "")

@@ -224,9 +224,13 @@ def _open_clip_state_dict(source: OpenClipPretrained, key: str) -> StateDict:
     try:
         model = open_clip.create_model(source.model_name, pretrained=source.tag)
     except Exception as exc:  # network, hub or unknown-tag errors all end here
-        raise RuntimeError(f"{key or 'open_clip pretrained tag'} '{source.tag}' of "
-                           f"'{source.model_name}' could not be loaded ({exc}); without internet, "
-                           "give a local weight file path instead") from exc
+        name, tag = source.model_name, source.tag
+        raise RuntimeError(
+            f"{key or 'open_clip pretrained tag'} '{tag}' of '{name}' could not be loaded "
+            f"({exc}); without internet, give a local weight file path instead: on a machine "
+            "with internet run python -c \"import open_clip, torch; torch.save(open_clip."
+            f"create_model('{name}', pretrained='{tag}').state_dict(), '{name}_{tag}.pth')\" "
+            f"and set {key or 'the weight key'} to that file") from exc
     return model.state_dict()
 
 

@@ -1,0 +1,574 @@
+"""The dual encoder of text-based person search (MODEL.TASK 'tbps'; DESIGN.md section 6).
+
+An image tower and a text tower, each with a projected global feature and token features, a
+learnable logit scale and, for SigLIP, its learnable logit bias. ``model(batch)`` reads the batch
+dict (DESIGN.md section 2: ``img`` (B, 3, H, W) normalised with INPUT.PIXEL_MEAN / STD,
+``text_ids`` (B, L) int64, ``text_mask`` (B, L) bool, from ``datasets.tokenize.build_tokenizer``)
+and returns a dict:
+
+- ``img_feat`` (B, D), ``txt_feat`` (B, D): the projected global features, NOT L2-normalised
+  (every loss of losses/tbps.py normalises its inputs itself; the text-to-image evaluation
+  normalises too). Row i of both is the pair (image i, caption i) of the batch;
+- ``img_tokens`` (B, N, D): the image tower's N = gh * gw patch tokens after its final
+  LayerNorm, in row-major (gh, gw) order (``model.image_grid``), mapped by the same projection
+  as ``img_feat`` (IRRA's convention, ``x @ proj`` on every token); the CLS / pooled token is
+  not among them;
+- ``txt_tokens`` (B, L, D): every caption position after the final LayerNorm, mapped by the same
+  projection as ``txt_feat``; padding positions included (``text_mask`` says which are real);
+- ``logit_scale``: kappa (0-dim tensor, = 1 / temperature), the learnable scale (below);
+- ``logit_bias`` (0-dim tensor, hf_siglip only): SigLIP's learnable bias b.
+
+``encode_image(img)`` / ``encode_text(text_ids, text_mask)`` give ``img_feat`` / ``txt_feat``
+alone, for the text-to-image evaluation (test images and test captions are encoded separately).
+
+Towers (MODEL.TBPS.FAMILY):
+
+- ``open_clip``: open_clip's own ``VisionTransformer`` and ``TextTransformer`` of the CLIP
+  architecture MODEL.TBPS.OPEN_CLIP_MODEL (e.g. 'ViT-B-16', as IRRA and TBPS-CLIP), built with
+  open_clip's tower builders. img_feat = ln_post(CLS) @ proj; txt_feat = ln_final(x)[EOT] @
+  text_projection (causal text attention; EOT = the highest id). Weights (PRETRAINED): an
+  open_clip pretrained tag, read as the state dict of ``open_clip.create_model(name, tag)``
+  (downloaded once into open_clip's cache; QuickGELU follows the tag), or a local CLIP state dict
+  (open_clip's or OpenAI's key layout; an OpenAI TorchScript archive with ALLOW_TORCHSCRIPT),
+  both read by ``utils.weights_io.read_weights``; '' = random init. The image tower is built for
+  INPUT.SIZE_TRAIN: a loaded position embedding of another (square) grid is resized once at load,
+  CLIP convention (CLS row kept, bicubic; ``model.clip_fusion.fit_open_clip_pos_embed``), which
+  is IRRA's recipe for 384 x 128. Towers from timm or Hugging Face inside open_clip (its SigLIP,
+  ResNet and CoCa architectures) are not supported: use FAMILY 'hf_siglip' for SigLIP.
+- ``hf_siglip``: a ``transformers.SiglipModel`` from MODEL.TBPS.HF_MODEL (a local folder,
+  ``from_pretrained(path, local_files_only=True)``, or a hub id; its tokenizer comes from the same
+  place, datasets/tokenize.py). img_feat = the vision tower's attention-pooling (MAP) head output,
+  img_tokens = post_layernorm(patch tokens) (SigLIP's vision tower has no projection, so D is its
+  width); txt_feat = head(final_layer_norm(x)[last position]) (SigLIP pools the LAST position, so
+  captions are padded to L), txt_tokens = head(final_layer_norm(x)). The patch-grid position
+  table (no CLS in SigLIP) is resized once at build to INPUT.SIZE_TRAIN's grid (bicubic,
+  ``utils.weights_io.resize_pos_embed``), so non-square inputs work. HF_ATTENTION_MASK decides
+  whether ``text_mask`` is passed as the attention mask.
+- TINY: random-init towers of the family (width 64, 2 layers, 2 heads, patch 16, native size 224;
+  D = MODEL.TBPS.EMBED_DIM), for tests and the SynthPedes quickstart. Their tokenizer is CLIP's
+  BPE (vocabulary 49408), which ships with open_clip.
+
+Input normalisation: images arrive normalised with INPUT.PIXEL_MEAN / STD and are mapped to the
+tower's own normalisation by ``model.clip_fusion.ClipInput`` (one affine map per channel): the
+pretrained tag's mean / std (open_clip; OpenAI CLIP's for a weight file) or SigLIP's 0.5 / 0.5.
+Random-init and TINY towers take the images as they come.
+
+Logit scale and bias: the parameter is s = ln kappa (``logit_scale``) and b (``logit_bias``),
+initialised from MODEL.TBPS.INIT_TEMPERATURE (kappa_0 = 1 / tau_0) and INIT_LOGIT_BIAS for
+random-init towers and with RESET_LOGIT_PARAMS, else from the loaded weights (a loaded scale above
+100 is clamped at build). kappa <= 100 (CLIP's clamp) is kept in two places:
+
+- on the parameter, after each optimiser step, as open_clip trains CLIP
+  (``logit_scale.clamp_(0, ln 100)``): :meth:`DualEncoder.clamp_logit_scale_`, for the training
+  loop to call after ``optimizer.step()``. This is the clamp that bounds the parameter;
+- in the forward, as a safety bound on the value with a straight-through gradient
+  (:func:`bounded_logit_scale`): kappa = exp(min(s, ln 100)), whose gradient is that of exp(s)
+  at the bound instead of zero. ``torch.clamp``'s gradient is 0 at and beyond the bound, which
+  would pin s at ln 100 for good once the step clamp had put it there.
+
+LR rules and freezing: :meth:`DualEncoder.lr_scales` gives 'image_tower.' IMAGE_LR_SCALE,
+'text_tower.' TEXT_LR_SCALE, 'logit_scale' / 'logit_bias' LOGIT_LR_SCALE (solver/make_optimizer.py
+merges them under SOLVER.LR_SCALES); the 0-dim logit parameters get no weight decay with
+SOLVER.NO_DECAY_BIAS_NORM. A tower is frozen for some phases by LOSS.PHASED.FREEZE_SEQ with the
+prefix 'image_tower' or 'text_tower' (the trainer drops those parameters' gradients).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from configs.validate import MAX_LOGIT_SCALE, TBPS_FAMILIES, is_local_path
+from datasets.tokenize import tbps_context_length
+from utils.hf_hub import hf_from_pretrained
+from utils.packages import import_open_clip
+from utils.weights_io import (LoadReport, OpenClipPretrained, read_weights, resize_pos_embed,
+                              unwrap)
+
+from .clip_fusion import (OPEN_CLIP_TINY_KWARGS, TINY_HEADS, TINY_LAYERS, TINY_NATIVE_SIZE,
+                          TINY_PATCH, ClipInput, fit_open_clip_pos_embed)
+from .text_encoder import (CLIP_VOCAB_SIZE, build_text_tower, load_text_weights,
+                           text_state_from_clip)
+
+logger = logging.getLogger("phasereid")
+
+#: ln of the largest logit scale (CLIP: kappa <= 100)
+MAX_LN_SCALE = math.log(MAX_LOGIT_SCALE)
+#: SigLIP's image normalisation (its image processors: mean = std = 0.5 per channel)
+SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+#: CLIP BPE special ids (the tiny towers' tokenizer): start / end of text
+CLIP_SOT_ID, CLIP_EOT_ID = 49406, 49407
+_KEY = "MODEL.TBPS.PRETRAINED"
+_HF_KEY = "MODEL.TBPS.HF_MODEL"
+_PURPOSE = "dual-encoder (MODEL.TASK 'tbps')"
+
+
+# --------------------------------------------------------------------------------------------
+# logit scale
+# --------------------------------------------------------------------------------------------
+def bounded_logit_scale(param: torch.Tensor, max_scale: float = MAX_LOGIT_SCALE) -> torch.Tensor:
+    """kappa = exp(min(s, ln max_scale)) for the parameter s = ln kappa, with a straight-through
+    gradient: d kappa / d s = kappa also at and beyond the bound (``torch.clamp`` would give 0
+    there). Independent of any loss; see the module docstring."""
+    bound = math.log(max_scale)
+    excess = (param - bound).clamp(min=0).detach()
+    return (param - excess).exp()
+
+
+# --------------------------------------------------------------------------------------------
+# towers: forward(...) -> (global feature (B, D), token features (B, N, D))
+# --------------------------------------------------------------------------------------------
+def _project(tokens: torch.Tensor, proj) -> torch.Tensor:
+    """open_clip projections are a (width, D) matrix or an ``nn.Linear`` (or absent)."""
+    if proj is None:
+        return tokens
+    return proj(tokens) if isinstance(proj, nn.Module) else tokens @ proj
+
+
+class OpenClipImageTower(nn.Module):
+    """open_clip ``VisionTransformer`` (built with ``output_tokens``): global = its pooled,
+    projected output; tokens = the LayerNorm-ed patch tokens @ proj."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        return tuple(self.visual.grid_size)
+
+    def forward(self, img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        pooled, tokens = self.visual(img)
+        return pooled, _project(tokens, self.visual.proj)
+
+
+class OpenClipTextTower(nn.Module):
+    """open_clip ``TextTransformer`` (built with ``output_tokens``): global = ln_final(x) at the
+    end-of-text token @ text_projection; tokens = ln_final(x) @ text_projection. ``text_mask``
+    is not needed: CLIP's causal attention keeps padding after EOT out of every real token."""
+
+    def __init__(self, text: nn.Module):
+        super().__init__()
+        self.text = text
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        pooled, tokens = self.text(ids)
+        return pooled, _project(tokens, self.text.text_projection)
+
+
+class SiglipImageTower(nn.Module):
+    """HF ``SiglipVisionModel``: global = its attention-pooling head (``pooler_output``);
+    tokens = post_layernorm(patch tokens) (no projection in SigLIP's vision tower)."""
+
+    def __init__(self, vision: nn.Module):
+        super().__init__()
+        self.vision = vision
+
+    def forward(self, img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = self.vision(pixel_values=img)
+        return out.pooler_output, out.last_hidden_state
+
+
+class SiglipTextTower(nn.Module):
+    """HF ``SiglipTextModel``: global = head(final_layer_norm(x)[last position]) (its
+    ``pooler_output``); tokens = head(final_layer_norm(x)). ``use_mask``: pass ``text_mask`` as
+    the attention mask (MODEL.TBPS.HF_ATTENTION_MASK)."""
+
+    def __init__(self, text: nn.Module, use_mask: bool):
+        super().__init__()
+        self.text = text
+        self.use_mask = bool(use_mask)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = self.text(input_ids=ids, attention_mask=mask.long() if self.use_mask else None)
+        return out.pooler_output, self.text.head(out.last_hidden_state)
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+class DualEncoder(nn.Module):
+    """Image tower + text tower + logit scale (and bias); see the module docstring.
+
+    Args:
+        image_tower: ``forward(img) -> (global (B, D), tokens (B, N, D))``.
+        text_tower: ``forward(ids, mask) -> (global (B, D), tokens (B, L, D))``.
+        preprocess: INPUT-normalised image -> the tower's input (``ClipInput`` or Identity).
+        embed_dim: D of the global and token features.
+        context_length: L the text tower is built for (``text_ids`` must have L columns).
+        image_grid: (gh, gw) of the image tower's patch tokens.
+        logit_scale: initial ln kappa.
+        logit_bias: initial b, or None for a model without a bias (CLIP).
+        lr_scales: parameter-name prefix -> LR scale (:meth:`lr_scales`).
+        family: 'open_clip' or 'hf_siglip' (for messages and logs).
+
+    Example:
+        >>> out = model({"img": img, "text_ids": ids, "text_mask": mask})
+        >>> out["img_feat"].shape, out["txt_tokens"].shape   # (B, D), (B, L, D)
+    """
+
+    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, preprocess: nn.Module, *,
+                 embed_dim: int, context_length: int, image_grid: Sequence[int], logit_scale: float,
+                 logit_bias: Optional[float] = None, lr_scales: Optional[Dict[str, float]] = None,
+                 family: str = ""):
+        super().__init__()
+        self.preprocess = preprocess
+        self.image_tower = image_tower
+        self.text_tower = text_tower
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        if logit_bias is None:
+            self.register_parameter("logit_bias", None)
+        else:
+            self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
+        self.embed_dim = int(embed_dim)
+        self.context_length = int(context_length)
+        self.image_grid = tuple(int(g) for g in image_grid)
+        self.family = family
+        self._lr_scales = dict(lr_scales or {})
+
+    def lr_scales(self) -> Dict[str, float]:
+        """Parameter-name prefix -> LR scale (merged under SOLVER.LR_SCALES by the optimiser)."""
+        return dict(self._lr_scales)
+
+    @property
+    def kappa(self) -> torch.Tensor:
+        """The logit scale kappa = exp(s), bounded by 100 (:func:`bounded_logit_scale`)."""
+        return bounded_logit_scale(self.logit_scale)
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the parameter s = ln kappa to [0, ln 100] in place, as open_clip does after every
+        optimiser step (call it after ``optimizer.step()``)."""
+        self.logit_scale.clamp_(0.0, MAX_LN_SCALE)
+
+    def _check_text(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        if ids.ndim != 2 or ids.shape[1] != self.context_length:
+            raise ValueError(f"text_ids of shape {tuple(ids.shape)}: the text tower is built for "
+                             f"(B, {self.context_length}) (MODEL.TBPS.CONTEXT_LENGTH; tokenise "
+                             "with datasets.tokenize.build_tokenizer of the same config)")
+        if mask is None or mask.shape != ids.shape:
+            raise ValueError("text_mask must be given with the shape of text_ids")
+
+    def encode_image(self, img: torch.Tensor) -> torch.Tensor:
+        """img_feat (B, D), not normalised, of INPUT-normalised images (B, 3, H, W)."""
+        return self.image_tower(self.preprocess(img))[0]
+
+    def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """txt_feat (B, D), not normalised, of tokenised captions (B, L)."""
+        self._check_text(text_ids, text_mask)
+        return self.text_tower(text_ids, text_mask)[0]
+
+    def forward(self, batch: dict) -> Dict[str, torch.Tensor]:
+        """The outputs of a batch of (image, caption) pairs (module docstring)."""
+        missing = [k for k in ("img", "text_ids", "text_mask") if batch.get(k) is None]
+        if missing:
+            raise KeyError(f"the dual encoder (MODEL.TASK 'tbps') needs batch fields {missing}; "
+                           f"the batch has {sorted(batch)} (captions: DATASETS.CAPTION_SOURCE "
+                           "'annotation' or 'attributes')")
+        ids, mask = batch["text_ids"], batch["text_mask"]
+        self._check_text(ids, mask)
+        img_feat, img_tokens = self.image_tower(self.preprocess(batch["img"]))
+        txt_feat, txt_tokens = self.text_tower(ids, mask)
+        out = {"img_feat": img_feat, "txt_feat": txt_feat, "img_tokens": img_tokens,
+               "txt_tokens": txt_tokens, "logit_scale": self.kappa}
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# open_clip towers
+# --------------------------------------------------------------------------------------------
+def _open_clip_arch(t) -> Tuple[dict, bool]:
+    """(vision_cfg with embed_dim, quick_gelu) of MODEL.TBPS (TINY or OPEN_CLIP_MODEL); only
+    open_clip's own ViT image towers."""
+    open_clip = import_open_clip(f"the {_PURPOSE} open_clip towers")
+    if t.TINY:
+        return {"embed_dim": int(t.EMBED_DIM),
+                "vision_cfg": dict(OPEN_CLIP_TINY_KWARGS["vision_cfg"])}, False
+    model_cfg = open_clip.get_model_config(t.OPEN_CLIP_MODEL)
+    if model_cfg is None:
+        raise ValueError(f"MODEL.TBPS.OPEN_CLIP_MODEL '{t.OPEN_CLIP_MODEL}' is not an open_clip "
+                         "architecture; see open_clip.list_models() (e.g. 'ViT-B-16')")
+    vision = model_cfg["vision_cfg"]
+    other = ("a timm image tower" if vision.get("timm_model_name") else
+             "a ResNet image tower" if isinstance(vision.get("layers"), (list, tuple)) else
+             "an attentional-pool image tower" if vision.get("attentional_pool") else
+             "a Hugging Face text tower" if model_cfg["text_cfg"].get("hf_model_name") else
+             "a multimodal decoder (CoCa)" if "multimodal_cfg" in model_cfg else "")
+    if other:
+        raise ValueError(f"MODEL.TBPS.OPEN_CLIP_MODEL '{t.OPEN_CLIP_MODEL}' has {other}; the "
+                         "dual encoder's open_clip family takes open_clip's own ViT image and "
+                         "text transformers (CLIP architectures such as 'ViT-B-16'). For SigLIP "
+                         "use MODEL.TBPS.FAMILY 'hf_siglip'")
+    return {"embed_dim": int(model_cfg["embed_dim"]), "vision_cfg": dict(vision)}, \
+        bool(model_cfg.get("quick_gelu", False))
+
+
+def _open_clip_tag(t) -> Optional[str]:
+    """PRETRAINED as an open_clip tag (None for '' or a file); an unknown tag is an error."""
+    value = t.PRETRAINED
+    if not value or is_local_path(value):
+        if value and not os.path.isfile(os.path.expanduser(value)):
+            raise FileNotFoundError(f"{_KEY} file not found: {value}")
+        return None
+    if t.TINY:
+        raise ValueError(f"MODEL.TBPS.TINY True with {_KEY} '{value}': a tag names the weights of "
+                         "a full-size model; set PRETRAINED '' (random init) or a local file "
+                         "holding tiny-tower weights")
+    open_clip = import_open_clip(f"the {_PURPOSE} open_clip towers")
+    tags = open_clip.list_pretrained_tags_by_model(t.OPEN_CLIP_MODEL)
+    if value not in tags:
+        raise ValueError(f"{_KEY} '{value}' is neither a local file nor a pretrained tag of "
+                         f"'{t.OPEN_CLIP_MODEL}' (tags: {tags})")
+    return value
+
+
+def _read_open_clip_state(t, tag: Optional[str]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The CLIP state dict of PRETRAINED (a tag or a file; ``utils.weights_io.read_weights``) and
+    its description. Read before the towers are built, so a missing download fails fast."""
+    if tag:
+        raw, description = read_weights(OpenClipPretrained(t.OPEN_CLIP_MODEL, tag), key=_KEY)
+    else:
+        raw, description = read_weights(os.path.expanduser(t.PRETRAINED), key=_KEY,
+                                        allow_torchscript=bool(t.ALLOW_TORCHSCRIPT),
+                                        torchscript_key="MODEL.TBPS.ALLOW_TORCHSCRIPT")
+    state = unwrap(raw, LoadReport(source=description), key=_KEY)
+    if not any(k.startswith("visual.") for k in state):
+        raise ValueError(f"{_KEY} {description} has no 'visual.*' keys: it is not a CLIP state "
+                         "dict (open_clip's or OpenAI's layout, both towers in one file)")
+    return state, description
+
+
+def _load_open_clip_state(image: OpenClipImageTower, text: OpenClipTextTower, t,
+                          state: Dict[str, torch.Tensor],
+                          description: str) -> Tuple[str, Optional[float], Optional[float]]:
+    """Load a CLIP state dict into both towers, strictly (the image position embedding fitted to
+    the tower's grid, the text one truncated to L). Returns (report line, the state's logit
+    scale or None, its logit bias or None)."""
+    visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    resized = fit_open_clip_pos_embed(visual, image.visual, f"{_KEY} {description}")
+    try:
+        image.visual.load_state_dict(visual, strict=True)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{_KEY} {description} does not fit the image tower of "
+                           f"MODEL.TBPS.OPEN_CLIP_MODEL '{t.OPEN_CLIP_MODEL}' (TINY "
+                           f"{bool(t.TINY)}): {exc}") from None
+    text_state, layout = text_state_from_clip(state)
+    text_report = load_text_weights(text.text, text_state, f"{description} ({layout})",
+                                    section="MODEL.TBPS").strip()
+    scale, bias = state.get("logit_scale"), state.get("logit_bias")
+    report = (f"loaded {len(visual)} image tensors from {description}"
+              + (f" ({resized})" if resized else "") + f"; {text_report}")
+    return (report, None if scale is None else float(scale.reshape(-1)[0]),
+            None if bias is None else float(bias.reshape(-1)[0]))
+
+
+def build_open_clip_towers(cfg, context_length: int, load_weights: bool):
+    """(image tower, text tower, logit scale or None, logit bias or None, tower mean / std or
+    None, description) of FAMILY 'open_clip' (module docstring). The mean / std follow from the
+    config alone, so a model built with ``load_weights`` False (test.py) preprocesses alike."""
+    t = cfg.MODEL.TBPS
+    size = tuple(int(s) for s in cfg.INPUT.SIZE_TRAIN)
+    tag = _open_clip_tag(t)
+    arch, quick_gelu = _open_clip_arch(t)
+    loaded = _read_open_clip_state(t, tag) if (load_weights and t.PRETRAINED) else None
+    open_clip = import_open_clip(f"the {_PURPOSE} open_clip towers")
+    if tag:
+        quick_gelu = quick_gelu or bool(
+            open_clip.get_pretrained_cfg(t.OPEN_CLIP_MODEL, tag).get("quick_gelu", False))
+    from open_clip.model import _build_vision_tower
+    patch = arch["vision_cfg"].get("patch_size", 16)
+    if size[0] < patch or size[1] < patch:
+        raise ValueError(f"INPUT.SIZE_TRAIN {list(size)} is smaller than the image tower's patch "
+                         f"{patch}")
+    visual = _build_vision_tower(arch["embed_dim"], dict(arch["vision_cfg"], image_size=size,
+                                                         output_tokens=True),
+                                 quick_gelu=quick_gelu)
+    text = build_text_tower(t.OPEN_CLIP_MODEL, bool(t.TINY), context_length, quick_gelu,
+                            embed_dim=arch["embed_dim"], section="MODEL.TBPS", purpose=_PURPOSE)
+    image_tower, text_tower = OpenClipImageTower(visual), OpenClipTextTower(text)
+    name = (f"tiny ({TINY_LAYERS} layers, width 64, D {t.EMBED_DIM})" if t.TINY
+            else f"'{t.OPEN_CLIP_MODEL}'") + (" QuickGELU" if quick_gelu else "")
+    scale = bias = mean_std = None
+    if loaded is None:
+        source = "random init" + ("" if load_weights else " (weights to come from a checkpoint)")
+    else:
+        source, scale, bias = _load_open_clip_state(image_tower, text_tower, t, *loaded)
+    if t.PRETRAINED and not t.TINY:   # from the config alone: the same with load_weights False
+        pretrained_cfg = open_clip.get_pretrained_cfg(t.OPEN_CLIP_MODEL, tag) if tag else {}
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+        mean_std = (pretrained_cfg.get("mean", OPENAI_DATASET_MEAN),
+                    pretrained_cfg.get("std", OPENAI_DATASET_STD))
+    return (image_tower, text_tower, scale, bias, mean_std,
+            f"open_clip {name} towers, {source}")
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face SigLIP towers
+# --------------------------------------------------------------------------------------------
+def resize_siglip_pos_embed(vision: nn.Module, size: Sequence[int]) -> Optional[str]:
+    """Resize a HF ``SiglipVisionModel``'s patch-grid position table (square s x s, no CLS) to
+    input ``size`` (H, W) in place, once: ``utils.weights_io.resize_pos_embed`` (bicubic, no
+    prefix rows), a new ``position_embedding`` table and ``position_ids`` for gh * gw patches in
+    row-major order (the order of the patch convolution's flattened output). Returns what was
+    done, or None when the grid already fits."""
+    emb = vision.embeddings
+    patch = int(emb.patch_size)
+    old = emb.position_embedding.weight
+    side = math.isqrt(old.shape[0])
+    if side * side != old.shape[0]:
+        raise ValueError(f"SigLIP position table of {old.shape[0]} rows is not a square grid")
+    if size[0] < patch or size[1] < patch:
+        raise ValueError(f"INPUT.SIZE_TRAIN {list(size)} is smaller than the SigLIP patch {patch}")
+    grid = (int(size[0]) // patch, int(size[1]) // patch)
+    if grid == (side, side):
+        return None
+    new = resize_pos_embed(old.detach(), (side, side), grid, num_prefix=0, mode="bicubic")
+    table = nn.Embedding(new.shape[0], new.shape[1]).to(device=old.device, dtype=old.dtype)
+    with torch.no_grad():
+        table.weight.copy_(new)
+    emb.position_embedding = table
+    emb.register_buffer("position_ids", torch.arange(new.shape[0], device=old.device)
+                        .expand((1, -1)), persistent=False)
+    emb.num_patches = emb.num_positions = new.shape[0]
+    return f"position table resized from grid {(side, side)} to {grid}"
+
+
+def _tiny_siglip_config(embed_dim: int, context_length: int):
+    from transformers import SiglipConfig
+    width = int(embed_dim)
+    if width % TINY_HEADS:
+        raise ValueError(f"MODEL.TBPS.EMBED_DIM {width} must be divisible by the tiny towers' "
+                         f"{TINY_HEADS} heads")
+    common = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=TINY_LAYERS,
+                  num_attention_heads=TINY_HEADS)
+    return SiglipConfig(
+        text_config=dict(common, vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=context_length,
+                         pad_token_id=0, bos_token_id=CLIP_SOT_ID, eos_token_id=CLIP_EOT_ID),
+        vision_config=dict(common, image_size=TINY_NATIVE_SIZE, patch_size=TINY_PATCH))
+
+
+def build_hf_siglip_towers(cfg, context_length: int, load_weights: bool):
+    """(image tower, text tower, logit scale or None, logit bias or None, tower mean / std or
+    None, description) of FAMILY 'hf_siglip' (module docstring)."""
+    t = cfg.MODEL.TBPS
+    try:
+        from transformers import AutoConfig, SiglipConfig, SiglipModel
+    except ImportError as exc:
+        raise ImportError("MODEL.TBPS.FAMILY 'hf_siglip' needs the transformers package: pip "
+                          "install transformers") from exc
+    scale = bias = mean_std = None
+    if t.TINY:
+        net = SiglipModel(_tiny_siglip_config(t.EMBED_DIM, context_length))
+        source = f"tiny ({TINY_LAYERS} layers, width {t.EMBED_DIM}), random init"
+    else:
+        config = hf_from_pretrained(AutoConfig, t.HF_MODEL, _HF_KEY, "config")
+        if not isinstance(config, SiglipConfig):
+            raise ValueError(f"{_HF_KEY} '{t.HF_MODEL}' is a '{config.model_type}' model; FAMILY "
+                             "'hf_siglip' takes SigLIP models (model_type 'siglip')")
+        if load_weights:
+            net = hf_from_pretrained(SiglipModel, t.HF_MODEL, _HF_KEY, "model weights")
+            scale = float(net.logit_scale.detach().reshape(-1)[0])
+            bias = float(net.logit_bias.detach().reshape(-1)[0])
+            source = f"'{t.HF_MODEL}'"
+        else:
+            net = SiglipModel(config)
+            source = f"'{t.HF_MODEL}' architecture, weights to come from a checkpoint"
+        mean_std = (SIGLIP_MEAN, SIGLIP_STD)
+    net = net.float()
+    text_max = int(net.config.text_config.max_position_embeddings)
+    if not 2 <= context_length <= text_max:
+        raise ValueError(f"MODEL.TBPS.CONTEXT_LENGTH {context_length} must be in 2..{text_max} "
+                         f"(the text position table of {_HF_KEY} '{t.HF_MODEL}')")
+    width, proj = int(net.config.vision_config.hidden_size), int(net.text_model.head.out_features)
+    if width != proj:
+        raise ValueError(f"{_HF_KEY} '{t.HF_MODEL}': the image features ({width}-d) and the "
+                         f"projected text features ({proj}-d) differ in size")
+    resized = resize_siglip_pos_embed(net.vision_model, tuple(cfg.INPUT.SIZE_TRAIN))
+    image_tower = SiglipImageTower(net.vision_model)
+    text_tower = SiglipTextTower(net.text_model, use_mask=bool(t.HF_ATTENTION_MASK))
+    desc = f"HF SigLIP towers {source}" + (f"; {resized}" if resized else "")
+    return image_tower, text_tower, scale, bias, mean_std, desc
+
+
+# --------------------------------------------------------------------------------------------
+# the factory
+# --------------------------------------------------------------------------------------------
+def _logit_init(t, loaded: Optional[float], init: float, what: str, notes: list) -> float:
+    if loaded is None or t.RESET_LOGIT_PARAMS:
+        return init
+    if what == "scale" and not 0.0 <= loaded <= MAX_LN_SCALE:
+        clamped = min(max(loaded, 0.0), MAX_LN_SCALE)
+        notes.append(f"loaded logit scale {math.exp(loaded):.4g} clamped to "
+                     f"{math.exp(clamped):.4g}")
+        return clamped
+    return loaded
+
+
+def build_dual_encoder(cfg, load_weights: bool = True) -> DualEncoder:
+    """The dual encoder of a config (MODEL.TASK 'tbps'; see the module docstring).
+
+    Args:
+        cfg: the config (MODEL.TBPS.*, INPUT.SIZE_TRAIN / SIZE_TEST / PIXEL_MEAN / PIXEL_STD).
+        load_weights: load the towers' weights (PRETRAINED / HF_MODEL). False builds the same
+            architecture at random init, for loading a PhaseReID checkpoint over it (test.py);
+            hf_siglip still reads HF_MODEL's config.
+
+    Raises:
+        ValueError: an unknown FAMILY, an unsupported architecture, a bad size or length.
+        FileNotFoundError / OSError / RuntimeError: weights or files that are not on disk and
+            cannot be downloaded (the message names the key and how to provide them).
+        ImportError: open_clip / transformers missing.
+    """
+    t = cfg.MODEL.TBPS
+    if t.FAMILY not in TBPS_FAMILIES:
+        raise ValueError(f"MODEL.TBPS.FAMILY '{t.FAMILY}' is not one of {list(TBPS_FAMILIES)}")
+    size = tuple(int(s) for s in cfg.INPUT.SIZE_TRAIN)
+    if size != tuple(int(s) for s in cfg.INPUT.SIZE_TEST):
+        raise ValueError("INPUT.SIZE_TRAIN and INPUT.SIZE_TEST differ; the dual encoder's image "
+                         "tower is built for one size: use the same size for both")
+    length = tbps_context_length(cfg)
+    build = build_open_clip_towers if t.FAMILY == "open_clip" else build_hf_siglip_towers
+    image, text, loaded_scale, loaded_bias, mean_std, desc = build(cfg, length, load_weights)
+
+    notes: list = []
+    scale = _logit_init(t, loaded_scale, math.log(1.0 / t.INIT_TEMPERATURE), "scale", notes)
+    bias = None
+    if t.FAMILY == "hf_siglip" or loaded_bias is not None:
+        bias = _logit_init(t, loaded_bias, float(t.INIT_LOGIT_BIAS), "bias", notes)
+    if mean_std is None:
+        preprocess, norm = nn.Identity(), "as INPUT.PIXEL_MEAN / STD (random-init towers)"
+    else:
+        preprocess = ClipInput(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, mean_std[0],
+                               mean_std[1], size, "bicubic")
+        norm = f"mapped to the tower's mean {list(mean_std[0])} / std {list(mean_std[1])}"
+    if isinstance(image, OpenClipImageTower):
+        grid = image.grid
+    else:
+        patch = int(image.vision.embeddings.patch_size)
+        grid = (size[0] // patch, size[1] // patch)
+    scales = {"image_tower.": float(t.IMAGE_LR_SCALE), "text_tower.": float(t.TEXT_LR_SCALE),
+              "logit_scale": float(t.LOGIT_LR_SCALE)}
+    if bias is not None:
+        scales["logit_bias"] = float(t.LOGIT_LR_SCALE)
+    model = DualEncoder(image, text, preprocess, embed_dim=_feature_dim(image),
+                        context_length=length, image_grid=grid, logit_scale=scale,
+                        logit_bias=bias, lr_scales=scales, family=t.FAMILY)
+    logger.info("Dual encoder (MODEL.TASK 'tbps'): %s; input %dx%d, grid %dx%d, images %s; "
+                "captions of %d tokens; D %d; logit scale %.4g%s%s; LR scales %s", desc, size[0],
+                size[1], grid[0], grid[1], norm, length, model.embed_dim, math.exp(scale),
+                f", bias {bias:.4g}" if bias is not None else "",
+                f" ({'; '.join(notes)})" if notes else "", scales)
+    return model
+
+
+def _feature_dim(tower: nn.Module) -> int:
+    """D of img_feat, read from the image tower."""
+    if isinstance(tower, OpenClipImageTower):
+        return int(tower.visual.output_dim)
+    return int(tower.vision.config.hidden_size)
