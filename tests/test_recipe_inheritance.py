@@ -36,6 +36,15 @@ def write(path, text):
     return str(path)
 
 
+# Deliberate recipe changes made after the rewrite (recipe path prefix -> keys): the quickstart
+# trains at 64x32 from decoded images (issue 13, item 11); the SynthPedes recipes built on it keep
+# 128x64 (synth_baseline.yml pins it) and inherit the cache, which does not change the weights.
+CHANGED_SINCE = (
+    ("configs/Synth/quickstart.yml", {"INPUT": {"SIZE_TRAIN": [64, 32], "SIZE_TEST": [64, 32]}}),
+    ("configs/Synth/", {"DATALOADER": {"CACHE_IMAGES": True}}),
+)
+
+
 def test_every_recipe_resolves_as_before_the_rewrite(repo_root):
     recipes = before_rewrite()
     assert len(recipes) == 36
@@ -44,6 +53,9 @@ def test_every_recipe_resolves_as_before_the_rewrite(repo_root):
         assert os.path.isfile(path), f"{rel} was renamed or removed (README and tests name it)"
         expected = get_cfg_defaults()
         expected.merge_from_other_cfg(CN(own))
+        for prefix, change in CHANGED_SINCE:
+            if rel.startswith(prefix):
+                expected.merge_from_other_cfg(CN(change))
         assert as_dict(load_config(path, check_paths=False)) == as_dict(expected), rel
 
 
