@@ -36,7 +36,7 @@ import pickle
 import re
 import zipfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -232,6 +232,50 @@ def _open_clip_state_dict(source: OpenClipPretrained, key: str) -> StateDict:
             f"create_model('{name}', pretrained='{tag}').state_dict(), '{name}_{tag}.pth')\" "
             f"and set {key or 'the weight key'} to that file") from exc
     return model.state_dict()
+
+
+def load_fitting(module: torch.nn.Module, state: StateDict, report: "LoadReport", what: str,
+                 strict: bool = True, skip: Optional[Callable[[str], Optional[str]]] = None,
+                 refit: Optional[Callable[[str, torch.Tensor, torch.Tensor],
+                                          Optional[torch.Tensor]]] = None) -> "LoadReport":
+    """Load the tensors of ``state`` that fit ``module``, key by key, and fill ``report``.
+
+    A source key ``skip(key)`` names a reason for (e.g. an ImageNet classifier the module has no
+    place for) is reported as skipped; a key the module lacks is unexpected; a tensor of another
+    shape is given to ``refit(key, value, target)``, which returns a tensor that fits (and notes
+    what it did in ``report``) or None, else it is skipped as a shape mismatch. Module keys that
+    got nothing are missing. With ``strict``, any unexpected, mismatched or missing key is a
+    ``ValueError`` naming ``what`` and the first 20 problems; the load happens only after that
+    check. Returns ``report``.
+    """
+    target = module.state_dict()
+    out: StateDict = {}
+    problems = []
+    for key, value in state.items():
+        reason = skip(key) if skip is not None and key not in target else None
+        if reason:
+            report.skipped.append((key, reason))
+        elif key not in target:
+            report.unexpected.append((key, UNKNOWN_KEY))
+            problems.append(f"unknown key {key}")
+        elif value.shape != target[key].shape:
+            fitted = refit(key, value, target[key]) if refit is not None else None
+            if fitted is not None:
+                out[key] = fitted
+                continue
+            report.skipped.append((key, SHAPE_MISMATCH))
+            problems.append(f"{key}: weights {tuple(value.shape)} vs model "
+                            f"{tuple(target[key].shape)}")
+        else:
+            out[key] = value
+    report.loaded = [k for k in target if k in out]
+    report.missing = [k for k in target if k not in out]
+    problems += [f"missing {k}" for k in report.missing]
+    if strict and problems:
+        raise ValueError(f"weights do not fit {what} (strict load):\n{report}\n  "
+                         + "\n  ".join(problems[:20]))
+    module.load_state_dict(out, strict=False)
+    return report
 
 
 def unwrap(obj: object, report: Optional["LoadReport"] = None, key: str = "") -> StateDict:

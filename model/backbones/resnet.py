@@ -18,8 +18,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from utils.weights_io import (SHAPE_MISMATCH, UNKNOWN_KEY, LoadReport, Source, read_weights,
-                              unwrap)
+from utils.weights_io import LoadReport, Source, load_fitting, read_weights, unwrap
 
 
 class ResNet50Backbone(nn.Module):
@@ -91,29 +90,8 @@ class ResNet50Backbone(nn.Module):
             report.left_for_caller = [k for k in state if not k.startswith("base.")]
             state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
             report.notes.append("stripped the 'base.' prefix (BoT checkpoint)")
-        target = self.state_dict()
-        out = {}
-        problems = []
-        for key, value in state.items():
-            if key.startswith("fc."):
-                report.skipped.append((key, "ImageNet classifier"))
-            elif key not in target:
-                report.unexpected.append((key, UNKNOWN_KEY))
-                problems.append(f"unknown key {key}")
-            elif value.shape != target[key].shape:
-                report.skipped.append((key, SHAPE_MISMATCH))
-                problems.append(f"{key}: checkpoint {tuple(value.shape)} vs model "
-                                f"{tuple(target[key].shape)}")
-            else:
-                out[key] = value
-        report.loaded = [k for k in target if k in out]
-        report.missing = [k for k in target if k not in out]
-        problems += [f"missing {k}" for k in report.missing]
-        if strict and problems:
-            raise ValueError(f"weights do not fit ResNet-50 (strict load):\n{report}\n  "
-                             + "\n  ".join(problems[:20]))
-        self.load_state_dict(out, strict=False)
-        return report
+        return load_fitting(self, state, report, "ResNet-50", strict,
+                            skip=lambda k: "ImageNet classifier" if k.startswith("fc.") else None)
 
 
 def build_resnet50_backbone(last_stride: int = 1,

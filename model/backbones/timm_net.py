@@ -25,8 +25,8 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from utils.weights_io import (SHAPE_MISMATCH, UNKNOWN_KEY, LoadReport, ResizedKey, Source,
-                              read_weights, resize_pos_embed, unwrap)
+from utils.weights_io import (LoadReport, ResizedKey, Source, load_fitting, read_weights,
+                              resize_pos_embed, unwrap)
 
 logger = logging.getLogger("phasereid")
 
@@ -124,43 +124,30 @@ class TimmBackbone(nn.Module):
         report = LoadReport(source=description, source_format=f"timm {self.name}")
         state = unwrap(raw, report)
         classifier = self.net.pretrained_cfg.get("classifier", "") or ""
-        heads = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
-        target = self.net.state_dict()
-        out, problems = {}, []
-        for key, value in state.items():
-            if any(h and (key == h or key.startswith(h + ".")) for h in heads) and \
-                    key not in target:
-                report.skipped.append((key, "ImageNet classifier"))
-            elif key not in target:
-                report.unexpected.append((key, UNKNOWN_KEY))
-                problems.append(f"unknown key {key}")
-            elif value.shape != target[key].shape and key == "pos_embed" and self.sized:
-                grid_to = self.net.patch_embed.grid_size
-                n_src = value.shape[1] - self.num_prefix
-                side = int(round(n_src ** 0.5))
-                if side * side != n_src:
-                    problems.append(f"pos_embed: cannot infer the source grid of {n_src} "
-                                    "positions")
-                    continue
-                out[key] = resize_pos_embed(value, (side, side), grid_to,
-                                            num_prefix=self.num_prefix, mode="bilinear")
-                report.resized.append(ResizedKey(key, tuple(value.shape), tuple(out[key].shape),
-                                                 f"grid {side}x{side} -> "
-                                                 f"{grid_to[0]}x{grid_to[1]} (bilinear)"))
-            elif value.shape != target[key].shape:
-                report.skipped.append((key, SHAPE_MISMATCH))
-                problems.append(f"{key}: weights {tuple(value.shape)} vs model "
-                                f"{tuple(target[key].shape)}")
-            else:
-                out[key] = value
-        report.loaded = [k for k in target if k in out]
-        report.missing = [k for k in target if k not in out]
-        problems += [f"missing {k}" for k in report.missing]
-        if strict and problems:
-            raise ValueError(f"weights do not fit timm '{self.name}' (strict load):\n{report}"
-                             "\n  " + "\n  ".join(problems[:20]))
-        self.net.load_state_dict(out, strict=False)
-        return report
+        heads = [h for h in (classifier if isinstance(classifier, (list, tuple))
+                             else (classifier,)) if h]
+
+        def skip(key: str) -> Optional[str]:
+            return ("ImageNet classifier"
+                    if any(key == h or key.startswith(h + ".") for h in heads) else None)
+
+        def refit(key: str, value: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+            """A pos_embed of another square grid, resized to this model's grid."""
+            if key != "pos_embed" or not self.sized:
+                return None
+            grid_to = self.net.patch_embed.grid_size
+            n_src = value.shape[1] - self.num_prefix
+            side = int(round(n_src ** 0.5))
+            if side * side != n_src:
+                return None
+            out = resize_pos_embed(value, (side, side), grid_to, num_prefix=self.num_prefix,
+                                   mode="bilinear")
+            report.resized.append(ResizedKey(key, tuple(value.shape), tuple(out.shape),
+                                             f"grid {side}x{side} -> {grid_to[0]}x{grid_to[1]} "
+                                             "(bilinear)"))
+            return out
+
+        return load_fitting(self.net, state, report, f"timm '{self.name}'", strict, skip, refit)
 
 
 def build_timm_backbone(name: str, img_size: Tuple[int, int], last_stride: int = 2,
