@@ -11,8 +11,8 @@ Builds the data, model, loss composer and optimizer exactly as train.py does for
 Each is timed over ``--steps`` iterations after ``--warmup`` untimed ones and reported as
 images/s and as a share of the full step (data / full and model / full; data + model close to
 1 means the two are serial, as with ``DATALOADER.NUM_WORKERS 0``). The machine's fp32 matmul
-speed (``../shared/tools/matmul_gflops.py`` when present, else a 1024^2 loop here) is printed
-beside the numbers, because machines of the same kind differ about 4x.
+speed (``../shared/tools/matmul_gflops.py``) is printed beside the numbers, because machines of
+the same kind differ about 4x.
 
 Usage:
     python bench/bench_train_step.py [--config configs/Synth/quickstart.yml] [--steps 40]
@@ -38,6 +38,7 @@ from model.make_model import make_model  # noqa: E402
 from processor.processor import forward_options  # noqa: E402
 from solver.make_optimizer import make_optimizer  # noqa: E402
 from solver.phase_plan import PhasePlan  # noqa: E402
+from utils.dist import resolve_device  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,19 +52,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def matmul_gflops() -> str:
+    """The machine's fp32 matmul speed as the shared tool prints it."""
     tool = os.path.join(ROOT, "..", "shared", "tools", "matmul_gflops.py")
-    if os.path.isfile(tool):
-        out = subprocess.run([sys.executable, tool], capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip().splitlines()[-1] + " (shared/tools/matmul_gflops.py)"
-    a = torch.randn(1024, 1024)
-    b = torch.randn(1024, 1024)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(20):
-        a @ b
-    return f"{20 * 2 * 1024 ** 3 / (time.perf_counter() - t) / 1e9:.1f} GFLOP/s (1024^2 loop)"
+    if not os.path.isfile(tool):
+        return f"fp32 matmul unknown ({tool} not found: measure it and state it with the times)"
+    out = subprocess.run([sys.executable, tool], capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        return f"fp32 matmul unknown ({tool} failed: {out.stderr.strip()[-200:]})"
+    return out.stdout.strip().splitlines()[-1] + " (../shared/tools/matmul_gflops.py)"
 
 
 def to_device(batch: dict, device) -> dict:
@@ -78,8 +74,7 @@ def main(argv=None) -> int:
     torch.manual_seed(cfg.SOLVER.SEED)
     plan = PhasePlan(cfg)
     state = plan.state(1)
-    device = torch.device("cuda" if cfg.MODEL.DEVICE in ("auto", "cuda")
-                          and torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg)
     t0 = time.perf_counter()
     data = make_dataloader(cfg)
     t_data_setup = time.perf_counter() - t0
