@@ -251,6 +251,13 @@ _C.DATASETS.CAPTION_SOURCE = "none"
 # Caption language where a dataset has several: 'en' or 'vi' (VN3K captions vs en_captions;
 # SynthPedes reid_raw_vi.json).
 _C.DATASETS.CAPTION_LANG = "en"
+# Validation split by held-out training identities (datasets/factory.py hold_out_val_ids): VAL_IDS
+# training identities, drawn with VAL_SEED, and all their images leave training and form
+# ReIDDataset.val (text-based person search selects the best epoch on it, TEST.SELECT_ON). For
+# datasets whose annotation has no validation split (ICFG-PEDES, SynthPedes); 0 = none. A dataset
+# that has one (CUHK-PEDES, RSTPReid, VN3K 'validate') uses its own: VAL_IDS > 0 is then an error.
+_C.DATASETS.VAL_IDS = 0
+_C.DATASETS.VAL_SEED = 0
 
 # ---------------------------------------------------------------------------
 # DATALOADER
@@ -497,6 +504,12 @@ _C.TEST.MAX_RANK = 50
 _C.TEST.EVAL_BLOCK = 0
 # test.py: also save query/gallery features, pids and camids to OUTPUT_DIR/features.npz.
 _C.TEST.EXPORT_FEATURES = False
+# MODEL.TASK 'tbps': the split the best epoch is selected on, by evaluation during training and
+# by the launcher: 'val' (the dataset's validation split or DATASETS.VAL_IDS held-out identities;
+# a config without either is refused at load) or 'test' (only when asked for: selecting on test
+# makes the best-epoch numbers optimistic, and every summary says it was done). Image re-ID
+# datasets have no validation split: their launcher summaries say that 'best' is test-selected.
+_C.TEST.SELECT_ON = "val"
 # Ranked-list figure: number of queries drawn and gallery items per row (0 queries = no figure).
 _C.TEST.VIS_QUERIES = 8
 _C.TEST.VIS_TOPK = 10

@@ -69,6 +69,7 @@ CIRCLE_FORMS = ("pairwise", "batch")
 TGMIM_MASK_MODES = ("random", "block")
 CAPTION_SOURCES = ("annotation", "attributes", "none")
 CAPTION_LANGS = ("en", "vi")
+SELECTION_SPLITS = ("val", "test")
 VEHICLEID_TEST_SIZES = (800, 1600, 2400)
 TIMM_PREFIX = "timm:"
 
@@ -232,6 +233,8 @@ RULES: Dict[str, object] = {
     "DATASETS.SYNTH_IMAGE_SIZE": Numbers(2, low=32, integer=True),
     "DATASETS.CAPTION_SOURCE": OneOf(CAPTION_SOURCES),
     "DATASETS.CAPTION_LANG": OneOf(CAPTION_LANGS),
+    "DATASETS.VAL_IDS": NON_NEGATIVE_INT,
+    "DATASETS.VAL_SEED": NON_NEGATIVE_INT,
     "DATALOADER.SAMPLER": OneOf(SAMPLERS),
     "DATALOADER.NUM_INSTANCE": POSITIVE_INT,
     "DATALOADER.NUM_WORKERS": NON_NEGATIVE_INT,
@@ -308,6 +311,7 @@ RULES: Dict[str, object] = {
     "TEST.EVAL_BLOCK": NON_NEGATIVE_INT,
     "TEST.VIS_QUERIES": NON_NEGATIVE_INT,
     "TEST.VIS_TOPK": POSITIVE_INT,
+    "TEST.SELECT_ON": OneOf(SELECTION_SPLITS),
 }
 
 
@@ -365,15 +369,37 @@ def is_local_path(value: str) -> bool:
             or value.endswith(WEIGHT_SUFFIXES))
 
 
+#: datasets whose annotation has a validation split (DATASETS.VAL_IDS must then be 0)
+DATASETS_WITH_VAL = ("cuhkpedes", "rstpreid")
+#: datasets that get a validation split only from DATASETS.VAL_IDS (VN3K's file may or may not
+#: have a 'validate' split: checked when it is loaded)
+DATASETS_WITHOUT_VAL = ("icfgpedes", "synth")
+
+
 def task_problems(cfg) -> List[str]:
-    """MODEL.TASK 'tbps': the towers' weights come from MODEL.TBPS, not MODEL.PRETRAIN_PATH."""
-    m = cfg.MODEL
-    if m.TASK == "tbps" and m.PRETRAIN_CHOICE == "imagenet":
-        return ["MODEL.PRETRAIN_CHOICE 'imagenet' does not apply to MODEL.TASK 'tbps': the dual "
-                "encoder's towers take their weights from MODEL.TBPS.PRETRAINED (open_clip) or "
-                "MODEL.TBPS.HF_MODEL (hf_siglip); use 'none', or 'self' for a PhaseReID "
-                "checkpoint"]
-    return []
+    """MODEL.TASK 'tbps': the towers' weights come from MODEL.TBPS, not MODEL.PRETRAIN_PATH; the
+    training items need captions; selection on 'val' needs a validation split."""
+    m, d = cfg.MODEL, cfg.DATASETS
+    problems = []
+    if d.VAL_IDS and d.NAMES in DATASETS_WITH_VAL:
+        problems.append(f"DATASETS.VAL_IDS {d.VAL_IDS}: {d.NAMES} has its own validation split "
+                        "(the annotation's 'val'); set DATASETS.VAL_IDS 0")
+    if m.TASK != "tbps":
+        return problems
+    if m.PRETRAIN_CHOICE == "imagenet":
+        problems.append("MODEL.PRETRAIN_CHOICE 'imagenet' does not apply to MODEL.TASK 'tbps': "
+                        "the dual encoder's towers take their weights from MODEL.TBPS.PRETRAINED "
+                        "(open_clip) or MODEL.TBPS.HF_MODEL (hf_siglip); use 'none', or 'self' "
+                        "for a PhaseReID checkpoint")
+    if d.CAPTION_SOURCE == "none":
+        problems.append("DATASETS.CAPTION_SOURCE 'none' but MODEL.TASK is 'tbps': the training "
+                        "items are (image, caption) pairs; set 'annotation' (the dataset's "
+                        "caption file) or 'attributes'")
+    if cfg.TEST.SELECT_ON == "val" and d.NAMES in DATASETS_WITHOUT_VAL and not d.VAL_IDS:
+        problems.append(f"TEST.SELECT_ON 'val' but {d.NAMES} has no validation split: hold out "
+                        "training identities with DATASETS.VAL_IDS <n> (e.g. 10% of them), or "
+                        "select on test explicitly with TEST.SELECT_ON 'test' (optimistic numbers)")
+    return problems
 
 
 def path_problems(cfg) -> List[str]:

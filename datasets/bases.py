@@ -202,6 +202,10 @@ class ReIDDataset:
         test: the test images when they are not simply ``query + gallery`` (VehicleID, the
             text-based person search datasets).
         info: extra facts printed with the statistics (e.g. {'version': 'V2'}).
+        val: the validation records (text-based person search: the annotation's ``val`` split,
+            or training identities held out by DATASETS.VAL_IDS, ``datasets.factory``); raw or
+            relabelled pids, only compared with each other. Empty = no validation split.
+        val_source: where ``val`` comes from, for logs and summaries ('' when empty).
 
     ``splits`` may be empty: the text-based person search datasets have no image re-ID
     evaluation (``query = gallery = []``, the test images in ``test``). ``caption_source`` says
@@ -218,6 +222,8 @@ class ReIDDataset:
         splits: Optional[List[EvalSplit]] = None,
         test: Optional[List[Record]] = None,
         info: Optional[Dict[str, str]] = None,
+        val: Optional[List[Record]] = None,
+        val_source: str = "",
     ):
         if not train:
             raise DatasetFormatError(f"{name}: the training split is empty")
@@ -234,6 +240,8 @@ class ReIDDataset:
                                 np.arange(len(query), len(query) + len(gallery)))]
         self.splits = splits
         self.info = info or {}
+        self.val = list(val or [])
+        self.val_source = val_source if self.val else ""
         self.caption_source = "none"
 
     @property
@@ -257,6 +265,8 @@ class ReIDDataset:
             rows += [("query", self.query), ("gallery", self.gallery)]
         else:
             rows.append(("test", self.test))
+        if self.val:
+            rows.append(("val", self.val))
         lines = [
             f"Dataset {self.name} statistics:",
             "  ----------------------------------------",

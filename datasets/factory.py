@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
-from .bases import ReIDDataset
+import numpy as np
+
+from .bases import ReIDDataset, relabel_pids
 from .captions import apply_caption_source
 from .dukemtmc import load_dukemtmcreid
 from .market1501 import load_market1501
@@ -46,13 +48,44 @@ def loader_options(cfg, name: str) -> dict:
     return {}
 
 
+def hold_out_val_ids(dataset: ReIDDataset, num_ids: int, seed: int) -> ReIDDataset:
+    """DATASETS.VAL_IDS: move ``num_ids`` training identities (drawn with
+    ``numpy.random.default_rng(seed).choice`` from the sorted training pids, without replacement)
+    and all their images into ``dataset.val``; the remaining training pids are relabelled to
+    0..C-1. For datasets whose annotation has no validation split (ICFG-PEDES, SynthPedes), so
+    that the best epoch is selected on identities never trained on and never tested on.
+
+    Raises:
+        ValueError: the dataset already has a validation split (its annotation's), or
+            ``num_ids`` leaves fewer than 2 training identities.
+    """
+    if dataset.val:
+        raise ValueError(
+            f"DATASETS.VAL_IDS {num_ids}: {dataset.name} already has a validation split "
+            f"({dataset.val_source}, {len(dataset.val)} images); set DATASETS.VAL_IDS 0 to use it")
+    ids = sorted({r.pid for r in dataset.train})
+    if num_ids > len(ids) - 2:
+        raise ValueError(f"DATASETS.VAL_IDS {num_ids}: {dataset.name} has {len(ids)} training "
+                         "identities; hold out at most all but 2")
+    chosen = {int(p) for p in np.random.default_rng(seed).choice(ids, num_ids, replace=False)}
+    dataset.val = [r for r in dataset.train if r.pid in chosen]
+    dataset.val_source = (f"{num_ids} training identities held out (DATASETS.VAL_IDS {num_ids}, "
+                          f"DATASETS.VAL_SEED {seed})")
+    dataset.train = relabel_pids([r for r in dataset.train if r.pid not in chosen])
+    return dataset
+
+
 def build_dataset(cfg) -> ReIDDataset:
     """Load the dataset named by DATASETS.NAMES from DATASETS.ROOT_DIR, with its captions
-    (DATASETS.CAPTION_SOURCE, CAPTION_LANG)."""
+    (DATASETS.CAPTION_SOURCE, CAPTION_LANG) and the held-out validation identities
+    (DATASETS.VAL_IDS, :func:`hold_out_val_ids`)."""
     d = cfg.DATASETS
     name = d.NAMES
     if name not in LOADERS:
         raise KeyError(f"DATASETS.NAMES '{name}' is not a known dataset; choose one of "
                        f"{sorted(LOADERS)} (see docs/datasets.md to add one)")
     dataset = LOADERS[name](d.ROOT_DIR, **loader_options(cfg, name))
-    return apply_caption_source(dataset, d.CAPTION_SOURCE, d.CAPTION_LANG, d.ROOT_DIR)
+    dataset = apply_caption_source(dataset, d.CAPTION_SOURCE, d.CAPTION_LANG, d.ROOT_DIR)
+    if d.VAL_IDS:   # after the captions, so the held-out records carry the same kind of text
+        dataset = hold_out_val_ids(dataset, d.VAL_IDS, d.VAL_SEED)
+    return dataset

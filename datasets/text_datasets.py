@@ -17,22 +17,24 @@ the de-facto layout of the field; VN3K follows the IRRA-style loaders of its rel
 
 Semantics (REFERENCES.md section 6; IRRA):
 - splits: ``train`` -> training records, ``test`` -> the test records, ``val`` (VN3K:
-  ``validate``) -> counted in ``info`` and not used. Any other split value is a
+  ``validate``) -> ``ReIDDataset.val``, the split the best epoch is selected on (TEST.SELECT_ON
+  'val'; a file without one, such as ICFG-PEDES, gets held-out training identities from
+  DATASETS.VAL_IDS, ``datasets/factory.py``). Any other split value is a
   :class:`DatasetFormatError` naming it (IRRA's handling: docs/reference_differences.md).
 - pids: the ``id`` field. Training pids are relabelled to 0..C-1 in ascending order of the raw id
   (for CUHK-PEDES this equals IRRA's ``id - 1``; ICFG-PEDES / RSTPReid ids are already 0-based
   and contiguous); test records keep the raw id. ``Record.attrs`` holds ``raw_id`` and ``split``.
 - camid 0 and viewid 0 everywhere: the files carry no camera or view.
 - ``Record.captions`` = the entry's caption list (VN3K: ``captions`` for caption_lang 'vi',
-  ``en_captions`` for 'en'). Deliberate difference from IRRA: a training item is one image (with
-  one of its captions drawn per epoch, see ``datasets/make_dataloader.py``), not one
-  (image, caption) pair, so an image with two captions is not seen twice per epoch.
+  ``en_captions`` for 'en'). The training items are built from these records by
+  ``datasets/make_dataloader.py``: with MODEL.TASK 'tbps' one item per (image, caption) pair, as
+  IRRA; with text-guided image re-ID (TG-MIM) one item per image with one caption drawn per epoch.
 - Records keep the order of the JSON file (deterministic).
 
 Evaluation: image re-ID evaluation (query / gallery with cameras) is not defined for these
 datasets, so the returned :class:`ReIDDataset` has ``query = gallery = []``, ``splits = []`` and
-the test records in ``test``. Text-to-image evaluation is not implemented yet; evaluating such a
-dataset is an error that says so (``processor/inference.py``).
+the test records in ``test`` (and the validation records in ``val``); they are evaluated
+text-to-image (MODEL.TASK 'tbps', REFERENCES.md section 1.3).
 
 Errors: a missing file or folder names the path and prints the layout; an entry that is not an
 object, lacks a field or has a field of the wrong type is a :class:`DatasetFormatError` naming the
@@ -149,16 +151,16 @@ def _build(name: str, annotation: str, img_dir: str, splits: Dict[str, List[Reco
            caption_lang: str, caption_key: str) -> ReIDDataset:
     if not splits["train"]:
         raise DatasetFormatError(f"{name}: {annotation} has no entry with the training split")
-    check_images_exist(splits["train"] + splits["test"], annotation, name)
+    check_images_exist(splits["train"] + splits["val"] + splits["test"], annotation, name)
     counts = ", ".join(f"{split} {len({r.pid for r in recs})} ids / {len(recs)} images / "
                        f"{sum(len(r.captions) for r in recs)} captions"
                        for split, recs in splits.items())
     info = {"annotation": annotation, "images": img_dir, "splits": counts,
-            "evaluation": "none (text-based person search: no image re-ID query / gallery; "
-                          "text-to-image evaluation not implemented yet)",
+            "evaluation": "text-to-image (every test caption against every test image)",
             "caption language": caption_lang, "caption field": caption_key}
+    val_source = f"the annotation's validation split ({annotation})" if splits["val"] else ""
     return ReIDDataset(name, relabel_pids(splits["train"]), [], [], splits=[],
-                       test=splits["test"], info=info)
+                       test=splits["test"], info=info, val=splits["val"], val_source=val_source)
 
 
 def _dataset_paths(root: str, folder: str, name: str, layout: str,

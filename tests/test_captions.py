@@ -115,7 +115,7 @@ def test_text_dataset_unknown_split_and_missing_images(tmp_path):
     with pytest.raises(DatasetFormatError, match="unknown split 'gallery'"):
         load_cuhkpedes(str(tmp_path))
     make_text_dataset(tmp_path / "b", "CUHK-PEDES", "reid_raw.json", CUHK, images=False)
-    with pytest.raises(FileNotFoundError, match=r"4 image\(s\) listed in .*reid_raw.json"):
+    with pytest.raises(FileNotFoundError, match=r"5 image\(s\) listed in .*reid_raw.json"):
         load_cuhkpedes(str(tmp_path / "b"))
     with pytest.raises(FileNotFoundError, match="Expected layout"):
         load_cuhkpedes(str(tmp_path / "nothing"))

@@ -25,7 +25,8 @@ CAPTIONS = ["A man in a RED shirt and blue jeans.", "a woman with a black bag"]
 def tbps_cfg(family="open_clip", tiny=True, **overrides):
     opts = {"MODEL.TASK": "tbps", "MODEL.TBPS.FAMILY": family, "MODEL.TBPS.TINY": str(tiny),
             "MODEL.TBPS.PRETRAINED": "", "MODEL.TBPS.EMBED_DIM": "32", "MODEL.DEVICE": "cpu",
-            "INPUT.SIZE_TRAIN": str(list(SIZE)), "INPUT.SIZE_TEST": str(list(SIZE))}
+            "INPUT.SIZE_TRAIN": str(list(SIZE)), "INPUT.SIZE_TEST": str(list(SIZE)),
+            "DATASETS.CAPTION_SOURCE": "annotation", "DATASETS.NAMES": "cuhkpedes"}
     opts.update({k: str(v) for k, v in overrides.items()})
     return load_config(opts=[x for kv in opts.items() for x in kv])
 
