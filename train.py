@@ -131,6 +131,7 @@ def train(cfg, plan, resume, segment, rank, logger) -> int:
     if cfg.SOLVER.EVAL_PERIOD > 0:
         check_evaluable(ds)   # fail now, not after the first evaluation period
         check_images_readable(ds.test)
+        check_images_readable(ds.val, "validation")
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)
     composer = make_loss(cfg, ds.num_train_pids, model.feat_dim)
     start_epoch = restore_model(cfg, model, resume, logger)
@@ -145,8 +146,10 @@ def train(cfg, plan, resume, segment, rank, logger) -> int:
         writer = SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
     if resume is not None:
         set_rng_state(resume["rng"])
-    logger.info("Training %s on %s: %d identities, %d images, epochs %d..%d", cfg.MODEL.NAME,
-                device, ds.num_train_pids, len(ds.train), start_epoch, cfg.SOLVER.MAX_EPOCHS)
+    what = "a dual encoder (MODEL.TASK 'tbps')" if cfg.MODEL.TASK == "tbps" else cfg.MODEL.NAME
+    logger.info("Training %s on %s: %d identities, %d images (%d training items), epochs %d..%d",
+                what, device, ds.num_train_pids, len(ds.train), len(data.train_set),
+                start_epoch, cfg.SOLVER.MAX_EPOCHS)
     do_train(cfg, model, data, composer, plan, optimizer, center_optimizer, scheduler, device,
              start_epoch=start_epoch, writer=writer, resume_state=resume,
              hooks=make_epoch_hooks(cfg, data))

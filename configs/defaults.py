@@ -197,6 +197,8 @@ _C.MODEL.TBPS.INIT_LOGIT_BIAS = -10.0
 _C.MODEL.TBPS.IMAGE_LR_SCALE = 1.0
 _C.MODEL.TBPS.TEXT_LR_SCALE = 1.0
 _C.MODEL.TBPS.LOGIT_LR_SCALE = 1.0
+# LR scale of the cross-modal ID classifier 'id_head' (built when LOSS.NAMES has 'id'; IRRA x5).
+_C.MODEL.TBPS.ID_LR_SCALE = 1.0
 
 # ---------------------------------------------------------------------------
 # INPUT
@@ -341,7 +343,10 @@ _C.LOSS.ID = CN()
 # Weight of the identity (classification) loss.
 _C.LOSS.ID.W = 1.0
 # Per-phase weight specs ('const:x' or 'linear:x->y' across the phase, one per phase of the plan);
-# [] = W in every phase. The same key exists for CENTER, ISGVFC, CIRCLE and TGMIM.
+# [] = W in every phase. The same key exists for CENTER, ISGVFC, CIRCLE, TGMIM and the
+# text-based person search losses. With MODEL.TASK 'tbps', 'id' is the cross-modal ID loss:
+# 1/2 [CE(W v, y) + CE(W t, y)], one classifier (the dual encoder's 'id_head', LR x
+# MODEL.TBPS.ID_LR_SCALE) shared by the image and text features (IRRA).
 _C.LOSS.ID.W_SEQ = []
 # Label smoothing epsilon: target (1 - eps) * onehot + eps / C (0 = plain CE).
 _C.LOSS.ID.LABEL_SMOOTH = 0.0
@@ -459,6 +464,65 @@ _C.LOSS.TGMIM.MASK_MODE = "random"
 _C.LOSS.TGMIM.DECODER_DIM = 256
 _C.LOSS.TGMIM.HEADS = 8
 _C.LOSS.TGMIM.NORM_TARGET = False
+
+_C.LOSS.ITC = CN()
+# ---- text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, REFERENCES.md section 5)
+# Composed by name like the image re-ID losses: put them in LOSS.NAMES ('itc', 'sdm', 'nitc',
+# 'ritc', 'citc', 'cmpm', 'sigmoid_id'; 'id' is then the cross-modal ID loss, one classifier
+# shared by the image and the text features, IRRA); each has its weight W and per-phase W_SEQ.
+# All read the dual encoder's img_feat / txt_feat (raw; each loss L2-normalises). GATHER True:
+# under DDP the loss compares the local rows with the features of every process (a
+# gradient-correct all-gather; TBPS-CLIP's 320-image gathered batch); no effect on one process.
+# ITC: CLIP InfoNCE with the model's learnable logit scale kappa (<= 100).
+_C.LOSS.ITC.W = 1.0
+_C.LOSS.ITC.W_SEQ = []
+_C.LOSS.ITC.GATHER = True
+_C.LOSS.SDM = CN()
+# SDM (IRRA): KL(P || Q + EPS) per direction, summed over both, at a FIXED temperature
+# TEMPERATURE (IRRA 0.02 -> kappa 50); 0 = use the model's learnable kappa instead.
+_C.LOSS.SDM.W = 1.0
+_C.LOSS.SDM.W_SEQ = []
+_C.LOSS.SDM.TEMPERATURE = 0.02
+_C.LOSS.SDM.EPS = 1e-8
+_C.LOSS.SDM.GATHER = True
+_C.LOSS.NITC = CN()
+# N-ITC (TBPS-CLIP): CE against identity targets softened by the model's stop-gradient predictions
+# with ratio alpha = SOFT_RATIO ramped linearly from 0 over the first epoch (0 = hard identity
+# targets). STOP_FEATURES: where the stop-gradient features come from: 'second_forward' (TBPS-CLIP:
+# a second forward of the batch under no_grad in training mode, +1 forward per step) or
+# 'detached' (the current features, detached: the mSigLIP repos; equal without dropout).
+_C.LOSS.NITC.W = 1.0
+_C.LOSS.NITC.W_SEQ = []
+_C.LOSS.NITC.SOFT_RATIO = 0.5
+_C.LOSS.NITC.STOP_FEATURES = "second_forward"
+_C.LOSS.NITC.GATHER = True
+_C.LOSS.RITC = CN()
+# R-ITC (TBPS-CLIP): the SDM form with EPS 0.01, the two directions averaged, learnable kappa.
+_C.LOSS.RITC.W = 1.0
+_C.LOSS.RITC.W_SEQ = []
+_C.LOSS.RITC.EPS = 0.01
+_C.LOSS.RITC.GATHER = True
+_C.LOSS.CITC = CN()
+# C-ITC (TBPS-CLIP, from CyCLIP): INMODAL x in-modal + CROSSMODAL x cross-modal consistency
+# (lambda 0.25 / 0.25; TBPS-CLIP weighs the loss 0.1).
+_C.LOSS.CITC.W = 0.1
+_C.LOSS.CITC.W_SEQ = []
+_C.LOSS.CITC.INMODAL = 0.25
+_C.LOSS.CITC.CROSSMODAL = 0.25
+_C.LOSS.CITC.GATHER = True
+_C.LOSS.CMPM = CN()
+# CMPM (Zhang & Lu 2018): row-sum normalised identity targets, no temperature.
+_C.LOSS.CMPM.W = 1.0
+_C.LOSS.CMPM.W_SEQ = []
+_C.LOSS.CMPM.EPS = 1e-8
+_C.LOSS.CMPM.GATHER = True
+_C.LOSS.SIGMOID_ID = CN()
+# The mSigLIP repos' sigmoid identity loss ("NITC" there; not TBPS-CLIP's N-ITC): +-1 targets
+# by pid, the model's learned logit scale and bias (MODEL.TBPS.FAMILY 'hf_siglip', or any dual
+# encoder with INIT_LOGIT_BIAS: a bias is built when this loss is on).
+_C.LOSS.SIGMOID_ID.W = 1.0
+_C.LOSS.SIGMOID_ID.W_SEQ = []
+_C.LOSS.SIGMOID_ID.GATHER = True
 
 _C.LOSS.PHASED = CN()
 # The phase plan (processor/phases.py; printed at the start of training). Epochs are 1-based and

@@ -60,7 +60,11 @@ DISTANCES = ("euclidean", "cosine")
 SAMPLERS = ("pk", "random")
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 SCHEDULERS = ("cosine", "multistep")
-LOSS_NAMES = ("id", "triplet", "center")
+REID_LOSS_NAMES = ("id", "triplet", "center")
+#: the text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py); 'id' is shared
+TBPS_LOSS_NAMES = ("itc", "sdm", "nitc", "ritc", "citc", "cmpm", "sigmoid_id")
+LOSS_NAMES = REID_LOSS_NAMES + TBPS_LOSS_NAMES
+NITC_STOP_FEATURES = ("second_forward", "detached")
 PHASE_METRICS = ("triplet", "tripletx", "routed", "none")
 BRIGHTNESS_MODES = ("hard", "soft")
 CAM_AWARE_MODES = ("exclude", "denominator")
@@ -298,6 +302,22 @@ RULES: Dict[str, object] = {
     "LOSS.TGMIM.MASK_MODE": OneOf(TGMIM_MASK_MODES),
     "LOSS.TGMIM.DECODER_DIM": POSITIVE_INT,
     "LOSS.TGMIM.HEADS": POSITIVE_INT,
+    "LOSS.ITC.W": NON_NEGATIVE,
+    "LOSS.SDM.W": NON_NEGATIVE,
+    "LOSS.SDM.TEMPERATURE": ZeroOr(Number(1 / MAX_LOGIT_SCALE)),
+    "LOSS.SDM.EPS": POSITIVE,
+    "LOSS.NITC.W": NON_NEGATIVE,
+    "LOSS.NITC.SOFT_RATIO": PROBABILITY,
+    "LOSS.NITC.STOP_FEATURES": OneOf(NITC_STOP_FEATURES),
+    "LOSS.RITC.W": NON_NEGATIVE,
+    "LOSS.RITC.EPS": POSITIVE,
+    "LOSS.CITC.W": NON_NEGATIVE,
+    "LOSS.CITC.INMODAL": NON_NEGATIVE,
+    "LOSS.CITC.CROSSMODAL": NON_NEGATIVE,
+    "LOSS.CMPM.W": NON_NEGATIVE,
+    "LOSS.CMPM.EPS": POSITIVE,
+    "LOSS.SIGMOID_ID.W": NON_NEGATIVE,
+    "MODEL.TBPS.ID_LR_SCALE": POSITIVE,
     "LOSS.PHASED.BOUNDARIES": Numbers(low=1, integer=True),
     "LOSS.PHASED.METRIC_SEQ": EachOneOf(PHASE_METRICS),
     "LOSS.PHASED.TRIPLETX_END": NON_NEGATIVE_INT,
@@ -384,8 +404,24 @@ def task_problems(cfg) -> List[str]:
     if d.VAL_IDS and d.NAMES in DATASETS_WITH_VAL:
         problems.append(f"DATASETS.VAL_IDS {d.VAL_IDS}: {d.NAMES} has its own validation split "
                         "(the annotation's 'val'); set DATASETS.VAL_IDS 0")
+    loss = cfg.LOSS
     if m.TASK != "tbps":
+        tbps = [n for n in loss.NAMES if n in TBPS_LOSS_NAMES]
+        if tbps:
+            problems.append(f"LOSS.NAMES {tbps} are text-based person search losses: set "
+                            "MODEL.TASK 'tbps' (a dual encoder) or remove them")
         return problems
+    reid = [n for n in loss.NAMES if n in ("triplet", "center")]
+    if reid:
+        problems.append(f"LOSS.NAMES {reid} are image re-ID losses; MODEL.TASK 'tbps' composes "
+                        f"'id' and {list(TBPS_LOSS_NAMES)}")
+    aux = [k for k in ("TRIPLETX", "SUPCON", "BRIGHTNESS", "CIRCLE", "TGMIM") if loss[k].ENABLE]
+    if aux:
+        problems.append(f"LOSS.{'/'.join(aux)}.ENABLE True is an image re-ID branch, not built "
+                        "for MODEL.TASK 'tbps' (IS-GVFC is: LOSS.ISGVFC.ENABLE reads img_feat)")
+    if not [n for n in loss.NAMES if n in TBPS_LOSS_NAMES + ("id",)] and not loss.ISGVFC.ENABLE:
+        problems.append(f"LOSS.NAMES {list(loss.NAMES)} has no text-based person search loss: "
+                        f"use some of {list(TBPS_LOSS_NAMES)} (and 'id')")
     if m.PRETRAIN_CHOICE == "imagenet":
         problems.append("MODEL.PRETRAIN_CHOICE 'imagenet' does not apply to MODEL.TASK 'tbps': "
                         "the dual encoder's towers take their weights from MODEL.TBPS.PRETRAINED "

@@ -4,6 +4,11 @@ A batch (DESIGN.md section 2) is a dict: ``img`` (B,3,H,W), ``pid``, ``camid``, 
 ``path`` (list of str), ``brightness`` (mean BT.709 luma of the augmented crop in [0,1]) and
 ``index`` (position in the split). Nothing downstream unpacks positional tuples.
 
+MODEL.TASK 'tbps': the training items are the (image, caption) pairs of the training images, one
+per caption (:func:`caption_pairs`, as IRRA), sampled by the P x K sampler over the pairs' identities
+or at random (DATALOADER.SAMPLER); each carries its own caption. Otherwise, with captions, one item
+per image, with one of its captions drawn per epoch (below).
+
 With captions (DATASETS.CAPTION_SOURCE != 'none', ``datasets/captions.py``) TRAINING batches also
 carry ``caption`` (list of str, one per image), ``text_ids`` (B, L) int64 and ``text_mask``
 (B, L) bool (True on real tokens incl. start / end of text), L = MODEL.TEXT.CONTEXT_LENGTH
@@ -29,10 +34,11 @@ K); the parsed dataset and the image dataset object are reused.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -115,18 +121,25 @@ class ImageDataset(Dataset):
             (module docstring); every record must then have a caption.
         caption_seed: SOLVER.SEED, the first word of the caption draw's and the augmentation's
             seeds.
-        cache: (N, 3, H, W) uint8 tensor, row i = record i after the pipeline's deterministic
+        cache: (M, 3, H, W) uint8 tensor of the images after the pipeline's deterministic
             prefix (:func:`decode_images`); ``transform`` is then the pipeline after that
             prefix (``build_transforms(cfg, True, cached=True)``) and no file is read.
+        cache_rows: the cache row of each record (default: row i = record i); the (image,
+            caption) pairs of text-based person search share their image's row.
     """
 
     def __init__(self, records: Sequence[Record], transform, pixel_mean, pixel_std,
                  tokenizer: Optional[CaptionTokenizer] = None, caption_seed: int = 0,
-                 cache: Optional[torch.Tensor] = None):
+                 cache: Optional[torch.Tensor] = None,
+                 cache_rows: Optional[Sequence[int]] = None):
         self.records = list(records)
-        if cache is not None and cache.shape[0] != len(self.records):
-            raise ValueError(f"image cache has {cache.shape[0]} rows for {len(self.records)} "
-                             "records")
+        self.cache_rows = (list(range(len(self.records))) if cache_rows is None
+                           else [int(r) for r in cache_rows])
+        if len(self.cache_rows) != len(self.records):
+            raise ValueError(f"{len(self.cache_rows)} cache rows for {len(self.records)} records")
+        if cache is not None and cache.shape[0] != max(self.cache_rows, default=-1) + 1:
+            raise ValueError(f"image cache has {cache.shape[0]} rows; the records use "
+                             f"{max(self.cache_rows, default=-1) + 1}")
         self.cache = cache
         self.transform = transform
         self.pixel_mean = list(pixel_mean)
@@ -162,7 +175,8 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        img = self.cache[index] if self.cache is not None else read_image(record.path)
+        img = (self.cache[self.cache_rows[index]] if self.cache is not None
+               else read_image(record.path))
         img = self.transform(img, self.augment_generator(index))
         item = {
             "img": img,
@@ -295,6 +309,22 @@ def decode_images(cfg, records: Sequence[Record]) -> torch.Tensor:
     return cache
 
 
+def caption_pairs(records: Sequence[Record]) -> Tuple[List[Record], List[int]]:
+    """The training items of text-based person search: one per (image, caption) pair, as IRRA
+    (``datasets/bases.py`` ``ImageTextDataset``): record i with captions [c_1, ..., c_n] gives n
+    items, each a copy of the record with ``captions = [c_k]``, in record then caption order.
+
+    Returns:
+        (pair records, index of each pair's image in ``records``).
+    """
+    pairs, rows = [], []
+    for i, record in enumerate(records):
+        for caption in record.captions:
+            pairs.append(dataclasses.replace(record, captions=[caption]))
+            rows.append(i)
+    return pairs, rows
+
+
 def make_dataloader(cfg) -> ReIDData:
     """Parse the dataset named by the config (once) and build the test loader.
 
@@ -310,8 +340,13 @@ def make_dataloader(cfg) -> ReIDData:
     if cfg.DATASETS.CAPTION_SOURCE != "none":
         tokenizer = build_tokenizer(cfg)
     cache = decode_images(cfg, dataset.train) if cfg.DATALOADER.CACHE_IMAGES else None
-    train_set = ImageDataset(dataset.train,
+    records, rows = dataset.train, None
+    if cfg.MODEL.TASK == "tbps":
+        records, rows = caption_pairs(dataset.train)
+        logger.info("Text-based person search: %d training items, one per (image, caption) pair "
+                    "of %d images", len(records), len(dataset.train))
+    train_set = ImageDataset(records,
                              build_transforms(cfg, is_train=True, cached=cache is not None),
                              cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, tokenizer=tokenizer,
-                             caption_seed=cfg.SOLVER.SEED, cache=cache)
+                             caption_seed=cfg.SOLVER.SEED, cache=cache, cache_rows=rows)
     return ReIDData(dataset, train_set, build_test_loader(cfg, dataset.test), unseen)

@@ -20,6 +20,21 @@ Components (weights from ``solver.phase_plan.PhaseState``):
 - 'circle':   circle loss, LOSS.CIRCLE.FORM 'pairwise' | 'batch' (losses/circle.py); JPM halves.
 - 'tgmim':    TG-MIM masked-pixel L1 (losses/tgmim.py) on the model's ``tgmim_pred`` /
               ``tgmim_mask`` (the masked, text-guided forward; model/tgmim.py).
+
+MODEL.TASK 'tbps' (the dual encoder's ``img_feat`` / ``txt_feat``, ``logit_scale`` kappa and
+``logit_bias``; losses/tbps.py, REFERENCES.md section 5):
+- 'itc' (CLIP InfoNCE, learnable kappa), 'sdm' (IRRA; fixed kappa 1 / LOSS.SDM.TEMPERATURE, or
+  the learnable one with TEMPERATURE 0), 'nitc' (TBPS-CLIP N-ITC; soft-label ratio
+  ``nitc_alpha_at(progress, LOSS.NITC.SOFT_RATIO)`` with ``progress`` = epochs done, fractional,
+  set by the trainer through :meth:`LossComposer.set_progress`; stop-gradient features from the
+  model's second forward (``img_stop`` / ``txt_stop``) or the current ones detached,
+  LOSS.NITC.STOP_FEATURES), 'ritc', 'citc', 'cmpm', 'sigmoid_id' (the mSigLIP repos' loss, with the
+  model's ``logit_bias``) and 'id' = the cross-modal ID loss on the model's ``id_head``
+  (``id_weight`` / ``id_bias``), label smoothing LOSS.ID.LABEL_SMOOTH;
+- 'isgvfc' reads ``img_feat`` (the image tower's global feature);
+- LOSS.<NAME>.GATHER: under DDP the loss's columns are the features of every process
+  (``losses.tbps.gather_columns``, gathered once per step and shared by the losses that ask);
+- logged beside the losses: ``kappa`` (the logit scale) and, with N-ITC, ``nitc_alpha``.
 """
 from __future__ import annotations
 
@@ -28,8 +43,9 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
-from configs.validate import CIRCLE_FORMS, FEAT_SRCS, LOSS_NAMES
+from configs.validate import CIRCLE_FORMS, FEAT_SRCS, LOSS_NAMES, TBPS_LOSS_NAMES
 from solver.phase_plan import PhaseState
+from utils.dist import world_info
 
 from .brightness import brightness_gate, check_gate, route
 from .center import CenterLoss
@@ -37,6 +53,8 @@ from .circle import batch_circle_loss, pairwise_circle_loss
 from .isgvfc import ISGVFCLoss
 from .softmax_ce import cross_entropy_label_smooth
 from .supcon import check_cam_aware_mode, supcon_loss
+from .tbps import (citc_loss, cmpm_loss, cross_modal_id_loss, gather_columns, itc_loss,
+                   nitc_alpha_at, nitc_loss, ritc_loss, sdm_loss, sigmoid_identity_loss)
 from .tgmim import tgmim_loss
 from .triplet import batch_hard_terms, triplet_loss
 from .tripletx import tripletx_loss, tripletx_terms
@@ -56,6 +74,14 @@ _BRANCH_OF = {
                   "batch's text_ids / text_mask and tgmim=True)",
     "tgmim_mask": "the TG-MIM branch (LOSS.TGMIM.ENABLE True; the model called with the "
                   "batch's text_ids / text_mask and tgmim=True)",
+    "img_feat": "the dual encoder (MODEL.TASK 'tbps')",
+    "txt_feat": "the dual encoder (MODEL.TASK 'tbps')",
+    "logit_scale": "the dual encoder (MODEL.TASK 'tbps')",
+    "logit_bias": "the dual encoder's logit bias (MODEL.TBPS.FAMILY 'hf_siglip', or any dual "
+                  "encoder built with 'sigmoid_id' in LOSS.NAMES)",
+    "id_weight": "the dual encoder's ID classifier (built when LOSS.NAMES has 'id')",
+    "img_stop": "the dual encoder's stop-gradient forward (model called with "
+                "stop_features=True; LOSS.NITC.STOP_FEATURES 'second_forward')",
 }
 
 
@@ -130,6 +156,8 @@ class LossComposer(nn.Module):
             raise ValueError(f"LOSS.NAMES has unknown losses {unknown}; known: {KNOWN_LOSSES}"
                              + hint)
         self.cfg = cfg.LOSS
+        self.task = cfg.MODEL.TASK
+        self.progress = 0.0   # epochs done, fractional (N-ITC's soft-label ramp)
         self.center = CenterLoss(num_classes, feat_dim) if "center" in cfg.LOSS.NAMES else None
         self.isgvfc = None
         if cfg.LOSS.ISGVFC.ENABLE:
@@ -147,6 +175,75 @@ class LossComposer(nn.Module):
     def start_epoch(self, epoch: int) -> None:
         if self.isgvfc is not None:
             self.isgvfc.reset()
+        self.progress = float(epoch - 1)
+
+    def set_progress(self, progress: float) -> None:
+        """Epochs done, fractional: (epoch - 1) + i / iterations_per_epoch before the 0-based
+        iteration i (the trainer calls it every step; N-ITC's soft-label ratio ramps on it)."""
+        self.progress = float(progress)
+
+    # -- text-based person search ------------------------------------------------------------
+    def _tbps_columns(self, outputs: dict, batch: dict, weights: Dict[str, float]) -> dict:
+        """{'cols': Columns or None, 'stop': Columns or None}: the features of every process,
+        gathered once per step when an active loss has LOSS.<NAME>.GATHER and there are several
+        processes (None = the local batch)."""
+        gathered = {"cols": None, "stop": None}
+        world, _ = world_info()
+        wanted = [n for n in TBPS_LOSS_NAMES if weights.get(n, 0.0) > 0 and n != "citc"
+                  and self.cfg[n.upper()].GATHER]
+        if weights.get("citc", 0.0) > 0 and self.cfg.CITC.GATHER:
+            wanted.append("citc")
+        if world == 1 or not wanted:
+            return gathered
+        img = output_key(outputs, "img_feat", wanted[0])
+        txt = output_key(outputs, "txt_feat", wanted[0])
+        gathered["cols"] = gather_columns(img, txt, batch["pid"])
+        if "nitc" in wanted and "img_stop" in outputs:
+            gathered["stop"] = gather_columns(outputs["img_stop"], outputs["txt_stop"])
+        return gathered
+
+    def _tbps_component(self, name: str, outputs: dict, batch: dict, gathered: dict,
+                        parts: dict) -> torch.Tensor:
+        img = output_key(outputs, "img_feat", name)
+        txt = output_key(outputs, "txt_feat", name)
+        pids = batch["pid"]
+        c = self.cfg[name.upper()] if name != "id" else self.cfg.ID
+        cols = gathered["cols"] if name != "id" and c.GATHER else None
+        if name == "id":
+            return cross_modal_id_loss(img, txt, pids, output_key(outputs, "id_weight", name),
+                                       outputs.get("id_bias"), label_smoothing=c.LABEL_SMOOTH)
+        kappa = output_key(outputs, "logit_scale", name)
+        if name == "itc":
+            return itc_loss(img, txt, kappa, columns=cols)
+        if name == "sdm":
+            scale = 1.0 / c.TEMPERATURE if c.TEMPERATURE > 0 else kappa
+            return sdm_loss(img, txt, pids, scale, eps=c.EPS, columns=cols)
+        if name == "nitc":
+            alpha = nitc_alpha_at(self.progress, c.SOFT_RATIO)
+            parts["nitc_alpha"] = torch.tensor(alpha)
+            img_stop = txt_stop = stop_cols = None
+            if alpha > 0:
+                if c.STOP_FEATURES == "second_forward":
+                    img_stop = output_key(outputs, "img_stop", name)
+                    txt_stop = output_key(outputs, "txt_stop", name)
+                    stop_cols = gathered["stop"] if cols is not None else None
+                else:
+                    img_stop, txt_stop = img.detach(), txt.detach()
+                    if cols is not None:
+                        stop_cols = cols._replace(img=cols.img.detach(), txt=cols.txt.detach())
+            return nitc_loss(img, txt, pids, kappa, alpha=alpha, img_stop=img_stop,
+                             txt_stop=txt_stop, columns=cols, stop_columns=stop_cols)
+        if name == "ritc":
+            return ritc_loss(img, txt, pids, kappa, eps=c.EPS, columns=cols)
+        if name == "citc":
+            return citc_loss(img, txt, inmodal_weight=c.INMODAL, crossmodal_weight=c.CROSSMODAL,
+                             columns=cols)
+        if name == "cmpm":
+            return cmpm_loss(img, txt, pids, eps=c.EPS, columns=cols)
+        if name == "sigmoid_id":
+            return sigmoid_identity_loss(img, txt, pids, kappa,
+                                         output_key(outputs, "logit_bias", name), columns=cols)
+        raise ValueError(f"unknown text-based person search loss '{name}'")
 
     # -- components ---------------------------------------------------------------------
     def _triplet(self, feat: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
@@ -218,7 +315,7 @@ class LossComposer(nn.Module):
         if name == "supcon":
             return self._supcon(outputs, batch, state)
         if name == "isgvfc":
-            key, _ = feature_keys(self.cfg.ISGVFC.FEAT_SRC)
+            key = "img_feat" if self.task == "tbps" else feature_keys(self.cfg.ISGVFC.FEAT_SRC)[0]
             return self.isgvfc(output_key(outputs, key, name), pids)
         if name == "circle":
             c = self.cfg.CIRCLE
@@ -242,10 +339,18 @@ class LossComposer(nn.Module):
 
         if state.routing:
             add(self._routed(outputs, batch, state, weights, parts))
+        gathered = None
+        if self.task == "tbps":
+            gathered = self._tbps_columns(outputs, batch, weights)
+            if "logit_scale" in outputs:
+                parts["kappa"] = outputs["logit_scale"].detach()
         for name, w in weights.items():
             if w == 0.0 or (state.routing and name in ("triplet", "tripletx")):
                 continue
-            value = self.component(name, outputs, batch, state)
+            if gathered is not None and (name in TBPS_LOSS_NAMES or name == "id"):
+                value = self._tbps_component(name, outputs, batch, gathered, parts)
+            else:
+                value = self.component(name, outputs, batch, state)
             parts[name] = value.detach()
             add(w * value)
         if total is None:

@@ -205,6 +205,8 @@ class DualEncoder(nn.Module):
         logit_bias: initial b, or None for a model without a bias (CLIP).
         lr_scales: parameter-name prefix -> LR scale (:meth:`lr_scales`).
         family: 'open_clip' or 'hf_siglip' (for messages and logs).
+        num_classes: > 0 builds ``id_head``, the cross-modal ID classifier (its weight and bias
+            are outputs ``id_weight`` / ``id_bias`` for ``losses.tbps.cross_modal_id_loss``).
 
     Example:
         >>> out = model({"img": img, "text_ids": ids, "text_mask": mask})
@@ -214,7 +216,7 @@ class DualEncoder(nn.Module):
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, preprocess: nn.Module, *,
                  embed_dim: int, context_length: int, image_grid: Sequence[int], logit_scale: float,
                  logit_bias: Optional[float] = None, lr_scales: Optional[Dict[str, float]] = None,
-                 family: str = ""):
+                 family: str = "", num_classes: int = 0):
         super().__init__()
         self.preprocess = preprocess
         self.image_tower = image_tower
@@ -229,6 +231,16 @@ class DualEncoder(nn.Module):
         self.image_grid = tuple(int(g) for g in image_grid)
         self.family = family
         self._lr_scales = dict(lr_scales or {})
+        self.id_head = None
+        if num_classes > 0:
+            self.id_head = nn.Linear(self.embed_dim, int(num_classes))
+            nn.init.normal_(self.id_head.weight, std=0.001)
+            nn.init.zeros_(self.id_head.bias)
+
+    @property
+    def feat_dim(self) -> int:
+        """D of the global features (the composer's feature size)."""
+        return self.embed_dim
 
     def lr_scales(self) -> Dict[str, float]:
         """Parameter-name prefix -> LR scale (merged under SOLVER.LR_SCALES by the optimiser)."""
@@ -262,8 +274,13 @@ class DualEncoder(nn.Module):
         self._check_text(text_ids, text_mask)
         return self.text_tower(text_ids, text_mask)[0]
 
-    def forward(self, batch: dict) -> Dict[str, torch.Tensor]:
-        """The outputs of a batch of (image, caption) pairs (module docstring)."""
+    def forward(self, batch: dict, stop_features: bool = False) -> Dict[str, torch.Tensor]:
+        """The outputs of a batch of (image, caption) pairs (module docstring).
+
+        ``stop_features=True`` also runs the towers a second time on the same batch under
+        ``torch.no_grad`` in the current mode (TBPS-CLIP's stop-gradient forward for N-ITC's soft
+        targets; with dropout / drop-path it differs from the first) and returns ``img_stop`` /
+        ``txt_stop``. With ``id_head`` the outputs also hold ``id_weight`` / ``id_bias``."""
         missing = [k for k in ("img", "text_ids", "text_mask") if batch.get(k) is None]
         if missing:
             raise KeyError(f"the dual encoder (MODEL.TASK 'tbps') needs batch fields {missing}; "
@@ -277,6 +294,12 @@ class DualEncoder(nn.Module):
                "txt_tokens": txt_tokens, "logit_scale": self.kappa}
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
+        if self.id_head is not None:
+            out["id_weight"], out["id_bias"] = self.id_head.weight, self.id_head.bias
+        if stop_features:
+            with torch.no_grad():
+                out["img_stop"] = self.image_tower(self.preprocess(batch["img"]))[0]
+                out["txt_stop"] = self.text_tower(ids, mask)[0]
         return out
 
 
@@ -510,7 +533,7 @@ def _logit_init(t, loaded: Optional[float], init: float, what: str, notes: list)
     return loaded
 
 
-def build_dual_encoder(cfg, load_weights: bool = True) -> DualEncoder:
+def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0) -> DualEncoder:
     """The dual encoder of a config (MODEL.TASK 'tbps'; see the module docstring).
 
     Args:
@@ -518,6 +541,9 @@ def build_dual_encoder(cfg, load_weights: bool = True) -> DualEncoder:
         load_weights: load the towers' weights (PRETRAINED / HF_MODEL). False builds the same
             architecture at random init, for loading a PhaseReID checkpoint over it (test.py);
             hf_siglip still reads HF_MODEL's config.
+        num_classes: training identities; with 'id' in LOSS.NAMES (the cross-modal ID loss) the
+            model gets its classifier ``id_head`` (Linear(D, num_classes), N(0, 0.001) weights,
+            zero bias, IRRA; LR x MODEL.TBPS.ID_LR_SCALE). Training-only: test.py ignores it.
 
     Raises:
         ValueError: an unknown FAMILY, an unsupported architecture, a bad size or length.
@@ -539,7 +565,8 @@ def build_dual_encoder(cfg, load_weights: bool = True) -> DualEncoder:
     notes: list = []
     scale = _logit_init(t, loaded_scale, math.log(1.0 / t.INIT_TEMPERATURE), "scale", notes)
     bias = None
-    if t.FAMILY == "hf_siglip" or loaded_bias is not None:
+    # a bias where the towers have one (SigLIP) and wherever the sigmoid identity loss needs one
+    if t.FAMILY == "hf_siglip" or loaded_bias is not None or "sigmoid_id" in cfg.LOSS.NAMES:
         bias = _logit_init(t, loaded_bias, float(t.INIT_LOGIT_BIAS), "bias", notes)
     if mean_std is None:
         preprocess, norm = nn.Identity(), "as INPUT.PIXEL_MEAN / STD (random-init towers)"
@@ -556,9 +583,17 @@ def build_dual_encoder(cfg, load_weights: bool = True) -> DualEncoder:
               "logit_scale": float(t.LOGIT_LR_SCALE)}
     if bias is not None:
         scales["logit_bias"] = float(t.LOGIT_LR_SCALE)
+    id_classes = 0
+    if "id" in cfg.LOSS.NAMES:
+        if num_classes < 1:
+            raise ValueError("LOSS.NAMES has 'id' (the cross-modal ID loss) but the number of "
+                             "training identities is unknown (num_classes 0)")
+        id_classes = int(num_classes)
+        scales["id_head."] = float(t.ID_LR_SCALE)
     model = DualEncoder(image, text, preprocess, embed_dim=_feature_dim(image),
                         context_length=length, image_grid=grid, logit_scale=scale,
-                        logit_bias=bias, lr_scales=scales, family=t.FAMILY)
+                        logit_bias=bias, lr_scales=scales, family=t.FAMILY,
+                        num_classes=id_classes)
     logger.info("Dual encoder (MODEL.TASK 'tbps'): %s; input %dx%d, grid %dx%d, images %s; "
                 "captions of %d tokens; D %d; logit scale %.4g%s%s; LR scales %s", desc, size[0],
                 size[1], grid[0], grid[1], norm, length, model.embed_dim, math.exp(scale),

@@ -254,12 +254,12 @@ def build_tgmim(cfg, backbone: nn.Module):
     return text_encoder, head
 
 
-def make_tbps_model(cfg) -> DualEncoder:
+def make_tbps_model(cfg, num_classes: int = 0) -> DualEncoder:
     """The dual encoder of MODEL.TASK 'tbps' (model/dual_encoder.py). Its towers take their
     weights from MODEL.TBPS (PRETRAINED / HF_MODEL); MODEL.PRETRAIN_CHOICE 'self' then loads a
     PhaseReID checkpoint over them (matching keys, reported), 'none' adds nothing, 'imagenet'
     does not apply."""
-    model = build_dual_encoder(cfg)
+    model = build_dual_encoder(cfg, num_classes=num_classes)
     choice = cfg.MODEL.PRETRAIN_CHOICE
     if choice == "self":
         report = load_model_weights(model, cfg.MODEL.PRETRAIN_PATH)
@@ -278,11 +278,12 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int):
     state dict into the backbone and logs the load report; 'self' loads a PhaseReID checkpoint
     (all matching keys, classifier included when its shape matches) and logs what was skipped;
     'none' keeps the random init. MODEL.TASK 'tbps': the dual encoder (:func:`make_tbps_model`;
-    the counts are not used).
+    ``num_classes`` sizes its cross-modal ID classifier when LOSS.NAMES has 'id'; the camera and
+    view counts are not used).
     """
     m = cfg.MODEL
     if m.TASK == "tbps":
-        return make_tbps_model(cfg)
+        return make_tbps_model(cfg, num_classes)
     if m.TASK != "reid":
         raise ValueError(f"MODEL.TASK '{m.TASK}' is not one of {list(TASKS)}")
     if m.NAME == "transformer" and tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):

@@ -27,7 +27,7 @@ from .backbones.vit_weights import load_vit_pretrained
 #: and the text encoder. They do not contribute to the test feature, so ``transformer_<epoch>.pth``
 #: leaves them out (``resume.pth`` keeps them) and :func:`load_for_test` accepts a checkpoint
 #: with or without them.
-TRAINING_ONLY_PREFIXES = ("projection.", "tgmim.", "text_encoder.")
+TRAINING_ONLY_PREFIXES = ("projection.", "tgmim.", "text_encoder.", "id_head.")
 #: CLIP fusion (MODEL.USE_CLIP): a checkpoint trained with it may be tested without it ("train
 #: with fusion, test without", MODEL.USE_CLIP False); its keys are then dropped, reported.
 CLIP_FUSION_PREFIX = "clip_fusion."

@@ -2,12 +2,15 @@
 
 ``train.py`` builds the phase plan (solver/phase_plan.py) once and passes it in; it is printed
 at the start and gives every epoch its PhaseState. One epoch (1-based ``epoch``):
-  state = plan.state(epoch) -> scheduler.step(epoch) -> build/reuse the train loader for the
+  state = plan.state(epoch) -> scheduler.step(epoch) -> composer.start_epoch -> build/reuse the
+  train loader for the
   state's K (only the sampler/loader is rebuilt, only when K changes) -> set the sampler's
   epoch and the train set's (which draws each image's caption) -> iterate (``model(batch)`` --
-  with ``tgmim=True`` in epochs where TG-MIM weighs > 0, see :func:`forward_options` --,
-  composed loss with the state's weights, finite check, backward, frozen parameters' gradients
-  dropped, optional clipping, step; the epoch hooks (processor/hooks.py) see the first batch)
+  with ``tgmim=True`` in epochs where TG-MIM weighs > 0, or the dual encoder's stop-gradient
+  forward for N-ITC, see :func:`forward_options` --, the composer told the fractional epoch
+  (``set_progress``), composed loss with the state's weights, finite check, backward, frozen
+  parameters' gradients dropped, optional clipping, step, the dual encoder's logit scale clamped
+  to kappa <= 100; the epoch hooks (processor/hooks.py) see the first batch)
   -> one log line with the phase, K and every loss component, lr, time and images/s
   (+ tensorboard: the same, plus the phase index and every weight) ->
   transformer_<epoch>.pth every SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch ->
@@ -56,9 +59,16 @@ def check_finite(total: torch.Tensor, parts: Dict[str, torch.Tensor], epoch: int
         "SOLVER.BASE_LR, enable SOLVER.GRAD_CLIP or check the inputs.")
 
 
-def forward_options(state: PhaseState) -> dict:
+def forward_options(state: PhaseState, cfg=None) -> dict:
     """Keyword options of ``model(batch, ...)`` for an epoch: the masked, text-guided TG-MIM
-    forward only when TG-MIM weighs > 0 (epochs without it pay nothing)."""
+    forward only when TG-MIM weighs > 0 (epochs without it pay nothing); for the dual encoder
+    (MODEL.TASK 'tbps') the stop-gradient second forward only when N-ITC weighs > 0 with soft
+    labels from it (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward')."""
+    if cfg is not None and cfg.MODEL.TASK == "tbps":
+        n = cfg.LOSS.NITC
+        wanted = (state.weight("nitc") > 0 and n.SOFT_RATIO > 0
+                  and n.STOP_FEATURES == "second_forward")
+        return {"stop_features": True} if wanted else {}
     return {"tgmim": True} if state.weight("tgmim") > 0 else {}
 
 
@@ -121,11 +131,13 @@ class Trainer:
         start, seen = time.time(), 0
         bar = progress(loader, desc=f"epoch {epoch}/{cfg.SOLVER.MAX_EPOCHS}",
                        disable=self.rank != 0)
+        options = forward_options(state, cfg)
         for iteration, batch in enumerate(bar, start=1):
             batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
                      for k, v in batch.items()}
+            self.composer.set_progress(epoch - 1 + (iteration - 1) / len(loader))
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                outputs = self.model(batch, **forward_options(state))
+                outputs = self.model(batch, **options)
                 total, parts = self.composer(outputs, batch, state)
             if iteration == 1 and self.rank == 0:
                 for hook in self.hooks:
@@ -191,6 +203,9 @@ class Trainer:
                 self.reduce_center_grads()
         if centers and not overflow:
             self.step_centers(center_weight)
+        net = unwrap(self.model)
+        if hasattr(net, "clamp_logit_scale_"):
+            net.clamp_logit_scale_()   # CLIP's kappa <= 100 on the parameter, after every step
 
     def reduce_center_grads(self) -> None:
         """Average the centre gradients over DDP ranks (the centres are not in the DDP model)."""

@@ -17,7 +17,9 @@ Rules (the Model B README's keys, with one boundary rule everywhere):
   LOSS.PHASED.ENABLE False -> one phase over the whole run.
 - Weight specs: a number, 'const:x', or 'linear:x->y' (x at the phase's first epoch, y at its
   last, linear in between). Per phase: LOSS.PHASED.W_METRIC_SEQ (metric), W_SUP_SPEC (SupCon),
-  LOSS.{ID,CENTER,ISGVFC,CIRCLE,TGMIM}.W_SEQ (the others; [] = LOSS.<NAME>.W in every phase).
+  LOSS.{ID,CENTER,ISGVFC,CIRCLE,TGMIM}.W_SEQ and the text-based person search losses'
+  LOSS.{ITC,SDM,NITC,RITC,CITC,CMPM,SIGMOID_ID}.W_SEQ (the others; [] = LOSS.<NAME>.W in every
+  phase).
 - Metric per phase (LOSS.PHASED.METRIC_SEQ): 'triplet', 'tripletx', 'routed' (brightness
   routing between Triplet and TripletX) or 'none'. Without the plan: 'routed' when
   LOSS.BRIGHTNESS.ENABLE, else 'tripletx' when LOSS.TRIPLETX.ENABLE, else 'triplet' when it is in
@@ -42,17 +44,21 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from configs.validate import PHASE_METRICS
+from configs.validate import PHASE_METRICS, TBPS_LOSS_NAMES
 
 logger = logging.getLogger("phasereid")
 
 METRICS = PHASE_METRICS   # stated once in configs/validate.py
 # every weight the state carries (the loss composer's component names)
-WEIGHT_NAMES = ("id", "triplet", "tripletx", "center", "supcon", "isgvfc", "circle", "tgmim")
+WEIGHT_NAMES = ("id", "triplet", "tripletx", "center", "supcon", "isgvfc", "circle", "tgmim") \
+    + TBPS_LOSS_NAMES
 # losses scheduled by LOSS.<NAME>.W_SEQ, with the switch that enables each
 _SCHEDULED = {"id": "LOSS.NAMES contains 'id'", "center": "LOSS.NAMES contains 'center'",
               "isgvfc": "LOSS.ISGVFC.ENABLE True", "circle": "LOSS.CIRCLE.ENABLE True",
-              "tgmim": "LOSS.TGMIM.ENABLE True"}
+              "tgmim": "LOSS.TGMIM.ENABLE True",
+              **{name: f"LOSS.NAMES contains '{name}'" for name in TBPS_LOSS_NAMES}}
+# the losses switched on by their name in LOSS.NAMES (the others by LOSS.<NAME>.ENABLE)
+_BY_NAME = ("id", "center") + TBPS_LOSS_NAMES
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _CONST = re.compile(rf"^const:\s*({_NUMBER})$")
@@ -249,7 +255,7 @@ class PhasePlan:
 
     def _enabled(self, name: str) -> bool:
         loss = self.cfg.LOSS
-        if name in ("id", "center"):
+        if name in _BY_NAME:
             return name in loss.NAMES
         return bool(loss[name.upper()].ENABLE)
 

@@ -26,7 +26,8 @@ def tbps_cfg(family="open_clip", tiny=True, **overrides):
     opts = {"MODEL.TASK": "tbps", "MODEL.TBPS.FAMILY": family, "MODEL.TBPS.TINY": str(tiny),
             "MODEL.TBPS.PRETRAINED": "", "MODEL.TBPS.EMBED_DIM": "32", "MODEL.DEVICE": "cpu",
             "INPUT.SIZE_TRAIN": str(list(SIZE)), "INPUT.SIZE_TEST": str(list(SIZE)),
-            "DATASETS.CAPTION_SOURCE": "annotation", "DATASETS.NAMES": "cuhkpedes"}
+            "DATASETS.CAPTION_SOURCE": "annotation", "DATASETS.NAMES": "cuhkpedes",
+            "LOSS.NAMES": "['itc']"}
     opts.update({k: str(v) for k, v in overrides.items()})
     return load_config(opts=[x for kv in opts.items() for x in kv])
 
@@ -368,7 +369,7 @@ def test_freeze_seq_prefix_freezes_exactly_one_tower():
     text tower and the logit scale have moved; phase B trains everything."""
     from processor.processor import Trainer
     from solver.phase_plan import PhasePlan
-    cfg = tbps_cfg(**{"LOSS.NAMES": "[]", "LOSS.PHASED.ENABLE": True,
+    cfg = tbps_cfg(**{"LOSS.NAMES": "['itc']", "LOSS.PHASED.ENABLE": True,
                       "LOSS.PHASED.BOUNDARIES": "[1]", "LOSS.PHASED.METRIC_SEQ": "['none', 'none']",
                       "LOSS.PHASED.W_METRIC_SEQ": "[0.0, 0.0]",
                       "LOSS.PHASED.W_SUP_SPEC": "['const:0', 'const:0']",
