@@ -19,9 +19,16 @@ COUNTS = {"market1501": (751, 6, 1), "dukemtmcreid": (702, 8, 1), "msmt17": (104
           "veri": (576, 20, 8), "vehicleid": (13164, 1, 1)}
 
 
+#: the text-based person search recipes (tests/test_tbps_recipes.py)
+TBPS_FOLDERS = ("CUHK-PEDES", "ICFG-PEDES", "RSTPReid", "VN3K")
+
+
 def recipes(repo_root, synth=False):
+    """The image re-ID recipes (with ``synth`` also the SynthPedes ones)."""
     return sorted(p for p in glob.glob(os.path.join(repo_root, "configs", "*", "*.yml"))
-                  if synth or "Synth" not in p)
+                  if (synth or "Synth" not in p)
+                  and os.path.basename(os.path.dirname(p)) not in TBPS_FOLDERS
+                  and not os.path.basename(p).startswith("tbps_"))
 
 
 @pytest.mark.slow

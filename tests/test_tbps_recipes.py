@@ -1,0 +1,91 @@
+"""Every text-based person search recipe (configs/{CUHK-PEDES,ICFG-PEDES,RSTPReid,VN3K}/) loads,
+has the anchors' settings (REFERENCES.md section 5), and builds its model (tiny random-init towers
+of its family substituted: the real weights are not available here), loss composer, phase plan,
+optimiser and scheduler; one training step runs through the composer."""
+import glob
+import os
+
+import pytest
+import torch
+
+from configs import load_config
+from losses.make_loss import make_loss
+from model.make_model import make_model
+from solver.make_optimizer import make_optimizer
+from solver.phase_plan import PhasePlan
+from solver.scheduler import make_scheduler
+from datasets.tokenize import build_tokenizer
+
+FOLDERS = ("CUHK-PEDES", "ICFG-PEDES", "RSTPReid", "VN3K")
+CLASSES = {"cuhkpedes": 11003, "icfgpedes": 2792, "rstpreid": 3701, "vn3k": 100}
+TINY = ["MODEL.TBPS.TINY", "True", "MODEL.TBPS.PRETRAINED", "", "MODEL.DEVICE", "cpu",
+        "MODEL.TBPS.CONTEXT_LENGTH", "32", "INPUT.SIZE_TRAIN", "[64, 32]",
+        "INPUT.SIZE_TEST", "[64, 32]"]
+
+
+def tbps_batch(cfg, n, classes, size):
+    """n (image, caption) pairs of n // 2 identities."""
+    ids, mask = build_tokenizer(cfg)([f"a person in a red shirt number {i // 2}" for i in range(n)])
+    torch.manual_seed(0)
+    return {"img": torch.randn(n, 3, *size), "text_ids": ids, "text_mask": mask,
+            "pid": torch.arange(n) // 2 % classes}
+
+
+def tbps_recipes(repo_root):
+    return sorted(p for f in FOLDERS for p in glob.glob(os.path.join(repo_root, "configs", f, "*.yml")))
+
+
+def test_there_is_a_recipe_per_anchor_and_dataset(repo_root):
+    names = {os.path.relpath(p, os.path.join(repo_root, "configs")) for p in tbps_recipes(repo_root)}
+    for folder in FOLDERS[:3]:
+        for recipe in ("clip_itc", "irra_sdm_id", "tbps_clip_simplified"):
+            assert f"{folder}/{recipe}.yml" in names
+    assert "VN3K/msiglip_sigmoid.yml" in names
+
+
+def test_recipes_have_the_anchor_settings(repo_root):
+    def load(rel):
+        return load_config(os.path.join(repo_root, "configs", rel), check_paths=False)
+    irra = load("CUHK-PEDES/irra_sdm_id.yml")
+    assert list(irra.LOSS.NAMES) == ["sdm", "id"] and irra.LOSS.SDM.TEMPERATURE == 0.02
+    assert (irra.SOLVER.OPTIMIZER_NAME, irra.SOLVER.BASE_LR, irra.SOLVER.MAX_EPOCHS,
+            irra.SOLVER.IMS_PER_BATCH, list(irra.INPUT.SIZE_TRAIN)) == ("Adam", 1e-5, 60, 64, [384, 128])
+    assert irra.MODEL.TBPS.ID_LR_SCALE == 5.0 and irra.DATALOADER.SAMPLER == "random"
+    assert (irra.MODEL.TBPS.OPEN_CLIP_MODEL, irra.MODEL.TBPS.PRETRAINED) == ("ViT-B-16", "openai")
+    clip = load("RSTPReid/clip_itc.yml")
+    assert list(clip.LOSS.NAMES) == ["itc"] and list(clip.LOSS.PHASED.FREEZE_SEQ) == ["logit_scale"]
+    assert clip.MODEL.TBPS.INIT_TEMPERATURE == 0.02 and clip.MODEL.TBPS.RESET_LOGIT_PARAMS
+    tbps = load("ICFG-PEDES/tbps_clip_simplified.yml")
+    assert list(tbps.LOSS.NAMES) == ["nitc", "ritc"] and tbps.LOSS.NITC.SOFT_RATIO == 0.5
+    assert (tbps.SOLVER.OPTIMIZER_NAME, tbps.SOLVER.BASE_LR, tbps.SOLVER.WEIGHT_DECAY,
+            tbps.SOLVER.MAX_EPOCHS, list(tbps.INPUT.SIZE_TRAIN)) == ("AdamW", 1e-4, 0.02, 5, [224, 224])
+    assert tbps.DATASETS.VAL_IDS == 310 and tbps.TEST.SELECT_ON == "val"
+    vn = load("VN3K/msiglip_sigmoid.yml")
+    assert (vn.MODEL.TBPS.FAMILY, vn.MODEL.TBPS.HF_MODEL, vn.MODEL.TBPS.CONTEXT_LENGTH) == (
+        "hf_siglip", "google/siglip-base-patch16-256-multilingual", 64)
+    assert list(vn.LOSS.NAMES) == ["sigmoid_id"] and vn.DATASETS.CAPTION_LANG == "vi"
+    for path in tbps_recipes(repo_root):
+        cfg = load_config(path, check_paths=False)
+        assert cfg.MODEL.TASK == "tbps" and cfg.TEST.SELECT_ON == "val", path
+
+
+@pytest.mark.parametrize("rel", ["CUHK-PEDES/clip_itc.yml", "CUHK-PEDES/irra_sdm_id.yml",
+                                 "ICFG-PEDES/tbps_clip_simplified.yml", "VN3K/msiglip_sigmoid.yml"])
+def test_recipe_builds_model_loss_and_solver_and_trains_a_step(repo_root, rel):
+    cfg = load_config(os.path.join(repo_root, "configs", rel), TINY)
+    plan = PhasePlan(cfg)
+    classes = CLASSES[cfg.DATASETS.NAMES]
+    model = make_model(cfg, classes, 1, 1)
+    composer = make_loss(cfg, classes, model.feat_dim)
+    optimizer, _ = make_optimizer(cfg, model, composer.center)
+    scheduler = make_scheduler(cfg, optimizer)
+    scheduler.step(1)
+    state = plan.state(1)
+    from processor.processor import forward_options
+    batch = tbps_batch(cfg, 8, classes, (64, 32))
+    out = model(batch, **forward_options(state, cfg))
+    total, parts = composer(out, batch, state)
+    assert set(cfg.LOSS.NAMES) <= set(parts) and torch.isfinite(total)
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
