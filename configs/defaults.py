@@ -243,6 +243,10 @@ _C.DATASETS.SYNTH_TRAIN_IDS = 150
 _C.DATASETS.SYNTH_TEST_IDS = 100
 _C.DATASETS.SYNTH_SEED = 0
 _C.DATASETS.SYNTH_IMAGE_SIZE = [128, 64]
+# SynthPedes' validation split: this many of its training identities (drawn with SYNTH_SEED) are
+# held out as ReIDDataset.val, as DATASETS.VAL_IDS does for other datasets (0 = none). A SynthPedes
+# key, so a recipe that sets it still runs unchanged on another dataset (DATASETS.NAMES cuhkpedes).
+_C.DATASETS.SYNTH_VAL_IDS = 0
 # Captions of the training images (datasets/captions.py), needed by text-guided losses:
 # 'annotation' = the dataset's caption file (SynthPedes reid_raw.json, CUHK-PEDES reid_raw.json,
 # ICFG-PEDES ICFG-PEDES.json, RSTPReid / VN3K data_captions.json); 'attributes' = captions built

@@ -234,6 +234,7 @@ RULES: Dict[str, object] = {
     "DATASETS.SYNTH_TRAIN_IDS": POSITIVE_INT,
     "DATASETS.SYNTH_TEST_IDS": POSITIVE_INT,
     "DATASETS.SYNTH_SEED": NON_NEGATIVE_INT,
+    "DATASETS.SYNTH_VAL_IDS": NON_NEGATIVE_INT,
     "DATASETS.SYNTH_IMAGE_SIZE": Numbers(2, low=32, integer=True),
     "DATASETS.CAPTION_SOURCE": OneOf(CAPTION_SOURCES),
     "DATASETS.CAPTION_LANG": OneOf(CAPTION_LANGS),
@@ -404,6 +405,9 @@ def task_problems(cfg) -> List[str]:
     if d.VAL_IDS and d.NAMES in DATASETS_WITH_VAL:
         problems.append(f"DATASETS.VAL_IDS {d.VAL_IDS}: {d.NAMES} has its own validation split "
                         "(the annotation's 'val'); set DATASETS.VAL_IDS 0")
+    if d.NAMES == "synth" and d.VAL_IDS and d.SYNTH_VAL_IDS:
+        problems.append(f"DATASETS.VAL_IDS {d.VAL_IDS} and DATASETS.SYNTH_VAL_IDS "
+                        f"{d.SYNTH_VAL_IDS} both hold out SynthPedes identities: set one")
     loss = cfg.LOSS
     if m.TASK != "tbps":
         tbps = [n for n in loss.NAMES if n in TBPS_LOSS_NAMES]
@@ -431,9 +435,11 @@ def task_problems(cfg) -> List[str]:
         problems.append("DATASETS.CAPTION_SOURCE 'none' but MODEL.TASK is 'tbps': the training "
                         "items are (image, caption) pairs; set 'annotation' (the dataset's "
                         "caption file) or 'attributes'")
-    if cfg.TEST.SELECT_ON == "val" and d.NAMES in DATASETS_WITHOUT_VAL and not d.VAL_IDS:
+    held_out = d.VAL_IDS or (d.SYNTH_VAL_IDS if d.NAMES == "synth" else 0)
+    if cfg.TEST.SELECT_ON == "val" and d.NAMES in DATASETS_WITHOUT_VAL and not held_out:
+        key = "DATASETS.SYNTH_VAL_IDS" if d.NAMES == "synth" else "DATASETS.VAL_IDS"
         problems.append(f"TEST.SELECT_ON 'val' but {d.NAMES} has no validation split: hold out "
-                        "training identities with DATASETS.VAL_IDS <n> (e.g. 10% of them), or "
+                        f"training identities with {key} <n> (e.g. 10% of them), or "
                         "select on test explicitly with TEST.SELECT_ON 'test' (optimistic numbers)")
     return problems
 

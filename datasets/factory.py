@@ -48,12 +48,14 @@ def loader_options(cfg, name: str) -> dict:
     return {}
 
 
-def hold_out_val_ids(dataset: ReIDDataset, num_ids: int, seed: int) -> ReIDDataset:
+def hold_out_val_ids(dataset: ReIDDataset, num_ids: int, seed: int,
+                     keys=("DATASETS.VAL_IDS", "DATASETS.VAL_SEED")) -> ReIDDataset:
     """DATASETS.VAL_IDS: move ``num_ids`` training identities (drawn with
     ``numpy.random.default_rng(seed).choice`` from the sorted training pids, without replacement)
     and all their images into ``dataset.val``; the remaining training pids are relabelled to
     0..C-1. For datasets whose annotation has no validation split (ICFG-PEDES, SynthPedes), so
     that the best epoch is selected on identities never trained on and never tested on.
+    ``keys``: the config keys of ``num_ids`` and ``seed``, named in messages and ``val_source``.
 
     Raises:
         ValueError: the dataset already has a validation split (its annotation's), or
@@ -61,16 +63,16 @@ def hold_out_val_ids(dataset: ReIDDataset, num_ids: int, seed: int) -> ReIDDatas
     """
     if dataset.val:
         raise ValueError(
-            f"DATASETS.VAL_IDS {num_ids}: {dataset.name} already has a validation split "
-            f"({dataset.val_source}, {len(dataset.val)} images); set DATASETS.VAL_IDS 0 to use it")
+            f"{keys[0]} {num_ids}: {dataset.name} already has a validation split "
+            f"({dataset.val_source}, {len(dataset.val)} images); set {keys[0]} 0 to use it")
     ids = sorted({r.pid for r in dataset.train})
     if num_ids > len(ids) - 2:
-        raise ValueError(f"DATASETS.VAL_IDS {num_ids}: {dataset.name} has {len(ids)} training "
+        raise ValueError(f"{keys[0]} {num_ids}: {dataset.name} has {len(ids)} training "
                          "identities; hold out at most all but 2")
     chosen = {int(p) for p in np.random.default_rng(seed).choice(ids, num_ids, replace=False)}
     dataset.val = [r for r in dataset.train if r.pid in chosen]
-    dataset.val_source = (f"{num_ids} training identities held out (DATASETS.VAL_IDS {num_ids}, "
-                          f"DATASETS.VAL_SEED {seed})")
+    dataset.val_source = (f"{num_ids} training identities held out ({keys[0]} {num_ids}, "
+                          f"{keys[1]} {seed})")
     dataset.train = relabel_pids([r for r in dataset.train if r.pid not in chosen])
     return dataset
 
@@ -86,6 +88,10 @@ def build_dataset(cfg) -> ReIDDataset:
                        f"{sorted(LOADERS)} (see docs/datasets.md to add one)")
     dataset = LOADERS[name](d.ROOT_DIR, **loader_options(cfg, name))
     dataset = apply_caption_source(dataset, d.CAPTION_SOURCE, d.CAPTION_LANG, d.ROOT_DIR)
-    if d.VAL_IDS:   # after the captions, so the held-out records carry the same kind of text
+    # after the captions, so the held-out records carry the same kind of text
+    if d.VAL_IDS:
         dataset = hold_out_val_ids(dataset, d.VAL_IDS, d.VAL_SEED)
+    elif name == "synth" and d.SYNTH_VAL_IDS:
+        dataset = hold_out_val_ids(dataset, d.SYNTH_VAL_IDS, d.SYNTH_SEED,
+                                   ("DATASETS.SYNTH_VAL_IDS", "DATASETS.SYNTH_SEED"))
     return dataset

@@ -20,7 +20,7 @@ from solver.phase_plan import PhasePlan
 
 TBPS = {"MODEL.TASK": "tbps", "MODEL.TBPS.TINY": "True", "MODEL.TBPS.PRETRAINED": "",
         "MODEL.TBPS.EMBED_DIM": "32", "DATASETS.CAPTION_SOURCE": "annotation",
-        "DATASETS.VAL_IDS": "2", "MODEL.SIE_CAMERA": "False", "LOSS.NAMES": "['itc']"}
+        "DATASETS.SYNTH_VAL_IDS": "2", "MODEL.SIE_CAMERA": "False", "LOSS.NAMES": "['itc']"}
 
 
 def tbps_opts(synth_root, out, **overrides):
@@ -80,17 +80,21 @@ def test_tbps_configs_are_checked_at_load(synth_root, tmp_path):
     def load(**kw):
         return load_config(opts=tbps_opts(synth_root, str(tmp_path), **kw))
     load()
-    with pytest.raises(ConfigError, match="synth has no validation split"):
-        load(**{"DATASETS.VAL_IDS": "0"})
-    load(**{"DATASETS.VAL_IDS": "0", "TEST.SELECT_ON": "test"})   # explicit: allowed
+    with pytest.raises(ConfigError, match="synth has no validation split.*SYNTH_VAL_IDS"):
+        load(**{"DATASETS.SYNTH_VAL_IDS": "0"})
+    load(**{"DATASETS.SYNTH_VAL_IDS": "0", "TEST.SELECT_ON": "test"})   # explicit: allowed
+    load(**{"DATASETS.SYNTH_VAL_IDS": "0", "DATASETS.VAL_IDS": "2"})
+    with pytest.raises(ConfigError, match="both hold out SynthPedes identities"):
+        load(**{"DATASETS.VAL_IDS": "2"})
     with pytest.raises(ConfigError, match="CAPTION_SOURCE 'none' but MODEL.TASK is 'tbps'"):
         load(**{"DATASETS.CAPTION_SOURCE": "none"})
     with pytest.raises(ConfigError, match=r"\['triplet'\] are image re-ID losses"):
         load(**{"LOSS.NAMES": "['itc', 'triplet']"})
     with pytest.raises(ConfigError, match="SUPCON.ENABLE True is an image re-ID branch"):
         load(**{"LOSS.SUPCON.ENABLE": "True"})
+    load(**{"DATASETS.NAMES": "cuhkpedes"})   # SYNTH_VAL_IDS is a SynthPedes key: ignored
     with pytest.raises(ConfigError, match="has its own validation split"):
-        load(**{"DATASETS.NAMES": "cuhkpedes"})
+        load(**{"DATASETS.NAMES": "cuhkpedes", "DATASETS.VAL_IDS": "5"})
     with pytest.raises(ConfigError, match="STOP_FEATURES 'x'"):
         load(**{"LOSS.NITC.STOP_FEATURES": "x"})
     with pytest.raises(ConfigError, match=r"\['sdm'\] are text-based person search losses"):
@@ -102,6 +106,7 @@ def test_tbps_training_items_are_caption_pairs_of_the_remaining_ids(synth_root, 
     data = make_dataloader(cfg)
     ds = data.dataset
     assert len({r.pid for r in ds.train}) == 6 and len({r.pid for r in ds.val}) == 2
+    assert "DATASETS.SYNTH_VAL_IDS 2, DATASETS.SYNTH_SEED 0" in ds.val_source
     assert len(data.train_set) == sum(len(r.captions) for r in ds.train)
     item = data.train_set[1]
     assert item["caption"] == ds.train[0].captions[1] and item["text_ids"].shape == (77,)
@@ -222,3 +227,32 @@ def test_make_model_builds_the_id_head_only_with_id(synth_root, tmp_path):
     cfg = load_config(opts=tbps_opts(synth_root, str(tmp_path)))
     assert make_model(cfg, 7, 1, 1).id_head is None
     assert np.isfinite(make_model(cfg, 7, 1, 1).kappa.item())
+
+
+def test_synth_in_the_cuhkpedes_layout_has_the_same_splits(synth_root, tmp_path):
+    """datasets/synth/cuhk_layout.py: the real CUHK-PEDES loader reads SynthPedes with the same
+    train / val / test identities as DATASETS.NAMES synth with SYNTH_VAL_IDS."""
+    import glob
+    from datasets.factory import build_dataset
+    from datasets.synth.cuhk_layout import export_cuhkpedes_layout
+    from datasets.text_datasets import load_cuhkpedes
+    synth_dir = glob.glob(f"{synth_root}/synthpedes_*")[0]
+    export_cuhkpedes_layout(synth_dir, str(tmp_path / "cuhk"), 2, 0)
+    cuhk = load_cuhkpedes(str(tmp_path / "cuhk"))
+    synth = build_dataset(load_config(opts=tbps_opts(synth_root, str(tmp_path))))
+    assert {r.attrs["raw_id"] for r in cuhk.val} == {r.attrs["raw_pid"] for r in synth.val}
+    assert sorted(r.path.split("/")[-1] for r in cuhk.train) == sorted(
+        r.path.split("/")[-1] for r in synth.train)
+    assert sorted(r.path.split("/")[-1] for r in cuhk.test) == sorted(
+        r.path.split("/")[-1] for r in synth.test if r.captions)
+    assert cuhk.train[0].captions and "CUHK-PEDES" in cuhk.info["annotation"]
+    export_cuhkpedes_layout(synth_dir, str(tmp_path / "cuhk"), 2, 0)   # rerun: same folder, fine
+    with pytest.raises(FileExistsError, match="does not point to"):
+        _relink(tmp_path, synth_dir, export_cuhkpedes_layout)
+
+
+def _relink(tmp_path, synth_dir, export):
+    import os
+    os.remove(tmp_path / "cuhk" / "CUHK-PEDES" / "imgs")
+    os.symlink(str(tmp_path), tmp_path / "cuhk" / "CUHK-PEDES" / "imgs")
+    export(synth_dir, str(tmp_path / "cuhk"), 2, 0)
