@@ -395,6 +395,10 @@ def task_problems(cfg) -> List[str]:
         problems.append("DATASETS.CAPTION_SOURCE 'none' but MODEL.TASK is 'tbps': the training "
                         "items are (image, caption) pairs; set 'annotation' (the dataset's "
                         "caption file) or 'attributes'")
+    if cfg.TEST.RE_RANKING:
+        problems.append("TEST.RE_RANKING True with MODEL.TASK 'tbps': k-reciprocal re-ranking is "
+                        "an image re-ID step (it pools query and gallery features of one "
+                        "modality); text-to-image ranks by cosine similarity, set it False")
     if cfg.TEST.SELECT_ON == "val" and d.NAMES in DATASETS_WITHOUT_VAL and not d.VAL_IDS:
         problems.append(f"TEST.SELECT_ON 'val' but {d.NAMES} has no validation split: hold out "
                         "training identities with DATASETS.VAL_IDS <n> (e.g. 10% of them), or "
