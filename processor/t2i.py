@@ -7,9 +7,9 @@ similarity = cosine of the L2-normalised projected global features (``encode_tex
 ties by ascending gallery index; relevant = same pid; no camera filter, no re-ranking;
 R1/R5/R10, mAP, mINP (``utils.metrics.eval_t2i_features``, blocked over TEST.EVAL_BLOCK queries,
 CMC up to TEST.MAX_RANK). With TEST.I2T the image-to-text direction (each image queries every
-caption) is computed on the same features. Unlike IRRA (which ranks the un-normalised features of
-its ``--val_dataset`` choice) and the mSigLIP repos (un-normalised dot products), features are
-always normalised; TEST.FEAT_NORM, TEST.DISTANCE and TEST.NECK_FEAT are image re-ID keys.
+caption) is computed on the same features. Features are always normalised, as IRRA and
+TBPS-CLIP do (the mSigLIP repos rank un-normalised dot products: REFERENCES.md 1.3); TEST.FEAT_NORM,
+TEST.DISTANCE and TEST.NECK_FEAT are image re-ID keys and not read here.
 
 Features are extracted with the model in eval mode (its mode is restored afterwards), under
 ``torch.no_grad``: images through ``datasets.make_dataloader.build_test_loader`` (the test
