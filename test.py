@@ -2,6 +2,7 @@
 
     python test.py --config_file CFG TEST.WEIGHT path/transformer_120.pth [KEY VALUE ...]
     python test.py TEST.WEIGHT path/transformer_120.pth [KEY VALUE ...]   # config from the file
+    python test.py --config_file CFG [KEY VALUE ...]   # MODEL.TASK 'tbps' only: zero-shot
 
 Without --config_file the resolved config stored in the checkpoint is used (overrides still
 apply). Results go to OUTPUT_DIR when it is given on the command line, otherwise to
@@ -10,6 +11,22 @@ ranked_list.png (also in tensorboard under tb/), optionally features.npz (TEST.E
 and summary.json, written LAST and only on success. It names the weight file evaluated (path,
 size, mtime) and the fingerprint of the test config (utils/summary.py); the launcher counts it as
 "this checkpoint is tested" only while both still match.
+
+MODEL.TASK 'tbps' is evaluated text-to-image (processor/t2i.py; protocol 'text-to-image'):
+every test caption against the captioned test images (``metrics``, split ['test']), the
+validation split when the dataset has one (``extra_metrics['val']``, its source named), and with
+TEST.I2T image-to-text on test (``extra_metrics['i2t']``). The best epoch is selected on 'val'
+(TEST.SELECT_ON 'val', ``select_on 'val'``) or, when asked for, on test (``select_on`` None,
+``test_selection_asked`` True). features.npz then holds the caption queries (``q_feats``,
+``q_pids``, ``q_captions``, ``q_image``: the gallery index of each caption's image) and the image
+gallery (``g_feats``, ``g_pids``, ``g_paths``), not normalised, in the order ranked: similarity =
+cosine of the L2-normalised rows, ties by ascending gallery index. The ranked-list figure shows
+TEST.VIS_QUERIES captions with their top TEST.VIS_TOPK images.
+
+Zero-shot: without TEST.WEIGHT, a MODEL.TASK 'tbps' recipe is evaluated as its config builds the
+dual encoder (the towers of MODEL.TBPS.PRETRAINED / HF_MODEL, no training) into the recipe's
+OUTPUT_DIR (or the one given); its summary says ``zero_shot: true`` with no weight and no epoch,
+and never counts as the result of a checkpoint. Image re-ID needs TEST.WEIGHT.
 """
 from __future__ import annotations
 
@@ -22,16 +39,22 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from datasets.make_dataloader import make_dataloader
+from datasets.t2i import t2i_sets
+from datasets.tokenize import build_tokenizer
 from model.make_model import make_model
 from model.weights import load_for_test
 from processor.inference import check_evaluable, evaluate_model, format_metrics
+from processor.t2i import evaluate_t2i, top_images
 from utils.checkpoint import checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
-from utils.eval_config import has_clip_tower, require_weight, resolve_eval_config
+from utils.eval_config import has_clip_tower, is_zero_shot, require_weight, resolve_eval_config
 from utils.logger import log_crash, setup_logger
 from utils.provenance import evaluation_fingerprint
-from utils.summary import SUMMARY_FILE, TestSummary, weight_fields
-from utils.visualize import ranked_list_figure, save_figure
+from utils.summary import SUMMARY_FILE, MetricSet, TestSummary, weight_fields
+from utils.visualize import ranked_list_figure, save_figure, t2i_ranked_list_figure
+
+#: the weight fields of a zero-shot summary (no checkpoint)
+ZERO_SHOT_WEIGHT = {"weight": None, "weight_size": None, "weight_mtime_ns": None}
 
 
 def parse_args(argv=None):
@@ -45,7 +68,10 @@ def parse_args(argv=None):
 
 def resolve_config(args):
     """(cfg, checkpoint, meta) from --config_file or the checkpoint's stored config
-    (``utils.eval_config.resolve_eval_config``, which the launcher uses too)."""
+    (``utils.eval_config.resolve_eval_config``, which the launcher uses too); zero-shot (no
+    TEST.WEIGHT, a MODEL.TASK 'tbps' recipe): (cfg, None, None)."""
+    if is_zero_shot(args.opts) and args.config_file:
+        return resolve_eval_config(args.opts, config_file=args.config_file), None, None
     weight = require_weight(args.opts)
     ckpt = load_checkpoint(weight)
     meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
@@ -83,7 +109,8 @@ def ranked_for_figure(cfg, dataset, split, vis, vis_dist):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    weight_file = evaluated_file(args.opts)   # before the file is read
+    # before the file is read
+    weight_file = ZERO_SHOT_WEIGHT if is_zero_shot(args.opts) else evaluated_file(args.opts)
     cfg, ckpt, meta = resolve_config(args)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     summary_path = os.path.join(cfg.OUTPUT_DIR, SUMMARY_FILE)
@@ -107,48 +134,39 @@ def evaluated_file(opts) -> dict:
 def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, logger) -> int:
     """Evaluate, draw the ranked list, export features, then write summary.json (last), naming
     the weight file evaluated (``weight_file``: path, size, mtime) and the test config's
-    fingerprint (``utils.provenance.evaluation_fingerprint``)."""
+    fingerprint (``utils.provenance.evaluation_fingerprint``). ``ckpt`` None: zero-shot (the
+    dual encoder as its config builds it)."""
     logger.info("Command: %s", " ".join(sys.argv))
     start = time.time()
     device = resolve_device(cfg)
     data = make_dataloader(cfg)
     ds = data.dataset
-    check_evaluable(ds)
+    check_evaluable(ds, cfg)
     counts = (meta["num_classes"], meta["num_cams"], meta["num_views"]) if meta else (
         ds.num_train_pids, ds.num_cams, ds.num_views)
     model = make_model(cfg, *counts)
-    clip_fusion = load_for_test(model, ckpt, meta, cfg.TEST.WEIGHT, logger)
+    zero_shot = ckpt is None
+    if zero_shot:
+        clip_fusion = "off"
+        warn_zero_shot(cfg, logger)
+    else:
+        clip_fusion = load_for_test(model, ckpt, meta, cfg.TEST.WEIGHT, logger)
     model.to(device).eval()
 
-    vis = pick_vis_queries(len(ds.splits[0].query_idx), cfg.TEST.VIS_QUERIES)
-    result = evaluate_model(cfg, model, data, device, vis)
-    metrics, evaluation = result.metrics, result.description
-    logger.info("Results of %s on %s (%s):%s", cfg.TEST.WEIGHT, ds.name, evaluation,
-                format_metrics(metrics))
-
     epoch = meta["epoch"] if meta else None
-    if vis:
-        fig = ranked_list_figure(*ranked_for_figure(cfg, ds, ds.splits[0], vis,
-                                                    result.outcomes[0].vis_dist),
-                                 title=f"{ds.name} epoch {epoch}: top-{cfg.TEST.VIS_TOPK}")
-        writer = SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
-        writer.add_figure("test/ranked_list", fig, global_step=epoch or 0)
-        writer.close()
-        save_figure(fig, os.path.join(cfg.OUTPUT_DIR, "ranked_list.png"))
-    if cfg.TEST.EXPORT_FEATURES:
-        np.savez(os.path.join(cfg.OUTPUT_DIR, "features.npz"), feats=result.feats.numpy(),
-                 pids=result.pids, camids=result.camids,
-                 paths=np.array([r.path for r in ds.test]))
+    if cfg.MODEL.TASK == "tbps":
+        results = evaluate_text_to_image(cfg, model, ds, device, epoch, logger)
+    else:
+        results = evaluate_image_reid(cfg, model, data, device, epoch, logger)
 
     summary = TestSummary(
-        metrics=metrics,
+        **results,
         **weight_file,
         test_config_sha256=evaluation_fingerprint(cfg),
         epoch=epoch,
         dataset=ds.name,
-        split=[s.name for s in ds.splits],
-        **evaluation,
         clip_fusion=clip_fusion,
+        zero_shot=zero_shot,
         # test camera / view ids that no training image has (untrained SIE rows when SIE is on)
         unseen_test_cameras=data.unseen_test_ids["camera"],
         unseen_test_views=data.unseen_test_ids["view"],
@@ -157,6 +175,92 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
     summary.write(summary_path)
     logger.info("Wrote %s", summary_path)
     return 0
+
+
+def warn_zero_shot(cfg, logger) -> None:
+    t = cfg.MODEL.TBPS
+    random_init = t.TINY or (t.FAMILY == "open_clip" and not t.PRETRAINED)
+    logger.info("Zero-shot evaluation (no TEST.WEIGHT): the dual encoder as its config builds it "
+                "(MODEL.TBPS), no training")
+    if random_init:
+        logger.warning("Zero-shot with random-init towers (MODEL.TBPS.TINY %s, PRETRAINED %r): "
+                       "expect chance-level numbers", bool(t.TINY), t.PRETRAINED)
+
+
+def save_ranked_list(cfg, fig, epoch) -> None:
+    """The ranked-list figure into tensorboard (test/ranked_list) and ranked_list.png."""
+    writer = SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
+    writer.add_figure("test/ranked_list", fig, global_step=epoch or 0)
+    writer.close()
+    save_figure(fig, os.path.join(cfg.OUTPUT_DIR, "ranked_list.png"))
+
+
+def evaluate_image_reid(cfg, model, data, device, epoch, logger) -> dict:
+    """Image re-ID (Market-1501 protocol): the numbers, figure and features of every split;
+    returns the summary fields of the evaluation."""
+    ds = data.dataset
+    vis = pick_vis_queries(len(ds.splits[0].query_idx), cfg.TEST.VIS_QUERIES)
+    result = evaluate_model(cfg, model, data, device, vis)
+    metrics, evaluation = result.metrics, result.description
+    logger.info("Results of %s on %s (%s):%s", cfg.TEST.WEIGHT, ds.name, evaluation,
+                format_metrics(metrics))
+    if vis:
+        fig = ranked_list_figure(*ranked_for_figure(cfg, ds, ds.splits[0], vis,
+                                                    result.outcomes[0].vis_dist),
+                                 title=f"{ds.name} epoch {epoch}: top-{cfg.TEST.VIS_TOPK}")
+        save_ranked_list(cfg, fig, epoch)
+    if cfg.TEST.EXPORT_FEATURES:
+        np.savez(os.path.join(cfg.OUTPUT_DIR, "features.npz"), feats=result.feats.numpy(),
+                 pids=result.pids, camids=result.camids,
+                 paths=np.array([r.path for r in ds.test]))
+    return dict(metrics=metrics, split=[s.name for s in ds.splits], **evaluation)
+
+
+def evaluate_text_to_image(cfg, model, ds, device, epoch, logger) -> dict:
+    """Text-to-image (module docstring): test, val when there is one, i2t with TEST.I2T; the
+    figure and features.npz of test; returns the summary fields of the evaluation."""
+    sets = t2i_sets(ds)
+    tokenizer = build_tokenizer(cfg)
+    what = cfg.TEST.WEIGHT or "the zero-shot dual encoder"
+    test = evaluate_t2i(cfg, model, sets["test"], device, tokenizer)
+    logger.info("Text-to-image results of %s on %s test (%d captions x %d images; %s):%s", what,
+                ds.name, len(sets["test"].captions), len(sets["test"].images), test.description,
+                format_metrics(test.metrics))
+    extra = {}
+    if "val" in sets:
+        val = evaluate_t2i(cfg, model, sets["val"], device, tokenizer, i2t=False)
+        extra["val"] = MetricSet(split=["val"], metrics=val.metrics, source=ds.val_source)
+        logger.info("Text-to-image on the val split (%s; %d captions x %d images):%s",
+                    ds.val_source, len(sets["val"].captions), len(sets["val"].images),
+                    format_metrics(val.metrics))
+    if test.i2t_metrics is not None:
+        extra["i2t"] = MetricSet(split=["test"], metrics=test.i2t_metrics)
+        logger.info("Image-to-text on test (TEST.I2T):%s", format_metrics(test.i2t_metrics))
+    asked_test = cfg.TEST.SELECT_ON == "test"
+    if asked_test:
+        logger.warning("TEST.SELECT_ON 'test': the summary names the TEST split for selecting "
+                       "the best epoch (optimistic best-epoch numbers)")
+
+    t2i = sets["test"]
+    vis = pick_vis_queries(len(t2i.captions), cfg.TEST.VIS_QUERIES)
+    if vis:
+        top = top_images(test, vis, cfg.TEST.VIS_TOPK)
+        when = "zero-shot" if epoch is None and not cfg.TEST.WEIGHT else f"epoch {epoch}"
+        fig = t2i_ranked_list_figure(
+            [t2i.captions[q] for q in vis], [int(t2i.caption_pids[q]) for q in vis],
+            [[t2i.images[j].path for j in row] for row in top],
+            [[int(t2i.image_pids[j]) for j in row] for row in top],
+            title=f"{ds.name} {when}: text-to-image top-{cfg.TEST.VIS_TOPK}")
+        save_ranked_list(cfg, fig, epoch)
+    if cfg.TEST.EXPORT_FEATURES:
+        np.savez(os.path.join(cfg.OUTPUT_DIR, "features.npz"),
+                 q_feats=test.txt_feats.numpy(), q_pids=test.caption_pids,
+                 q_captions=np.array(t2i.captions), q_image=t2i.caption_image,
+                 g_feats=test.img_feats.numpy(), g_pids=test.image_pids,
+                 g_paths=np.array([r.path for r in t2i.images]))
+    return dict(protocol="text-to-image", metrics=test.metrics, split=["test"],
+                extra_metrics=extra, select_on=None if asked_test else "val",
+                test_selection_asked=asked_test, **test.description)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def train(cfg, plan, resume, segment, rank, logger) -> int:
     data = make_dataloader(cfg)
     ds = data.dataset
     if cfg.SOLVER.EVAL_PERIOD > 0:
-        check_evaluable(ds)   # fail now, not after the first evaluation period
+        check_evaluable(ds, cfg)   # fail now, not after the first evaluation period
         check_images_readable(ds.test)
         check_images_readable(ds.val, "validation")
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)

@@ -578,6 +578,9 @@ _C.TEST.EXPORT_FEATURES = False
 # makes the best-epoch numbers optimistic, and every summary says it was done). Image re-ID
 # datasets have no validation split: their launcher summaries say that 'best' is test-selected.
 _C.TEST.SELECT_ON = "val"
+# MODEL.TASK 'tbps': test.py also reports image-to-text retrieval (each test image queries every
+# test caption; relevant = same pid) as extra_metrics['i2t'] of summary.json (processor/t2i.py).
+_C.TEST.I2T = False
 # Ranked-list figure: number of queries drawn and gallery items per row (0 queries = no figure).
 _C.TEST.VIS_QUERIES = 8
 _C.TEST.VIS_TOPK = 10

@@ -435,6 +435,10 @@ def task_problems(cfg) -> List[str]:
         problems.append("DATASETS.CAPTION_SOURCE 'none' but MODEL.TASK is 'tbps': the training "
                         "items are (image, caption) pairs; set 'annotation' (the dataset's "
                         "caption file) or 'attributes'")
+    if cfg.TEST.RE_RANKING:
+        problems.append("TEST.RE_RANKING True with MODEL.TASK 'tbps': k-reciprocal re-ranking is "
+                        "an image re-ID step (it pools query and gallery features of one "
+                        "modality); text-to-image ranks by cosine similarity, set it False")
     held_out = d.VAL_IDS or (d.SYNTH_VAL_IDS if d.NAMES == "synth" else 0)
     if cfg.TEST.SELECT_ON == "val" and d.NAMES in DATASETS_WITHOUT_VAL and not held_out:
         key = "DATASETS.SYNTH_VAL_IDS" if d.NAMES == "synth" else "DATASETS.VAL_IDS"

@@ -3,7 +3,9 @@ an optional paired comparison with another experiment, as JSON, Markdown and CSV
 
 - best = the tested checkpoint with the highest (mAP, R1) of the numbers each test summary
   names for selection (``TestSummary.selection_metrics``: the test split for image re-ID, which
-  has no validation split -- the summary says so), earlier epoch on ties; last = the final epoch.
+  has no validation split -- the summary says so; the validation split for text-to-image unless
+  TEST.SELECT_ON 'test' asked for test), earlier epoch on ties; last = the final epoch. Tables
+  label it by its selection split ('best (test-selected)', 'best (val-selected)').
 - across seeds: mean and sample std (ddof=1; n/a for one seed) of every metric, over the seeds
   whose training is complete and every saved checkpoint tested.
 - ``--compare-to``: a paired t-test per metric (seeds paired by number) against another
@@ -155,13 +157,31 @@ def selection_text(records: Sequence[dict], info: dict, epochs: int) -> str:
     if all(select_on is None for select_on, _ in chosen):
         split = info["split"]
         split_text = ", ".join(split) if isinstance(split, list) else str(split)
+        asked = [s.test_selection_asked for r in records for s in r["_summaries"].values()]
+        why = ("as asked (TEST.SELECT_ON 'test')" if asked and all(asked) else
+               "there is no validation split")
         return (f"best = the tested checkpoint with the highest (mAP, R1), earlier epoch on ties, "
-                f"selected on the test split ({split_text}): there is no validation split, so "
+                f"selected on the test split ({split_text}): {why}, so "
                 f"best-epoch numbers are optimistic; 'last' = epoch {epochs}, no selection")
     names = ", ".join(sorted({name for _, split in chosen for name in split}))
     return (f"best = the tested checkpoint with the highest (mAP, R1) on the selection split "
             f"({names}), earlier epoch on ties; its test numbers are reported; 'last' = epoch "
             f"{epochs}, no selection")
+
+
+def selected_on(records: Sequence[dict]) -> str:
+    """What 'best' was selected on, for table labels: 'test' (every summary selects on its
+    headline test numbers, or there are none), the name of the summaries' selection entry
+    ('val'), or 'mixed' when the summaries disagree."""
+    names = {s.select_on or "test" for r in records for s in r["_summaries"].values()}
+    if not names:
+        return "test"
+    return names.pop() if len(names) == 1 else "mixed"
+
+
+def best_label(s: dict) -> str:
+    """The table label of the best epoch: 'best (test-selected)', 'best (val-selected)', ..."""
+    return f"best ({s.get('selected_on', 'test')}-selected)"
 
 
 def build_summary(exp: Experiment, seeds: Sequence[int], failures: Sequence[Failure],
@@ -173,6 +193,7 @@ def build_summary(exp: Experiment, seeds: Sequence[int], failures: Sequence[Fail
         "toggles": exp.flags, "opts": flat(exp.user_opts), "epochs": exp.epochs,
         "save_every": exp.save_every, "test_folder": exp.test_tag, "evaluation": info,
         "selection": selection_text(records, info, exp.epochs),
+        "selected_on": selected_on(records),
         "std": "sample standard deviation (ddof=1); null when n = 1",
         "statistics_rule": "a seed enters mean/std and comparisons when its training is complete "
                            "and every saved checkpoint is tested",
@@ -207,7 +228,7 @@ def summary_markdown(s: dict) -> str:
     for r in s["seeds"]:
         for kind in KINDS:
             entry = r[kind]
-            label = "best (test-selected)" if kind == "best" else "last"
+            label = best_label(s) if kind == "best" else "last"
             cells = ([fmt(entry["metrics"][k]) for k in keys] if entry else ["-"] * len(keys))
             lines.append(f"| {r['seed']} | {label} | {entry['epoch'] if entry else '-'} | "
                          + " | ".join(cells) + " |")
@@ -219,7 +240,7 @@ def summary_markdown(s: dict) -> str:
         for k in keys:
             m = agg["metrics"][k]
             cells.append(f"{fmt(m['mean'])} ± {fmt(m['std'])}" if m["mean"] is not None else "-")
-        label = "best (test-selected)" if kind == "best" else "last"
+        label = best_label(s) if kind == "best" else "last"
         lines.append(f"| {label} | {agg['n']} | " + " | ".join(cells) + " |")
     left_out = [r for r in s["seeds"] if not r["in_statistics"]]
     if left_out:

@@ -22,11 +22,13 @@ from utils.weights_io import (SHAPE_MISMATCH, UNKNOWN_KEY, LoadReport, Source, r
                               unwrap)
 
 from .backbones.vit_weights import load_vit_pretrained
+from .dual_encoder import DualEncoder
 
 #: Parameter-name prefixes of the training-only modules: the SupCon projection, the TG-MIM head
-#: and the text encoder. They do not contribute to the test feature, so ``transformer_<epoch>.pth``
-#: leaves them out (``resume.pth`` keeps them) and :func:`load_for_test` accepts a checkpoint
-#: with or without them.
+#: and the text encoder (image re-ID), the identity classifier of the dual encoder (MODEL.TASK
+#: 'tbps'). They do not contribute to the test feature, so ``transformer_<epoch>.pth`` leaves
+#: them out (``resume.pth`` keeps them) and :func:`load_for_test` accepts a checkpoint with or
+#: without them.
 TRAINING_ONLY_PREFIXES = ("projection.", "tgmim.", "text_encoder.", "id_head.")
 #: CLIP fusion (MODEL.USE_CLIP): a checkpoint trained with it may be tested without it ("train
 #: with fusion, test without", MODEL.USE_CLIP False); its keys are then dropped, reported.
@@ -106,8 +108,10 @@ def load_for_test(model: nn.Module, ckpt: object, meta: Optional[dict], path: st
 
     A PhaseReID checkpoint (``meta`` given) loads strictly, except the training-only modules
     (``TRAINING_ONLY_PREFIXES``; present or absent, reported) and the CLIP fusion of a checkpoint
-    tested with MODEL.USE_CLIP False (dropped, reported as a warning). A plain TransReID / timm
-    file (``meta`` None) goes through :func:`load_transreid_model`, with a load report.
+    tested with MODEL.USE_CLIP False (dropped, reported as a warning). This holds for the dual
+    encoder of MODEL.TASK 'tbps' too (it has no CLIP fusion: 'off'). A plain TransReID / timm
+    file (``meta`` None) goes through :func:`load_transreid_model`, with a load report; a dual
+    encoder takes only PhaseReID checkpoints (its towers' own weights come from MODEL.TBPS).
 
     Args:
         model: the model built from the test config.
@@ -123,7 +127,8 @@ def load_for_test(model: nn.Module, ckpt: object, meta: Optional[dict], path: st
 
     Raises:
         RuntimeError: the checkpoint does not match the model (other missing / unexpected keys,
-            shapes), or a plain file is tested with CLIP fusion on.
+            shapes), a plain file is tested with CLIP fusion on, or a plain file is given for a
+            dual encoder.
     """
     fused = getattr(model, "clip_fusion", None) is not None
     if meta is not None:
@@ -152,6 +157,12 @@ def load_for_test(model: nn.Module, ckpt: object, meta: Optional[dict], path: st
                            "fusion", len(dropped))
             return "disabled at test"
         return "on" if fused else "off"
+    if isinstance(model, DualEncoder):
+        raise RuntimeError(f"{path} is a plain (non-PhaseReID) weight file, not a PhaseReID "
+                           "checkpoint (transformer_<epoch>.pth); a dual encoder (MODEL.TASK "
+                           "'tbps') takes its towers' weights from MODEL.TBPS.PRETRAINED / "
+                           "HF_MODEL: give them there and omit TEST.WEIGHT to evaluate it "
+                           "zero-shot")
     if fused:
         raise RuntimeError(f"{path} is a plain (non-PhaseReID) weight file without CLIP fusion "
                            "weights; test it with MODEL.USE_CLIP False")

@@ -4,6 +4,9 @@ Protocol: utils/metrics.py (Market-1501 ``eval_func`` semantics, blocked); Vehic
 datasets carry several seeded splits (trials) whose metrics are averaged (mean and std).
 With TEST.RE_RANKING the k-reciprocal distance (utils/reranking.py) is evaluated instead of
 TEST.DISTANCE; features are L2-normalised first when TEST.FEAT_NORM is True.
+
+MODEL.TASK 'tbps' is evaluated text-to-image instead (``processor/t2i.py``): during training on
+the selection split (TEST.SELECT_ON), by test.py on every split.
 """
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datasets.t2i import t2i_set
 from utils.dist import unwrap
 from utils.metrics import evaluate, evaluate_features, pairwise_distance
 from utils.progress import progress
 from utils.reranking import describe_reranking, re_ranking
 from utils.results import METRIC_KEYS, EvalResult
+
+from .t2i import evaluate_t2i
 
 logger = logging.getLogger("phasereid")
 
@@ -102,17 +108,41 @@ def summarise_results(results: List[EvalResult]) -> Dict[str, float]:
     return summary
 
 
-def check_evaluable(dataset) -> None:
-    """Raise a clear error when the dataset has no image re-ID evaluation split.
+def check_evaluable(dataset, cfg) -> None:
+    """Raise a clear error when ``dataset`` cannot be evaluated under ``cfg``'s task.
 
-    The text-based person search datasets (``datasets/text_datasets.py``) have ``splits == []``:
-    their test images have no query / gallery roles for image re-ID.
+    MODEL.TASK 'reid': the dataset needs an image re-ID evaluation split; the text-based person
+    search datasets (``datasets/text_datasets.py``) have ``splits == []``: their test images have
+    no query / gallery roles. MODEL.TASK 'tbps' (text-to-image, ``processor/t2i.py``): the test
+    split, and with TEST.SELECT_ON 'val' the validation split, must hold captioned images
+    (``datasets.t2i.t2i_set``).
     """
+    if cfg.MODEL.TASK == "tbps":
+        check_t2i_evaluable(dataset, cfg.TEST.SELECT_ON)
+        return
     if not dataset.splits:
         raise ValueError(
             f"{dataset.name} has no image re-ID evaluation split (a text-based person search "
-            "dataset); text-to-image evaluation is not implemented yet: set SOLVER.EVAL_PERIOD 0 "
-            "to train")
+            "dataset): evaluate it text-to-image with MODEL.TASK 'tbps', or set "
+            "SOLVER.EVAL_PERIOD 0 to train")
+
+
+def check_t2i_evaluable(dataset, select_on: str) -> None:
+    """Text-to-image: the test split has captioned images, and so does the validation split
+    when the best epoch is selected on it (``select_on`` = TEST.SELECT_ON)."""
+    t2i_set(dataset, "test")
+    if select_on != "val":
+        return
+    if not dataset.val:
+        raise ValueError(
+            f"TEST.SELECT_ON 'val' but {dataset.name} has no validation split: hold out training "
+            "identities with DATASETS.VAL_IDS <n>, or select on test explicitly with "
+            "TEST.SELECT_ON 'test' (optimistic best-epoch numbers)")
+    try:
+        t2i_set(dataset, "val")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (TEST.SELECT_ON 'val' selects the best epoch on it; or select "
+                         "on test explicitly with TEST.SELECT_ON 'test')") from None
 
 
 @dataclass
@@ -136,7 +166,7 @@ def evaluate_model(cfg, model, data, device, vis_queries: Sequence[int] = ()) ->
     """Extract test features and evaluate every split; ``vis_queries`` (positions in the first
     split's queries) also get their distance rows, for the ranked-list figure."""
     dataset = data.dataset
-    check_evaluable(dataset)
+    check_evaluable(dataset, cfg)
     feats = extract_features(model, data.test_loader, device, cfg.TEST.NECK_FEAT)
     pids = np.array([r.pid for r in dataset.test])
     camids = np.array([r.camid for r in dataset.test])
@@ -147,10 +177,34 @@ def evaluate_model(cfg, model, data, device, vis_queries: Sequence[int] = ()) ->
 
 
 def do_inference(cfg, model, data, device) -> Dict[str, float]:
-    """Evaluate during training (:func:`evaluate_model`); logs and returns percent metrics."""
+    """Evaluate during training; logs and returns percent metrics (``METRIC_KEYS`` and the
+    query counts).
+
+    MODEL.TASK 'reid': :func:`evaluate_model` on the test splits. MODEL.TASK 'tbps':
+    text-to-image (``processor.t2i.evaluate_t2i``) on the selection split of TEST.SELECT_ON --
+    'val' the validation split, 'test' the test split (logged as a warning: best-epoch numbers
+    selected on test are optimistic).
+    """
+    if cfg.MODEL.TASK == "tbps":
+        return _t2i_selection_metrics(cfg, model, data.dataset, device)
     metrics = evaluate_model(cfg, model, data, device).metrics
     logger.info(format_metrics(metrics))
     return metrics
+
+
+def _t2i_selection_metrics(cfg, model, dataset, device) -> Dict[str, float]:
+    split = cfg.TEST.SELECT_ON
+    check_t2i_evaluable(dataset, split)
+    if split == "test":
+        logger.warning("Selecting the best epoch on the TEST split (TEST.SELECT_ON 'test'): the "
+                       "best-epoch numbers of %s are optimistic", dataset.name)
+    t2i = t2i_set(dataset, split)
+    source = f", {dataset.val_source}" if split == "val" else ""
+    evaluation = evaluate_t2i(cfg, model, t2i, device, i2t=False)
+    logger.info("Text-to-image on the %s split of %s (%d captions x %d images%s):%s", split,
+                dataset.name, len(t2i.captions), len(t2i.images), source,
+                format_metrics(evaluation.metrics))
+    return evaluation.metrics
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

@@ -55,7 +55,8 @@ def new_summary(**changes):
 def test_round_trip_keeps_every_field(tmp_path):
     s = new_summary()
     again = TestSummary.from_json(s.to_json())
-    assert again.version == SUMMARY_VERSION == 2 and again.protocol == "image-reid"
+    assert again.version == SUMMARY_VERSION == 3 and again.protocol == "image-reid"
+    assert not again.zero_shot and not again.test_selection_asked
     assert again.re_ranking == s.re_ranking and again.split == ["test"] and again.epoch == 3
     assert again.metrics["mAP"] == 41.5 and again.metrics["R10"] != again.metrics["R10"]  # NaN
     path = str(tmp_path / "summary.json")
@@ -127,6 +128,9 @@ def test_a_second_protocol_fits_with_directions_subsets_and_a_selection_split():
     assert again.metrics["mAP"] == 41.5  # the reported (test) numbers stay the headline
     with pytest.raises(ValueError, match="select_on 'hold-out' names no extra_metrics entry"):
         new_summary(select_on="hold-out")
+    with pytest.raises(ValueError, match="test_selection_asked True but select_on is 'val'"):
+        new_summary(extra_metrics={"val": {"split": ["val"], "metrics": val}}, select_on="val",
+                    test_selection_asked=True)
     with pytest.raises(ValueError, match="protocol 'video' is not one of"):
         new_summary(protocol="video")
 
@@ -211,3 +215,40 @@ def test_summaries_written_before_they_named_the_file_never_count(tmp_path):
         assert s.weight_size is None and s.test_config_sha256 is None
         why = s.mismatch(3, weight, TEST_SHA)
         assert why is not None and "does not record" in why
+
+
+def test_a_version_2_summary_reads_with_the_fields_of_version_3_at_their_defaults():
+    data = json.loads(new_summary(
+        protocol="text-to-image",
+        extra_metrics={"val": MetricSet(split=["val"], metrics={"mAP": 1.0})},
+        select_on="val").to_json())
+    for key in ("test_selection_asked", "zero_shot"):
+        del data[key]
+    del data["extra_metrics"]["val"]["source"]
+    data["version"] = 2
+    s = TestSummary.from_json(json.dumps(data))
+    assert s.version == SUMMARY_VERSION and not s.zero_shot and not s.test_selection_asked
+    assert s.extra_metrics["val"] == MetricSet(split=["val"], metrics={"mAP": 1.0}, source=None)
+
+
+def test_text_to_image_fields_round_trip():
+    val = MetricSet(split=["val"], metrics={"mAP": 2.0},
+                    source="10 training identities held out (DATASETS.VAL_IDS 10, ...)")
+    s = new_summary(protocol="text-to-image", extra_metrics={"val": val},
+                    test_selection_asked=True)
+    again = TestSummary.from_json(s.to_json())
+    assert again.extra_metrics["val"].source == val.source and again.test_selection_asked
+    assert again.select_on is None and again.selection_metrics() is again.metrics
+
+
+def test_a_zero_shot_summary_never_counts_as_a_checkpoints_result(tmp_path):
+    weight = checkpoint_file(tmp_path)
+    s = new_summary(protocol="text-to-image", zero_shot=True, weight=None, weight_size=None,
+                    weight_mtime_ns=None, epoch=None, test_config_sha256=TEST_SHA)
+    again = TestSummary.from_json(s.to_json())
+    assert again.zero_shot and again.weight is None and again.epoch is None
+    for epoch in (None, 3):
+        why = again.mismatch(epoch, weight, TEST_SHA)
+        assert why is not None and "zero-shot" in why
+    with pytest.raises(ValueError, match="a zero-shot summary names no weight file and no epoch"):
+        new_summary(zero_shot=True)

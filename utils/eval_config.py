@@ -8,13 +8,20 @@ of both; ``utils.summary.TestSummary.mismatch``).
 The resolution: the recipe (``config_file``) or else the checkpoint's stored, already resolved
 config; the KEY VALUE options over it; then what test.py always sets itself:
 
-- ``OUTPUT_DIR``: the value given in the options, else ``<checkpoint folder>/test_<stem>/``;
-- ``MODEL.PRETRAIN_CHOICE 'none'``: the weights come from ``TEST.WEIGHT``;
-- ``LOSS.TGMIM.ENABLE False`` and ``DATASETS.CAPTION_SOURCE 'none'``: training-only branches are
-  not built (TG-MIM's text encoder is not part of the test feature, and building it could need a
-  download); test images need no captions;
+- ``OUTPUT_DIR``: the value given in the options, else ``<checkpoint folder>/test_<stem>/``
+  (zero-shot: the config's own OUTPUT_DIR);
+- ``MODEL.PRETRAIN_CHOICE 'none'``: the weights come from ``TEST.WEIGHT`` (zero-shot: from the
+  dual encoder's MODEL.TBPS towers alone);
+- ``LOSS.TGMIM.ENABLE False`` and, for MODEL.TASK 'reid', ``DATASETS.CAPTION_SOURCE 'none'``:
+  training-only branches are not built (TG-MIM's text encoder is not part of the test feature,
+  and building it could need a download); image re-ID test images need no captions. MODEL.TASK
+  'tbps' keeps its caption source: the test captions are its queries;
 - ``MODEL.CLIP_PRETRAIN ''`` when the checkpoint holds the open_clip tower's weights;
 - ``MODEL.DIST_TRAIN False``: one process.
+
+Zero-shot (:func:`is_zero_shot`): with MODEL.TASK 'tbps' and no ``TEST.WEIGHT`` in the options,
+test.py evaluates the dual encoder as its recipe builds it (``--config_file`` required); with
+MODEL.TASK 'reid' a missing ``TEST.WEIGHT`` stays an error.
 """
 from __future__ import annotations
 
@@ -39,8 +46,16 @@ def require_weight(opts: Sequence[str]) -> str:
     weight = option_value([str(o) for o in opts], "TEST.WEIGHT")
     if not weight:
         raise ValueError("give the checkpoint to evaluate: python test.py [--config_file CFG] "
-                         "TEST.WEIGHT path/to/transformer_<epoch>.pth")
+                         "TEST.WEIGHT path/to/transformer_<epoch>.pth (a MODEL.TASK 'tbps' "
+                         "recipe without TEST.WEIGHT is evaluated zero-shot: python test.py "
+                         "--config_file CFG)")
     return weight
+
+
+def is_zero_shot(opts: Sequence[str]) -> bool:
+    """No ``TEST.WEIGHT`` in ``opts``: test.py evaluates the model as built from its recipe
+    (allowed for MODEL.TASK 'tbps' only; :func:`resolve_eval_config` says so otherwise)."""
+    return not option_value([str(o) for o in opts], "TEST.WEIGHT")
 
 
 def has_clip_tower(state_keys: Iterable[str]) -> bool:
@@ -58,11 +73,13 @@ def resolve_eval_config(opts: Sequence[str], config_file: str = "",
         stored_config: the checkpoint's stored config (YAML), used when there is no recipe.
         clip_tower: the checkpoint holds the CLIP fusion tower (:func:`has_clip_tower`).
     Raises:
-        ValueError: no ``TEST.WEIGHT`` in ``opts``, neither a recipe nor a stored config, or a bad
-            key or value.
+        ValueError: no ``TEST.WEIGHT`` in ``opts`` (except zero-shot: a MODEL.TASK 'tbps' recipe
+            given as ``config_file`` whose TEST.WEIGHT is empty too), neither a recipe nor a
+            stored config, or a bad key or value.
     """
     opts = [str(o) for o in opts]
-    weight = require_weight(opts)
+    zero_shot = is_zero_shot(opts)
+    weight = "" if zero_shot and config_file else require_weight(opts)
     if config_file:
         # no path checks: the weights come from TEST.WEIGHT, not MODEL.PRETRAIN_PATH
         cfg = load_config(config_file, opts, freeze=False, check_paths=False)
@@ -70,14 +87,19 @@ def resolve_eval_config(opts: Sequence[str], config_file: str = "",
         cfg = load_config(config_text=stored_config, opts=opts, freeze=False)
     else:
         raise ValueError(f"{weight}: no config to evaluate it with; pass --config_file")
+    if zero_shot and (cfg.MODEL.TASK != "tbps" or cfg.TEST.WEIGHT):
+        require_weight(opts)   # image re-ID has no zero-shot model; a recipe's own weight:
+        # give it on the command line, where it is recorded and fingerprinted
     out_dir = option_value(opts, "OUTPUT_DIR")
-    if out_dir is None:
+    if out_dir is None and not zero_shot:
         stem = os.path.splitext(os.path.basename(weight))[0]
         out_dir = os.path.join(os.path.dirname(os.path.abspath(weight)), f"test_{stem}")
-    cfg.OUTPUT_DIR = out_dir
+    if out_dir is not None:
+        cfg.OUTPUT_DIR = out_dir
     cfg.MODEL.PRETRAIN_CHOICE = "none"
     cfg.LOSS.TGMIM.ENABLE = False
-    cfg.DATASETS.CAPTION_SOURCE = "none"
+    if cfg.MODEL.TASK != "tbps":
+        cfg.DATASETS.CAPTION_SOURCE = "none"
     if clip_tower:
         cfg.MODEL.CLIP_PRETRAIN = ""
     cfg.MODEL.DIST_TRAIN = False

@@ -6,7 +6,7 @@ only when it names that exact file as it is now and the test config a new test w
 scripts read the numbers from it. This module is the one definition of its fields, and it is
 torch-free, so readers do not import torch.
 
-Schema (version ``SUMMARY_VERSION`` = 2; every number in percent):
+Schema (version ``SUMMARY_VERSION`` = 3; every number in percent):
 
 - ``version``: the schema version.
 - ``protocol``: ``'image-reid'`` (image queries against an image gallery, the Market-1501
@@ -17,10 +17,19 @@ Schema (version ``SUMMARY_VERSION`` = 2; every number in percent):
 - ``split``: the name(s) of the split(s) ``metrics`` comes from.
 - ``extra_metrics``: further numbers of the same checkpoint, by name -- another direction
   (``'i2t'``), a query subset (``'t2i-hard'``), a validation split (``'val'``) -- each a
-  ``MetricSet`` naming its own split(s). Empty for image re-ID today.
+  ``MetricSet`` naming its own split(s) and, where the name does not say it all, the ``source``
+  of the split's records (e.g. the annotation's validation split, or the training identities
+  held out by DATASETS.VAL_IDS). Empty for image re-ID today.
 - ``select_on``: the ``extra_metrics`` entry on which a launcher picks the best epoch (a
   validation split); ``None`` = ``metrics`` (the test split: image re-ID datasets have no
   validation split, and the launcher's summary says so).
+- ``test_selection_asked``: True when ``select_on`` is None because selection on the test split
+  was explicitly asked for (text-to-image with TEST.SELECT_ON 'test', even where a validation
+  split exists); False for image re-ID (no validation split) and whenever ``select_on`` is set.
+- ``zero_shot``: True for a model evaluated as built from its config, without a checkpoint
+  (test.py without TEST.WEIGHT, MODEL.TASK 'tbps': the dual encoder's pretrained towers); then
+  ``weight``, ``weight_size``, ``weight_mtime_ns`` and ``epoch`` are None, and the summary is
+  never the result of a checkpoint (:meth:`TestSummary.mismatch`).
 - the weight file evaluated: ``weight`` (absolute path), ``weight_size`` (bytes) and
   ``weight_mtime_ns`` (``os.stat``'s ``st_mtime_ns``) of the file when test.py read it. Size and
   mtime are the file's fingerprint: every checkpoint write is a new file renamed into place
@@ -37,7 +46,10 @@ Schema (version ``SUMMARY_VERSION`` = 2; every number in percent):
   has (their SIE rows were never trained when SIE is on); empty lists when training covers all,
   and in files written before these fields existed (where it is unknown).
 
-Version 1: the same without ``weight_size``, ``weight_mtime_ns`` and ``test_config_sha256``; they
+Version 2: the same without ``test_selection_asked``, ``zero_shot`` and ``MetricSet.source``;
+they read as False, False and None (no version-2 file was written by a zero-shot or an explicitly
+test-selected evaluation: test.py wrote only image re-ID summaries then).
+Version 1: the same as version 2 without ``weight_size``, ``weight_mtime_ns`` and ``test_config_sha256``; they
 read as None, so such a summary never counts as the result of a checkpoint (it is unknown which
 file and config it tested). Version 0 is every summary.json written before this schema existed:
 the fields of version 1, flat, without ``version``, ``protocol``, ``extra_metrics`` and
@@ -56,17 +68,19 @@ from utils.atomic import atomic_write_text
 from utils.results import METRIC_KEYS
 
 SUMMARY_FILE = "summary.json"
-SUMMARY_VERSION = 2
+SUMMARY_VERSION = 3
 PROTOCOLS = ("image-reid", "text-to-image")
 
 
 @dataclass(kw_only=True)
 class MetricSet:
-    """Numbers of one direction / query subset / split (percent), and the split(s) they come
-    from."""
+    """Numbers of one direction / query subset / split (percent), the split(s) they come from
+    and, where the name does not say it all, where the split's records come from (``source``,
+    e.g. ``ReIDDataset.val_source``)."""
 
     split: List[str]
     metrics: Dict[str, float]
+    source: Optional[str] = None
 
 
 @dataclass(kw_only=True)
@@ -100,6 +114,8 @@ class TestSummary:
     seconds: Optional[float]
     extra_metrics: Dict[str, MetricSet] = field(default_factory=dict)
     select_on: Optional[str] = None
+    test_selection_asked: bool = False
+    zero_shot: bool = False
     unseen_test_cameras: List[int] = field(default_factory=list)
     unseen_test_views: List[int] = field(default_factory=list)
 
@@ -111,6 +127,12 @@ class TestSummary:
         if self.select_on is not None and self.select_on not in self.extra_metrics:
             raise ValueError(f"summary select_on {self.select_on!r} names no extra_metrics entry "
                              f"(has {sorted(self.extra_metrics)})")
+        if self.test_selection_asked and self.select_on is not None:
+            raise ValueError(f"summary test_selection_asked True but select_on is "
+                             f"{self.select_on!r}: selection on test means select_on None")
+        if self.zero_shot and (self.weight is not None or self.epoch is not None):
+            raise ValueError("a zero-shot summary names no weight file and no epoch (got weight "
+                             f"{self.weight!r}, epoch {self.epoch!r})")
 
     # -- reading the numbers --------------------------------------------------------------------
     def missing_metrics(self) -> List[str]:
@@ -130,11 +152,14 @@ class TestSummary:
         now -- as epoch ``epoch`` with a config of fingerprint ``test_config_sha256``
         (``utils.provenance.evaluation_fingerprint``); None when it is.
 
-        It is when: every metric is there, the epoch is ``epoch``, ``self.weight`` is the same
-        file path (``os.path.realpath`` of both), its size and mtime are the ones recorded, and
-        so is the test config's fingerprint. Summaries of version < 2 never are (see the module
-        docstring).
+        It is when: it is not a zero-shot evaluation, every metric is there, the epoch is
+        ``epoch``, ``self.weight`` is the same file path (``os.path.realpath`` of both), its size
+        and mtime are the ones recorded, and so is the test config's fingerprint. Summaries of
+        version < 2 never are (see the module docstring).
         """
+        if self.zero_shot:
+            return ("it is a zero-shot evaluation (the model as built from its config, no "
+                    "checkpoint)")
         missing = self.missing_metrics()
         if missing:
             return f"it lacks metrics {missing}"
@@ -184,6 +209,8 @@ class TestSummary:
             data = _from_version_0(data)
         if data.get("version", 0) == 1:
             data = dict(data, **{k: None for k in _NEW_IN_VERSION_2}, version=SUMMARY_VERSION)
+        if data.get("version") == 2:   # the fields new in version 3 take their defaults
+            data = dict(data, version=SUMMARY_VERSION)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

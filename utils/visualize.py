@@ -2,12 +2,14 @@
 
 - Ranked lists: each row is a query and its top-k gallery items, matches in green. The ranking
   shown is the evaluated one: gallery items removed by the protocol (same pid and same camera
-  as the query) are left out, as in the metric.
+  as the query) are left out, as in the metric. Text-to-image: the query is a caption, drawn as
+  wrapped text (``t2i_ranked_list_figure``).
 - TG-MIM cross-attention: the image, its masked tokens and, for the caption tokens that draw
   the most attention, where on the image the patch queries attend to them.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Optional, Sequence
 
 import matplotlib
@@ -37,6 +39,35 @@ def ranked_list_figure(query_paths: Sequence[str], query_pids: Sequence[int],
         for j, (path, pid) in enumerate(zip(ranked_paths[i], ranked_pids[i]), start=1):
             good = pid == query_pids[i]
             _show(axes[i, j], path, "green" if good else "red", f"{pid} #{j}")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def t2i_ranked_list_figure(captions: Sequence[str], caption_pids: Sequence[int],
+                           ranked_paths: Sequence[Sequence[str]],
+                           ranked_pids: Sequence[Sequence[int]], title: str = "",
+                           wrap: int = 34):
+    """A matplotlib figure of text-to-image rankings: one row per caption query (the caption as
+    wrapped text, ``wrap`` characters per line, with its pid), then its ranked gallery images.
+
+    As :func:`ranked_list_figure`: a gallery image with the caption's pid gets a green frame,
+    any other a red one; the label above each image is its pid and its rank.
+    """
+    rows = len(captions)
+    cols = max(len(r) for r in ranked_paths)
+    fig = plt.figure(figsize=(3.0 + 1.1 * cols, 2.2 * rows), layout="constrained")
+    spec = fig.add_gridspec(rows, 1 + cols, width_ratios=[3.0] + [1.0] * cols)
+    for i in range(rows):
+        ax = fig.add_subplot(spec[i, 0])
+        ax.axis("off")
+        ax.text(0.0, 0.5, textwrap.fill(captions[i], wrap), fontsize=7, va="center",
+                ha="left", wrap=True, transform=ax.transAxes)
+        ax.set_title(f"query {caption_pids[i]}", fontsize=7, loc="left")
+        for j, (path, pid) in enumerate(zip(ranked_paths[i], ranked_pids[i]), start=1):
+            ax = fig.add_subplot(spec[i, j])
+            good = pid == caption_pids[i]
+            _show(ax, path, "green" if good else "red", f"{pid} #{j}")
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
