@@ -144,8 +144,9 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
     check_evaluable(ds, cfg)
     counts = (meta["num_classes"], meta["num_cams"], meta["num_views"]) if meta else (
         ds.num_train_pids, ds.num_cams, ds.num_views)
-    model = make_model(cfg, *counts)
     zero_shot = ckpt is None
+    # a checkpoint replaces the towers' weights: do not read (or download) the pretrained ones
+    model = make_model(cfg, *counts, load_weights=zero_shot or meta is None)
     if zero_shot:
         clip_fusion = "off"
         warn_zero_shot(cfg, logger)

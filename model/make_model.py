@@ -254,12 +254,12 @@ def build_tgmim(cfg, backbone: nn.Module):
     return text_encoder, head
 
 
-def make_tbps_model(cfg, num_classes: int = 0) -> DualEncoder:
+def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True) -> DualEncoder:
     """The dual encoder of MODEL.TASK 'tbps' (model/dual_encoder.py). Its towers take their
     weights from MODEL.TBPS (PRETRAINED / HF_MODEL); MODEL.PRETRAIN_CHOICE 'self' then loads a
     PhaseReID checkpoint over them (matching keys, reported), 'none' adds nothing, 'imagenet'
     does not apply."""
-    model = build_dual_encoder(cfg, num_classes=num_classes)
+    model = build_dual_encoder(cfg, load_weights=load_weights, num_classes=num_classes)
     choice = cfg.MODEL.PRETRAIN_CHOICE
     if choice == "self":
         report = load_model_weights(model, cfg.MODEL.PRETRAIN_PATH)
@@ -271,7 +271,7 @@ def make_tbps_model(cfg, num_classes: int = 0) -> DualEncoder:
     return model
 
 
-def make_model(cfg, num_classes: int, num_cams: int, num_views: int):
+def make_model(cfg, num_classes: int, num_cams: int, num_views: int, load_weights: bool = True):
     """Build the model of a config and load MODEL.PRETRAIN_CHOICE weights.
 
     MODEL.TASK 'reid' (a :class:`ReIDModel`): 'imagenet' loads a timm ViT/DeiT (or ResNet-50)
@@ -279,11 +279,13 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int):
     (all matching keys, classifier included when its shape matches) and logs what was skipped;
     'none' keeps the random init. MODEL.TASK 'tbps': the dual encoder (:func:`make_tbps_model`;
     ``num_classes`` sizes its cross-modal ID classifier when LOSS.NAMES has 'id'; the camera and
-    view counts are not used).
+    view counts are not used; ``load_weights`` False builds the towers at random init without
+    reading MODEL.TBPS.PRETRAINED / HF_MODEL weights, for test.py, which loads a checkpoint over
+    them).
     """
     m = cfg.MODEL
     if m.TASK == "tbps":
-        return make_tbps_model(cfg, num_classes)
+        return make_tbps_model(cfg, num_classes, load_weights)
     if m.TASK != "reid":
         raise ValueError(f"MODEL.TASK '{m.TASK}' is not one of {list(TASKS)}")
     if m.NAME == "transformer" and tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):

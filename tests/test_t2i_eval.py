@@ -80,7 +80,7 @@ def tbps_opts(root, out, **overrides):
             "INPUT.SIZE_TRAIN": str(list(SIZE)), "INPUT.SIZE_TEST": str(list(SIZE)),
             "DATASETS.NAMES": "cuhkpedes", "DATASETS.ROOT_DIR": root,
             "DATASETS.CAPTION_SOURCE": "annotation", "DATALOADER.NUM_WORKERS": "0",
-            "TEST.IMS_PER_BATCH": "5", "TEST.VIS_QUERIES": "3", "TEST.VIS_TOPK": "4",
+            "TEST.IMS_PER_BATCH": "5", "LOSS.NAMES": "['itc']", "TEST.VIS_QUERIES": "3", "TEST.VIS_TOPK": "4",
             "OUTPUT_DIR": out}
     opts.update({k: str(v) for k, v in overrides.items()})
     return [x for kv in opts.items() for x in kv]
