@@ -74,6 +74,8 @@ def hold_out_val_ids(dataset: ReIDDataset, num_ids: int, seed: int,
     dataset.val_source = (f"{num_ids} training identities held out ({keys[0]} {num_ids}, "
                           f"{keys[1]} {seed})")
     dataset.train = relabel_pids([r for r in dataset.train if r.pid not in chosen])
+    if "captions" in dataset.info:   # counted by apply_caption_source before the hold-out
+        dataset.info["captions"] += " (before the validation identities were held out)"
     return dataset
 
 
