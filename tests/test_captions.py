@@ -88,7 +88,7 @@ def test_cuhkpedes_loader(tmp_path):
     assert ds.train[0].captions == ["A man in red.", "Red shirt man."]
     assert ds.train[0].path == os.path.join(base, "imgs", "CUHK01", "0001.png")
     assert all(r.camid == 0 and r.viewid == 0 for r in ds.train + ds.test)
-    # test records keep raw ids; val is not used; no image re-ID evaluation
+    # test records keep raw ids; val records are ReIDDataset.val; no image re-ID evaluation
     assert [r.pid for r in ds.test] == [11, 12]
     assert ds.query == [] and ds.gallery == [] and ds.splits == []
     assert ds.num_cams == 1 and ds.num_views == 1 and ds.num_train_pids == 2
