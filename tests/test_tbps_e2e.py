@@ -69,3 +69,18 @@ def test_tbps_quickstart_runs_unchanged_on_the_cuhkpedes_layout(synth_root, tmp_
     # every test caption of the 6 test identities queries every captioned test image once
     assert len(set(feats["g_pids"].tolist())) == 6
     assert feats["q_feats"].shape[0] == 2 * feats["g_feats"].shape[0]
+
+
+def test_vietnamese_tbps_quickstart_trains_on_the_vietnamese_captions(synth_root, tmp_path):
+    from datasets.make_dataloader import make_dataloader
+    from configs import load_config
+    vi = QUICKSTART.replace("tbps_quickstart.yml", "tbps_quickstart_vi.yml")
+    opts = TINY + ["SOLVER.MAX_EPOCHS", "1", "OUTPUT_DIR", str(tmp_path / "vi"),
+                   "DATASETS.ROOT_DIR", synth_root]
+    cfg = load_config(vi, opts)
+    assert cfg.DATASETS.CAPTION_LANG == "vi"
+    data = make_dataloader(cfg)
+    caption = data.train_set[0]["caption"]
+    assert any(ch in caption for ch in "ăâđêôơư")   # a Vietnamese caption, not the English one
+    assert train.main(["--config_file", vi] + opts) == 0
+    assert (tmp_path / "vi" / "transformer_1.pth").exists()

@@ -220,7 +220,7 @@ def test_make_model_builds_the_id_head_only_with_id(synth_root, tmp_path):
                                                                     "MODEL.TBPS.ID_LR_SCALE": "5.0"}))
     model = make_model(cfg, 7, 1, 1)
     assert tuple(model.id_head.weight.shape) == (7, 32)
-    assert float(model.id_head.weight.std()) < 0.01 and model.lr_scales()["id_head."] == 5.0
+    assert float(model.id_head.weight.detach().std()) < 0.01 and model.lr_scales()["id_head."] == 5.0
     out = model({"img": torch.randn(2, 3, 64, 32), "text_ids": torch.zeros(2, 77, dtype=torch.long),
                  "text_mask": torch.ones(2, 77, dtype=torch.bool)})
     assert out["id_weight"] is model.id_head.weight and "img_stop" not in out
