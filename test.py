@@ -23,6 +23,10 @@ gallery (``g_feats``, ``g_pids``, ``g_paths``), not normalised, in the order ran
 cosine of the L2-normalised rows, ties by ascending gallery index. The ranked-list figure shows
 TEST.VIS_QUERIES captions with their top TEST.VIS_TOPK images.
 
+LoRA (MODEL.TBPS.LORA): a run's checkpoints hold the adapters merged into the towers' weights, in
+the plain layout (model/lora.py), so the dual encoder is built without adapters and peft is not
+needed here.
+
 Zero-shot: without TEST.WEIGHT, a MODEL.TASK 'tbps' recipe is evaluated as its config builds the
 dual encoder (the towers of MODEL.TBPS.PRETRAINED / HF_MODEL, no training) into the recipe's
 OUTPUT_DIR (or the one given); its summary says ``zero_shot: true`` with no weight and no epoch,
@@ -145,8 +149,15 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
     counts = (meta["num_classes"], meta["num_cams"], meta["num_views"]) if meta else (
         ds.num_train_pids, ds.num_cams, ds.num_views)
     zero_shot = ckpt is None
-    # a checkpoint replaces the towers' weights: do not read (or download) the pretrained ones
-    model = make_model(cfg, *counts, load_weights=zero_shot or meta is None)
+    # a checkpoint replaces the towers' weights: do not read (or download) the pretrained ones.
+    # No LoRA adapters (MODEL.TBPS.LORA): a checkpoint holds them merged, in the plain layout
+    # (model/lora.py), and zero-shot they would start at B = 0, i.e. as the plain towers
+    model = make_model(cfg, *counts, load_weights=zero_shot or meta is None, lora=False)
+    if cfg.MODEL.TASK == "tbps" and cfg.MODEL.TBPS.LORA.ENABLE:
+        logger.info("MODEL.TBPS.LORA: evaluating the plain towers (%s)",
+                    "zero-shot: LoRA starts as the base model" if zero_shot else
+                    "the checkpoint holds the LoRA-merged weights" if meta and
+                    meta.get("lora_merged") else "the checkpoint holds no LoRA adapters")
     if zero_shot:
         clip_fusion = "off"
         warn_zero_shot(cfg, logger)

@@ -199,6 +199,34 @@ _C.MODEL.TBPS.TEXT_LR_SCALE = 1.0
 _C.MODEL.TBPS.LOGIT_LR_SCALE = 1.0
 # LR scale of the cross-modal ID classifier 'id_head' (built when LOSS.NAMES has 'id'; IRRA x5).
 _C.MODEL.TBPS.ID_LR_SCALE = 1.0
+# True = activation (gradient) checkpointing in both towers: each transformer block's activations
+# are recomputed in the backward pass instead of stored (less memory, about one more forward of
+# time). open_clip: set_grad_checkpointing; hf_siglip: activation_checkpointing_enable (the
+# successor of gradient_checkpointing_enable), non-reentrant. With or without LoRA.
+_C.MODEL.TBPS.GRAD_CHECKPOINTING = False
+
+_C.MODEL.TBPS.LORA = CN()
+# LoRA (Hu et al. 2021) on the towers through the peft package (model/lora.py; installed from
+# requirements.txt, imported only when ENABLE is True): each adapted nn.Linear computes
+# W x + (ALPHA / RANK) B A dropout(x) with W frozen, A (RANK x in) and B (out x RANK) trained, B
+# starting at 0 (the model starts as the base). Only LoRA's A / B train in the towers (every
+# other tower weight is frozen; a tower not in TOWERS is frozen whole); the logit scale / bias and
+# the ID head train as without LoRA. LR: the tower's IMAGE_LR_SCALE / TEXT_LR_SCALE applies to
+# its LoRA weights; no weight decay on them. transformer_<epoch>.pth holds the merged weights
+# (W + (ALPHA / RANK) B A) in the plain layout: test.py evaluates it without peft; resume.pth keeps
+# A, B and their optimiser state.
+_C.MODEL.TBPS.LORA.ENABLE = False
+_C.MODEL.TBPS.LORA.RANK = 16
+_C.MODEL.TBPS.LORA.ALPHA = 32.0
+# Dropout on the input of the LoRA branch (training only), in [0, 1).
+_C.MODEL.TBPS.LORA.DROPOUT = 0.05
+# The Linear layers adapted in every transformer block: 'q', 'k', 'v', 'out' (the attention's
+# query / key / value / output projections: hf_siglip q_proj / k_proj / v_proj / out_proj;
+# open_clip's nn.MultiheadAttention is re-expressed with separate q / k / v / out Linear layers,
+# see model/lora.py) and 'mlp' (open_clip c_fc / c_proj, hf_siglip fc1 / fc2).
+_C.MODEL.TBPS.LORA.TARGETS = ["q", "k", "v", "out"]
+# The towers that get LoRA: 'image', 'text' (a tower left out is frozen).
+_C.MODEL.TBPS.LORA.TOWERS = ["image", "text"]
 
 # ---------------------------------------------------------------------------
 # INPUT

@@ -44,6 +44,9 @@ from typing import Dict, List, Optional, Sequence
 MODEL_NAMES = ("transformer", "resnet50", "timm")
 TASKS = ("reid", "tbps")
 TBPS_FAMILIES = ("open_clip", "hf_siglip")
+#: what MODEL.TBPS.LORA.TARGETS may name (model/lora.py maps them to each family's modules)
+LORA_TARGETS = ("q", "k", "v", "out", "mlp")
+LORA_TOWERS = ("image", "text")
 #: a learnable logit scale kappa is kept <= this (CLIP's clamp), so a temperature >= 1 / this
 MAX_LOGIT_SCALE = 100.0
 DATASET_NAMES = ("market1501", "dukemtmcreid", "msmt17", "veri", "vehicleid", "synth",
@@ -319,6 +322,11 @@ RULES: Dict[str, object] = {
     "LOSS.CMPM.EPS": POSITIVE,
     "LOSS.SIGMOID_ID.W": NON_NEGATIVE,
     "MODEL.TBPS.ID_LR_SCALE": POSITIVE,
+    "MODEL.TBPS.LORA.RANK": POSITIVE_INT,
+    "MODEL.TBPS.LORA.ALPHA": POSITIVE,
+    "MODEL.TBPS.LORA.DROPOUT": RATE,
+    "MODEL.TBPS.LORA.TARGETS": EachOneOf(LORA_TARGETS),
+    "MODEL.TBPS.LORA.TOWERS": EachOneOf(LORA_TOWERS),
     "LOSS.PHASED.BOUNDARIES": Numbers(low=1, integer=True),
     "LOSS.PHASED.METRIC_SEQ": EachOneOf(PHASE_METRICS),
     "LOSS.PHASED.TRIPLETX_END": NON_NEGATIVE_INT,
@@ -448,6 +456,26 @@ def task_problems(cfg) -> List[str]:
     return problems
 
 
+def lora_problems(cfg) -> List[str]:
+    """MODEL.TBPS.LORA with ENABLE True: the dual encoder only (MODEL.TASK 'tbps'), at least one
+    target and one tower, none named twice (the names themselves: :data:`RULES`)."""
+    lora = cfg.MODEL.TBPS.LORA
+    if not lora.ENABLE:
+        return []
+    problems = []
+    if cfg.MODEL.TASK != "tbps":
+        problems.append(f"MODEL.TBPS.LORA.ENABLE True but MODEL.TASK is '{cfg.MODEL.TASK}': LoRA "
+                        "is built for the dual encoder of MODEL.TASK 'tbps' only")
+    for key, choices in (("TARGETS", LORA_TARGETS), ("TOWERS", LORA_TOWERS)):
+        value = list(lora[key])
+        if not value:
+            problems.append(f"MODEL.TBPS.LORA.{key} is empty: name some of {list(choices)}")
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            problems.append(f"MODEL.TBPS.LORA.{key} {value} names {twice} more than once")
+    return problems
+
+
 def path_problems(cfg) -> List[str]:
     """Paths the config will read that do not exist (see the module docstring)."""
     m = cfg.MODEL
@@ -479,7 +507,7 @@ def path_problems(cfg) -> List[str]:
 def check_config(cfg, check_paths: bool = True) -> None:
     """Raise :class:`ConfigError` listing every invalid value of ``cfg`` (and, with
     ``check_paths``, every missing path it reads)."""
-    problems = value_problems(cfg) + timm_problems(cfg) + task_problems(cfg)
+    problems = value_problems(cfg) + timm_problems(cfg) + task_problems(cfg) + lora_problems(cfg)
     if check_paths:
         problems += path_problems(cfg)
     if problems:

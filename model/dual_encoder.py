@@ -71,6 +71,12 @@ LR rules and freezing: :meth:`DualEncoder.lr_scales` gives 'image_tower.' IMAGE_
 merges them under SOLVER.LR_SCALES); the 0-dim logit parameters get no weight decay with
 SOLVER.NO_DECAY_BIAS_NORM. A tower is frozen for some phases by LOSS.PHASED.FREEZE_SEQ with the
 prefix 'image_tower' or 'text_tower' (the trainer drops those parameters' gradients).
+
+LoRA (MODEL.TBPS.LORA.ENABLE; model/lora.py): peft adapters on the towers' attention (and MLP)
+Linear layers, applied by :func:`build_dual_encoder` once the model is built; only the adapters
+train in the towers, their parameters get the tower's LR scale and no weight decay
+(:meth:`DualEncoder.no_weight_decay`). MODEL.TBPS.GRAD_CHECKPOINTING recomputes each transformer
+block's activations in the backward pass (:func:`enable_grad_checkpointing`).
 """
 from __future__ import annotations
 
@@ -91,6 +97,7 @@ from utils.weights_io import (LoadReport, OpenClipPretrained, read_weights, resi
 
 from .clip_fusion import (OPEN_CLIP_TINY_KWARGS, TINY_HEADS, TINY_LAYERS, TINY_NATIVE_SIZE,
                           TINY_PATCH, ClipInput, fit_open_clip_pos_embed)
+from .lora import apply_lora, is_lora_parameter
 from .text_encoder import (CLIP_VOCAB_SIZE, build_text_tower, load_text_weights,
                            text_state_from_clip)
 
@@ -245,6 +252,11 @@ class DualEncoder(nn.Module):
     def lr_scales(self) -> Dict[str, float]:
         """Parameter-name prefix -> LR scale (merged under SOLVER.LR_SCALES by the optimiser)."""
         return dict(self._lr_scales)
+
+    def no_weight_decay(self) -> set:
+        """Names of the parameters the optimiser never decays, whatever SOLVER.NO_DECAY_BIAS_NORM
+        says: the LoRA A / B weights (MODEL.TBPS.LORA; model/lora.py)."""
+        return {name for name, _ in self.named_parameters() if is_lora_parameter(name)}
 
     @property
     def kappa(self) -> torch.Tensor:
@@ -533,7 +545,26 @@ def _logit_init(t, loaded: Optional[float], init: float, what: str, notes: list)
     return loaded
 
 
-def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0) -> DualEncoder:
+def enable_grad_checkpointing(image: nn.Module, text: nn.Module) -> str:
+    """Activation checkpointing in every transformer block of both towers (in place):
+    open_clip's ``set_grad_checkpointing``; for HF towers transformers'
+    ``activation_checkpointing_enable`` (non-reentrant, so frozen inputs need no gradient; its
+    input-embedding hook that would make them require one is removed again: it would only pull
+    a frozen tower into the backward pass). Returns a description for the log."""
+    for tower in (image, text):
+        if isinstance(tower, OpenClipImageTower):
+            tower.visual.set_grad_checkpointing(True)
+        elif isinstance(tower, OpenClipTextTower):
+            tower.text.set_grad_checkpointing(True)
+        else:
+            net = tower.vision if isinstance(tower, SiglipImageTower) else tower.text
+            net.activation_checkpointing_enable({"use_reentrant": False})
+            net.disable_input_require_grads()
+    return "activation checkpointing in both towers"
+
+
+def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
+                       lora: bool = True) -> DualEncoder:
     """The dual encoder of a config (MODEL.TASK 'tbps'; see the module docstring).
 
     Args:
@@ -544,12 +575,16 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0) -> 
         num_classes: training identities; with 'id' in LOSS.NAMES (the cross-modal ID loss) the
             model gets its classifier ``id_head`` (Linear(D, num_classes), N(0, 0.001) weights,
             zero bias, IRRA; LR x MODEL.TBPS.ID_LR_SCALE). Training-only: test.py ignores it.
+        lora: with MODEL.TBPS.LORA.ENABLE, put the LoRA adapters on the towers
+            (``model.lora.apply_lora``). False builds the plain towers whatever the config says:
+            test.py (a checkpoint holds merged LoRA weights in the plain layout) and
+            MODEL.PRETRAIN_CHOICE 'self' (its weights load into the plain towers first).
 
     Raises:
         ValueError: an unknown FAMILY, an unsupported architecture, a bad size or length.
         FileNotFoundError / OSError / RuntimeError: weights or files that are not on disk and
             cannot be downloaded (the message names the key and how to provide them).
-        ImportError: open_clip / transformers missing.
+        ImportError: open_clip / transformers missing, or peft with LoRA on.
     """
     t = cfg.MODEL.TBPS
     if t.FAMILY not in TBPS_FAMILIES:
@@ -561,6 +596,8 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0) -> 
     length = tbps_context_length(cfg)
     build = build_open_clip_towers if t.FAMILY == "open_clip" else build_hf_siglip_towers
     image, text, loaded_scale, loaded_bias, mean_std, desc = build(cfg, length, load_weights)
+    if t.GRAD_CHECKPOINTING:
+        desc += "; " + enable_grad_checkpointing(image, text)
 
     notes: list = []
     scale = _logit_init(t, loaded_scale, math.log(1.0 / t.INIT_TEMPERATURE), "scale", notes)
@@ -599,6 +636,8 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0) -> 
                 size[1], grid[0], grid[1], norm, length, model.embed_dim, math.exp(scale),
                 f", bias {bias:.4g}" if bias is not None else "",
                 f" ({'; '.join(notes)})" if notes else "", scales)
+    if lora and t.LORA.ENABLE:
+        apply_lora(model, cfg)
     return model
 
 

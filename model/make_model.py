@@ -51,6 +51,7 @@ from .backbones.vit_transreid import build_transreid_backbone
 from .backbones.vit_weights import load_vit_pretrained
 from .clip_fusion import build_clip_fusion
 from .dual_encoder import DualEncoder, build_dual_encoder
+from .lora import apply_lora
 from .text_encoder import build_text_encoder
 from .tgmim import TGMIMHead
 from .weights import load_model_weights
@@ -254,16 +255,22 @@ def build_tgmim(cfg, backbone: nn.Module):
     return text_encoder, head
 
 
-def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True) -> DualEncoder:
+def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True,
+                    lora: bool = True) -> DualEncoder:
     """The dual encoder of MODEL.TASK 'tbps' (model/dual_encoder.py). Its towers take their
     weights from MODEL.TBPS (PRETRAINED / HF_MODEL); MODEL.PRETRAIN_CHOICE 'self' then loads a
     PhaseReID checkpoint over them (matching keys, reported), 'none' adds nothing, 'imagenet'
-    does not apply."""
-    model = build_dual_encoder(cfg, load_weights=load_weights, num_classes=num_classes)
+    does not apply. With MODEL.TBPS.LORA.ENABLE (and ``lora``) the LoRA adapters go on last, so
+    'self' weights (a checkpoint's plain layout; LoRA checkpoints hold merged weights) load into
+    the plain towers and the new adapters start on top of them (model/lora.py)."""
     choice = cfg.MODEL.PRETRAIN_CHOICE
+    model = build_dual_encoder(cfg, load_weights=load_weights, num_classes=num_classes,
+                               lora=lora and choice != "self")
     if choice == "self":
         report = load_model_weights(model, cfg.MODEL.PRETRAIN_PATH)
         logger.info("Loaded PhaseReID weights from %s\n%s", cfg.MODEL.PRETRAIN_PATH, report)
+        if lora and cfg.MODEL.TBPS.LORA.ENABLE:
+            apply_lora(model, cfg)
     elif choice != "none":
         raise ValueError(f"MODEL.PRETRAIN_CHOICE '{choice}' does not apply to MODEL.TASK 'tbps' "
                          "(the towers' weights come from MODEL.TBPS.PRETRAINED / HF_MODEL); use "
@@ -271,7 +278,8 @@ def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True) -> Dua
     return model
 
 
-def make_model(cfg, num_classes: int, num_cams: int, num_views: int, load_weights: bool = True):
+def make_model(cfg, num_classes: int, num_cams: int, num_views: int, load_weights: bool = True,
+               lora: bool = True):
     """Build the model of a config and load MODEL.PRETRAIN_CHOICE weights.
 
     MODEL.TASK 'reid' (a :class:`ReIDModel`): 'imagenet' loads a timm ViT/DeiT (or ResNet-50)
@@ -281,11 +289,12 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int, load_weight
     ``num_classes`` sizes its cross-modal ID classifier when LOSS.NAMES has 'id'; the camera and
     view counts are not used; ``load_weights`` False builds the towers at random init without
     reading MODEL.TBPS.PRETRAINED / HF_MODEL weights, for test.py, which loads a checkpoint over
-    them).
+    them; ``lora`` False leaves MODEL.TBPS.LORA's adapters out, for test.py, whose checkpoints
+    hold merged LoRA weights in the plain layout).
     """
     m = cfg.MODEL
     if m.TASK == "tbps":
-        return make_tbps_model(cfg, num_classes, load_weights)
+        return make_tbps_model(cfg, num_classes, load_weights, lora)
     if m.TASK != "reid":
         raise ValueError(f"MODEL.TASK '{m.TASK}' is not one of {list(TASKS)}")
     if m.NAME == "transformer" and tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):

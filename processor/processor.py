@@ -13,7 +13,8 @@ at the start and gives every epoch its PhaseState. One epoch (1-based ``epoch``)
   to kappa <= 100; the epoch hooks (processor/hooks.py) see the first batch)
   -> one log line with the phase, K and every loss component, lr, time and images/s
   (+ tensorboard: the same, plus the phase index and every weight) ->
-  transformer_<epoch>.pth every SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch ->
+  transformer_<epoch>.pth every SOLVER.CHECKPOINT_PERIOD epochs and at the last epoch (LoRA
+  adapters merged into a copy, plain layout: model/lora.py) ->
   resume.pth -> evaluation every SOLVER.EVAL_PERIOD epochs and at the last epoch (unless the
   period is 0). Saving comes first, so an evaluation that fails (a corrupt test image, an
   out-of-memory) never costs the epoch's checkpoint or resume state.
@@ -32,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from datasets.make_dataloader import build_train_loader
+from model.lora import has_lora, merged_state_dict
 from model.weights import TRAINING_ONLY_PREFIXES
 from solver.phase_plan import PhasePlan, PhaseState, frozen_parameters
 from utils.checkpoint import save_checkpoint, save_resume_state
@@ -260,8 +262,13 @@ class Trainer:
         ds = self.data.dataset
         if epoch == cfg.SOLVER.MAX_EPOCHS or (period > 0 and epoch % period == 0):
             path = checkpoint_path(cfg.OUTPUT_DIR, epoch)
+            net = unwrap(self.model)
+            # LoRA: the file holds the merged weights (test.py needs no peft); resume.pth below
+            # keeps the adapters and their optimiser state
+            merged = merged_state_dict(net) if has_lora(net) else None
             save_checkpoint(path, self.model, cfg, epoch, ds.num_train_pids, ds.num_cams,
-                            ds.num_views, exclude_prefixes=TRAINING_ONLY_PREFIXES)
+                            ds.num_views, exclude_prefixes=TRAINING_ONLY_PREFIXES,
+                            merged_lora_state=merged)
             logger.info("Saved %s", path)
         optimizers = {"model": self.optimizer}
         if self.center_optimizer is not None:

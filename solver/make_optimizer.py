@@ -5,13 +5,15 @@ is the factor of the longest prefix matching the parameter name (1 if none) amon
 and the scales the model itself requires (``model.lr_scales()``, e.g. a trained HF CLIP tower at
 MODEL.CLIP_LR_SCALE; an explicit SOLVER.LR_SCALES entry wins for the same prefix);
 weight decay = WEIGHT_DECAY, or 0 for biases, normalisation weights and the token/position/SIE
-embeddings when SOLVER.NO_DECAY_BIAS_NORM is True. Parameters with the same (scale, decay) share
-one group; each group keeps its ``lr_scale`` so the scheduler can set lr = base(epoch) * scale.
+embeddings when SOLVER.NO_DECAY_BIAS_NORM is True, and 0 always for the parameters the model names
+in its ``no_weight_decay()`` (the dual encoder's LoRA A / B weights, model/lora.py). Parameters
+with the same (scale, decay) share one group; each group keeps its ``lr_scale`` so the scheduler
+can set lr = base(epoch) * scale.
 The center-loss centres get their own SGD (LOSS.CENTER.LR), as reid-strong-baseline.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 
@@ -51,6 +53,14 @@ def model_lr_scales(model: torch.nn.Module) -> Dict[str, float]:
     return dict(own()) if callable(own) else {}
 
 
+def model_no_weight_decay(model: torch.nn.Module) -> Set[str]:
+    """The parameter names a model excludes from weight decay (its ``no_weight_decay()``; an
+    empty set without one). A DDP wrapper is unwrapped."""
+    net = model.module if hasattr(model, "module") else model
+    own = getattr(net, "no_weight_decay", None)
+    return set(own()) if callable(own) else set()
+
+
 def param_groups(cfg, model: torch.nn.Module) -> List[dict]:
     s = cfg.SOLVER
     net = model.module if hasattr(model, "module") else model   # names without 'module.'
@@ -59,6 +69,7 @@ def param_groups(cfg, model: torch.nn.Module) -> List[dict]:
     if unused:
         raise ValueError(f"SOLVER.LR_SCALES prefixes {unused} match no parameter of the model")
     scales = {**model_lr_scales(net), **explicit}
+    never_decayed = model_no_weight_decay(net)
     groups: Dict[Tuple[float, float], List[torch.Tensor]] = {}
     for name, param in net.named_parameters():
         if not param.requires_grad:
@@ -66,7 +77,8 @@ def param_groups(cfg, model: torch.nn.Module) -> List[dict]:
         scale = lr_scale_of(name, scales)
         if name.endswith(".bias"):
             scale *= s.BIAS_LR_FACTOR
-        decay = 0.0 if (s.NO_DECAY_BIAS_NORM and is_no_decay(name, param)) else s.WEIGHT_DECAY
+        no_decay = name in never_decayed or (s.NO_DECAY_BIAS_NORM and is_no_decay(name, param))
+        decay = 0.0 if no_decay else s.WEIGHT_DECAY
         groups.setdefault((scale, decay), []).append(param)
     return [{"params": params, "lr": s.BASE_LR * scale, "lr_scale": scale, "weight_decay": decay}
             for (scale, decay), params in groups.items()]

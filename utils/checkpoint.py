@@ -1,9 +1,11 @@
 """Checkpoint files: atomic writes, weights + metadata, resume state (DESIGN.md section 2).
 
 - ``transformer_<epoch>.pth``: {'model': state_dict, 'meta': {'config': YAML string, 'epoch',
-  'num_classes', 'num_cams', 'num_views', 'format', 'excluded'}} -- enough for test.py to
-  evaluate the file on its own; training-only modules (``excluded`` prefixes: the SupCon
-  projection, the TG-MIM head and text encoder) are left out.
+  'num_classes', 'num_cams', 'num_views', 'format', 'excluded', 'lora_merged'}} -- enough for
+  test.py to evaluate the file on its own; training-only modules (``excluded`` prefixes: the
+  SupCon projection, the TG-MIM head and text encoder) are left out. A model with LoRA adapters
+  (MODEL.TBPS.LORA) is saved merged, in the plain layout (``model.lora.merged_state_dict``;
+  ``lora_merged`` True), so test.py builds it without adapters.
 - ``resume.pth`` (rewritten after every completed epoch): the model, optimiser(s), scheduler,
   AMP scaler, RNG states, sampler position and phase, so training continues exactly where the
   last complete epoch ended, and the resolved config (YAML) it was trained with: train.py
@@ -43,19 +45,23 @@ def model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: str, model, cfg, epoch: int, num_classes: int, num_cams: int,
-                    num_views: int, exclude_prefixes: Sequence[str] = ()) -> None:
+                    num_views: int, exclude_prefixes: Sequence[str] = (),
+                    merged_lora_state: Optional[Dict[str, torch.Tensor]] = None) -> None:
     """Write weights + metadata (resolved config as YAML, epoch, class/camera/view counts).
 
     ``exclude_prefixes``: parameter-name prefixes left out of the file (training-only modules
     such as a text encoder, which the test feature does not use; resume.pth keeps them). The
-    metadata lists them under 'excluded'.
+    metadata lists them under 'excluded'. ``merged_lora_state``: the state dict to write instead
+    of the model's, for a model with LoRA adapters (``model.lora.merged_state_dict``: adapters
+    merged, plain layout); the metadata then says ``lora_merged`` True.
     """
     prefixes = tuple(exclude_prefixes)
-    state = {k: v for k, v in model_state_dict(model).items()
-             if not (prefixes and k.startswith(prefixes))}
+    full = model_state_dict(model) if merged_lora_state is None else merged_lora_state
+    state = {k: v for k, v in full.items() if not (prefixes and k.startswith(prefixes))}
     meta = {"format": CHECKPOINT_FORMAT, "config": cfg.dump(), "epoch": int(epoch),
             "num_classes": int(num_classes), "num_cams": int(num_cams),
-            "num_views": int(num_views), "excluded": list(prefixes)}
+            "num_views": int(num_views), "excluded": list(prefixes),
+            "lora_merged": merged_lora_state is not None}
     atomic_torch_save({"model": state, "meta": meta}, path)
 
 
