@@ -58,8 +58,11 @@ def flags_of(mode, supcon, tripletx):
 
 
 def recipes(repo_root):
-    return sorted(glob.glob(os.path.join(repo_root, "configs", "Synth", "*.yml"))
-                  + glob.glob(os.path.join(repo_root, "configs", "Market", "*.yml")))
+    """The image re-ID recipes the toggles apply to (the TBPS ones, tbps_*.yml, have no SupCon,
+    TripletX or CE + Triplet baseline: a toggle on them is refused at config load)."""
+    return sorted(p for p in glob.glob(os.path.join(repo_root, "configs", "Synth", "*.yml"))
+                  + glob.glob(os.path.join(repo_root, "configs", "Market", "*.yml"))
+                  if not os.path.basename(p).startswith("tbps_"))
 
 
 def test_toggle_overlays_give_the_configs_of_the_hand_written_rewrite(repo_root):
