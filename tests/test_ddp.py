@@ -38,6 +38,32 @@ def test_torchrun_two_processes_gloo(synth_root, tmp_path):
     assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
 
 
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo_text_based_person_search(synth_root, tmp_path):
+    """MODEL.TASK 'tbps' under DDP: N-ITC + R-ITC with negatives gathered from both processes
+    (LOSS.*.GATHER, the gradient-correct all-gather), the stop-gradient second forward, and the
+    in-training text-to-image evaluation on the val split, on rank 0."""
+    out = str(tmp_path / "ddp_tbps")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(ROOT, "train.py")] + tiny_opts(
+        synth_root, out, **{"MODEL.DIST_TRAIN": True, "SOLVER.MAX_EPOCHS": 1,
+                            "SOLVER.IMS_PER_BATCH": 16, "SOLVER.EVAL_PERIOD": 1,
+                            "MODEL.TASK": "tbps", "MODEL.TBPS.TINY": True,
+                            "MODEL.TBPS.PRETRAINED": "", "MODEL.TBPS.EMBED_DIM": 32,
+                            "MODEL.SIE_CAMERA": False, "DATASETS.CAPTION_SOURCE": "annotation",
+                            "DATASETS.SYNTH_VAL_IDS": 2, "LOSS.NAMES": "['nitc', 'ritc']",
+                            "LOSS.NITC.GATHER": True, "LOSS.RITC.GATHER": True})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = open(os.path.join(out, "train_log.txt")).read()
+    assert log.count("Epoch 1/1 | phase A") == 1 and " nitc " in log and " ritc " in log
+    assert "Text-to-image" in log and "val" in log
+    ckpt = load_checkpoint(os.path.join(out, "transformer_1.pth"))
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
+
+
 STUCK_RANK = """import sys, time
 sys.path.insert(0, {root!r})
 import torch
