@@ -128,8 +128,10 @@ def train(cfg, plan, resume, segment, rank, logger) -> int:
 
     data = make_dataloader(cfg)
     ds = data.dataset
-    if cfg.SOLVER.EVAL_PERIOD > 0:
-        check_evaluable(ds, cfg)   # fail now, not after the first evaluation period
+    # fail now, not after the first evaluation period; text-based person search always: its
+    # checkpoints are selected on the val split later (test.py, the launcher)
+    if cfg.SOLVER.EVAL_PERIOD > 0 or cfg.MODEL.TASK == "tbps":
+        check_evaluable(ds, cfg)
         check_images_readable(ds.test)
         check_images_readable(ds.val, "validation")
     model = make_model(cfg, ds.num_train_pids, ds.num_cams, ds.num_views)

@@ -256,3 +256,28 @@ def _relink(tmp_path, synth_dir, export):
     os.remove(tmp_path / "cuhk" / "CUHK-PEDES" / "imgs")
     os.symlink(str(tmp_path), tmp_path / "cuhk" / "CUHK-PEDES" / "imgs")
     export(synth_dir, str(tmp_path / "cuhk"), 2, 0)
+
+
+def test_a_missing_val_split_stops_training_before_epoch_1_without_evaluation(tmp_path):
+    """VN3K's file may lack its 'validate' split: with TEST.SELECT_ON 'val' train.py refuses
+    before training even with SOLVER.EVAL_PERIOD 0 (the launcher selects on val later)."""
+    import json
+    import os
+    import train
+    from PIL import Image
+    root = tmp_path / "data"
+    os.makedirs(root / "VN3K" / "imgs")
+    entries = []
+    for i in range(6):
+        Image.new("RGB", (16, 32), (i * 30, 0, 0)).save(root / "VN3K" / "imgs" / f"{i}.jpg")
+        entries.append({"split": "train" if i < 4 else "test", "file_path": f"{i}.jpg",
+                        "id": i // 2 + 1, "captions": ["một người"], "en_captions": ["a person"]})
+    (root / "VN3K" / "data_captions.json").write_text(json.dumps(entries))
+    opts = ["MODEL.TASK", "tbps", "MODEL.TBPS.TINY", "True", "MODEL.TBPS.PRETRAINED", "",
+            "MODEL.DEVICE", "cpu", "DATASETS.NAMES", "vn3k", "DATASETS.ROOT_DIR", str(root),
+            "DATASETS.CAPTION_SOURCE", "annotation", "LOSS.NAMES", "['itc']",
+            "SOLVER.EVAL_PERIOD", "0", "OUTPUT_DIR", str(tmp_path / "out"), "DATALOADER.NUM_WORKERS", "0",
+            "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]"]
+    with pytest.raises(ValueError, match="TEST.SELECT_ON 'val' but vn3k has no validation split"):
+        train.main(["--config_file", ""] + opts)
+    assert not any(name.endswith(".pth") for name in os.listdir(tmp_path / "out"))
