@@ -58,6 +58,13 @@ from .tbps import Columns, _columns, _full_precision, _result, _unit
 __all__ = ["circle_inmodal_loss", "cross_modal_circle_loss", "nc_itc_loss"]
 
 
+def _local_batch(img: torch.Tensor, txt: torch.Tensor, pids: torch.Tensor):
+    """(unit image features, unit text features, pid masks) of a checked local batch."""
+    _columns(img, txt, pids, None)
+    v, t = _unit(img), _unit(txt)
+    return v, t, pid_masks(pids.reshape(-1).to(v.device))
+
+
 def circle_inmodal_loss(img: torch.Tensor, txt: torch.Tensor, pids: torch.Tensor, *,
                         margin: float = 0.25, gamma: float = 64.0,
                         return_parts: bool = False):
@@ -74,10 +81,8 @@ def circle_inmodal_loss(img: torch.Tensor, txt: torch.Tensor, pids: torch.Tensor
     Example:
         >>> circle_inmodal_loss(torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 0, 1, 1]))
     """
-    _columns(img, txt, pids, None)
     with _full_precision(img):
-        v, t = _unit(img), _unit(txt)
-        masks = pid_masks(pids.reshape(-1).to(v.device))
+        v, t, masks = _local_batch(img, txt, pids)
         img_loss = circle_loss_over_pairs(v @ v.t(), masks.pos, masks.neg, margin, gamma)
         txt_loss = circle_loss_over_pairs(t @ t.t(), masks.pos, masks.neg, margin, gamma)
         return _result(0.5 * (img_loss + txt_loss), {"img": img_loss, "txt": txt_loss},
@@ -99,10 +104,8 @@ def cross_modal_circle_loss(img: torch.Tensor, txt: torch.Tensor, pids: torch.Te
     Example:
         >>> cross_modal_circle_loss(torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 0, 1, 2]))
     """
-    _columns(img, txt, pids, None)
     with _full_precision(img):
-        v, t = _unit(img), _unit(txt)
-        masks = pid_masks(pids.reshape(-1).to(v.device))
+        v, t, masks = _local_batch(img, txt, pids)
         return circle_loss_over_pairs(v @ t.t(), masks.same, masks.neg, margin, gamma)
 
 
