@@ -500,8 +500,9 @@ _C.LOSS.TGMIM.NORM_TARGET = False
 _C.LOSS.ITC = CN()
 # ---- text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, REFERENCES.md section 5)
 # Composed by name like the image re-ID losses: put them in LOSS.NAMES ('itc', 'sdm', 'nitc',
-# 'ritc', 'citc', 'cmpm', 'sigmoid_id'; 'id' is then the cross-modal ID loss, one classifier
-# shared by the image and the text features, IRRA); each has its weight W and per-phase W_SEQ.
+# 'ritc', 'citc', 'cmpm', 'sigmoid_id', 'circle_inmodal', 'circle_cross', 'nc_itc'; 'id' is then
+# the cross-modal ID loss, one classifier shared by the image and the text features, IRRA); each
+# has its weight W and per-phase W_SEQ.
 # All read the dual encoder's img_feat / txt_feat (raw; each loss L2-normalises). GATHER True:
 # under DDP the loss compares the local rows with the features of every process (a
 # gradient-correct all-gather; TBPS-CLIP's 320-image gathered batch); no effect on one process.
@@ -555,6 +556,30 @@ _C.LOSS.SIGMOID_ID = CN()
 _C.LOSS.SIGMOID_ID.W = 1.0
 _C.LOSS.SIGMOID_ID.W_SEQ = []
 _C.LOSS.SIGMOID_ID.GATHER = True
+# ---- circle-loss strategies on the dual encoder (losses/circle_tbps.py; the mSigLIP circle-loss
+# study, REFERENCES.md section 5): circle margin M and scale GAMMA (its yaml: 0.25 / 64), weight W
+# and per-phase W_SEQ. The two circle losses are one logsumexp over the local batch: no GATHER.
+_C.LOSS.CIRCLE_INMODAL = CN()
+# In-modal circle loss, 1/2 [Circle(image x image) + Circle(text x text)] (strategy 'auxiliary').
+_C.LOSS.CIRCLE_INMODAL.W = 0.1
+_C.LOSS.CIRCLE_INMODAL.W_SEQ = []
+_C.LOSS.CIRCLE_INMODAL.M = 0.25
+_C.LOSS.CIRCLE_INMODAL.GAMMA = 64.0
+_C.LOSS.CIRCLE_CROSS = CN()
+# Cross-modal circle loss on image x text similarities, positives every same-identity pair
+# (strategies 'circle_only', weight 1, and 'auxiliary_cross', weight 0.1).
+_C.LOSS.CIRCLE_CROSS.W = 0.1
+_C.LOSS.CIRCLE_CROSS.W_SEQ = []
+_C.LOSS.CIRCLE_CROSS.M = 0.25
+_C.LOSS.CIRCLE_CROSS.GAMMA = 64.0
+_C.LOSS.NC_ITC = CN()
+# NC-ITC: BCE-with-logits against the identity indicator on circle-shaped logits of S and S^T,
+# mean over all pairs (strategy 'intrinsic', in place of the sigmoid identity loss).
+_C.LOSS.NC_ITC.W = 1.0
+_C.LOSS.NC_ITC.W_SEQ = []
+_C.LOSS.NC_ITC.M = 0.25
+_C.LOSS.NC_ITC.GAMMA = 64.0
+_C.LOSS.NC_ITC.GATHER = True
 
 _C.LOSS.PHASED = CN()
 # The phase plan (processor/phases.py; printed at the start of training). Epochs are 1-based and

@@ -64,8 +64,13 @@ SAMPLERS = ("pk", "random")
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 SCHEDULERS = ("cosine", "multistep")
 REID_LOSS_NAMES = ("id", "triplet", "center")
-#: the text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py); 'id' is shared
-TBPS_LOSS_NAMES = ("itc", "sdm", "nitc", "ritc", "citc", "cmpm", "sigmoid_id")
+#: the text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, losses/circle_tbps.py);
+#: 'id' is shared
+TBPS_LOSS_NAMES = ("itc", "sdm", "nitc", "ritc", "citc", "cmpm", "sigmoid_id", "circle_inmodal",
+                   "circle_cross", "nc_itc")
+#: the TBPS losses without LOSS.<NAME>.GATHER: one logsumexp over the local batch, not a mean
+#: over rows, so a gathered batch would change the loss (losses/circle_tbps.py)
+TBPS_LOCAL_ONLY = ("circle_inmodal", "circle_cross")
 LOSS_NAMES = REID_LOSS_NAMES + TBPS_LOSS_NAMES
 NITC_STOP_FEATURES = ("second_forward", "detached")
 PHASE_METRICS = ("triplet", "tripletx", "routed", "none")
@@ -321,6 +326,15 @@ RULES: Dict[str, object] = {
     "LOSS.CMPM.W": NON_NEGATIVE,
     "LOSS.CMPM.EPS": POSITIVE,
     "LOSS.SIGMOID_ID.W": NON_NEGATIVE,
+    "LOSS.CIRCLE_INMODAL.W": NON_NEGATIVE,
+    "LOSS.CIRCLE_INMODAL.M": NON_NEGATIVE,
+    "LOSS.CIRCLE_INMODAL.GAMMA": POSITIVE,
+    "LOSS.CIRCLE_CROSS.W": NON_NEGATIVE,
+    "LOSS.CIRCLE_CROSS.M": NON_NEGATIVE,
+    "LOSS.CIRCLE_CROSS.GAMMA": POSITIVE,
+    "LOSS.NC_ITC.W": NON_NEGATIVE,
+    "LOSS.NC_ITC.M": NON_NEGATIVE,
+    "LOSS.NC_ITC.GAMMA": POSITIVE,
     "MODEL.TBPS.ID_LR_SCALE": POSITIVE,
     "MODEL.TBPS.LORA.RANK": POSITIVE_INT,
     "MODEL.TBPS.LORA.ALPHA": POSITIVE,

@@ -52,8 +52,9 @@ def _similarities(feats: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor
     return x @ x.t(), pid_masks(pids)
 
 
-def _circle_logits(s: torch.Tensor, margin: float, gamma: float):
-    """(logit_p, logit_n) for every similarity in s; the alphas do not carry gradients."""
+def circle_logits(s: torch.Tensor, margin: float, gamma: float):
+    """(logit_p, logit_n) of the module docstring for every similarity in s (any shape); the
+    alphas do not carry gradients."""
     alpha_p = (1.0 + margin - s.detach()).clamp_min(0.0)
     alpha_n = (s.detach() + margin).clamp_min(0.0)
     logit_p = -gamma * alpha_p * (s - (1.0 - margin))
@@ -79,7 +80,7 @@ def pairwise_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float 
     valid = pos_mask.any(1) & neg_mask.any(1)
     if not bool(valid.any()):
         return feats.sum() * 0.0
-    logit_p, logit_n = _circle_logits(s, margin, gamma)
+    logit_p, logit_n = circle_logits(s, margin, gamma)
     z = masked_logsumexp(logit_p, pos_mask, 1) + masked_logsumexp(logit_n, neg_mask, 1)
     # invalid anchors have z = -inf; replace before softplus so they add neither value nor NaN
     z = torch.where(valid, z, torch.zeros_like(z))
@@ -94,11 +95,18 @@ def batch_circle_loss(feats: torch.Tensor, pids: torch.Tensor, margin: float = 0
     same = masks.same
     # i < j: every unordered pair once, the diagonal never
     upper = torch.ones_like(same).triu(diagonal=1)
-    pos_mask = same & upper
-    neg_mask = ~same & upper
+    return circle_loss_over_pairs(s, same & upper, ~same & upper, margin, gamma)
+
+
+def circle_loss_over_pairs(s: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor,
+                           margin: float, gamma: float) -> torch.Tensor:
+    """ONE circle loss over the whole matrix: softplus(LSE_{pos_mask} logit_p + LSE_{neg_mask}
+    logit_n) on the similarities ``s`` (any shape) and bool masks of its shape; 0 with a graph
+    when either mask is empty. ``batch_circle_loss`` and the text-based person search strategies
+    (losses/circle_tbps.py) are this function with their masks."""
     if not (bool(pos_mask.any()) and bool(neg_mask.any())):
-        return feats.sum() * 0.0
-    logit_p, logit_n = _circle_logits(s, margin, gamma)
+        return s.sum() * 0.0
+    logit_p, logit_n = circle_logits(s, margin, gamma)
     z = (masked_logsumexp(logit_p.flatten(), pos_mask.flatten(), 0)
          + masked_logsumexp(logit_n.flatten(), neg_mask.flatten(), 0))
     return F.softplus(z)

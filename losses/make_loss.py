@@ -29,11 +29,13 @@ MODEL.TASK 'tbps' (the dual encoder's ``img_feat`` / ``txt_feat``, ``logit_scale
   set by the trainer through :meth:`LossComposer.set_progress`; stop-gradient features from the
   model's second forward (``img_stop`` / ``txt_stop``) or the current ones detached,
   LOSS.NITC.STOP_FEATURES), 'ritc', 'citc', 'cmpm', 'sigmoid_id' (the mSigLIP repos' loss, with the
-  model's ``logit_bias``) and 'id' = the cross-modal ID loss on the model's ``id_head``
-  (``id_weight`` / ``id_bias``), label smoothing LOSS.ID.LABEL_SMOOTH;
+  model's ``logit_bias``), the circle-loss strategies' 'circle_inmodal', 'circle_cross' and
+  'nc_itc' (losses/circle_tbps.py; LOSS.<NAME>.M / GAMMA) and 'id' = the cross-modal ID loss on
+  the model's ``id_head`` (``id_weight`` / ``id_bias``), label smoothing LOSS.ID.LABEL_SMOOTH;
 - 'isgvfc' reads ``img_feat`` (the image tower's global feature);
 - LOSS.<NAME>.GATHER: under DDP the loss's columns are the features of every process
   (``losses.tbps.gather_columns``, gathered once per step and shared by the losses that ask);
+  the two circle losses have no GATHER (local batch only, ``TBPS_LOCAL_ONLY``);
 - logged beside the losses: ``kappa`` (the logit scale) and, with N-ITC, ``nitc_alpha``.
 """
 from __future__ import annotations
@@ -43,13 +45,15 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
-from configs.validate import CIRCLE_FORMS, FEAT_SRCS, LOSS_NAMES, TBPS_LOSS_NAMES
+from configs.validate import (CIRCLE_FORMS, FEAT_SRCS, LOSS_NAMES, TBPS_LOCAL_ONLY,
+                              TBPS_LOSS_NAMES)
 from solver.phase_plan import PhaseState
 from utils.dist import world_info
 
 from .brightness import brightness_gate, check_gate, route
 from .center import CenterLoss
 from .circle import batch_circle_loss, pairwise_circle_loss
+from .circle_tbps import circle_inmodal_loss, cross_modal_circle_loss, nc_itc_loss
 from .isgvfc import ISGVFCLoss
 from .softmax_ce import cross_entropy_label_smooth
 from .supcon import check_cam_aware_mode, supcon_loss
@@ -190,7 +194,7 @@ class LossComposer(nn.Module):
         gathered = {"cols": None, "stop": None}
         world, _ = world_info()
         wanted = [n for n in TBPS_LOSS_NAMES if weights.get(n, 0.0) > 0 and n != "citc"
-                  and self.cfg[n.upper()].GATHER]
+                  and n not in TBPS_LOCAL_ONLY and self.cfg[n.upper()].GATHER]
         if weights.get("citc", 0.0) > 0 and self.cfg.CITC.GATHER:
             wanted.append("citc")
         if world == 1 or not wanted:
@@ -208,10 +212,16 @@ class LossComposer(nn.Module):
         txt = output_key(outputs, "txt_feat", name)
         pids = batch["pid"]
         c = self.cfg[name.upper()] if name != "id" else self.cfg.ID
-        cols = gathered["cols"] if name != "id" and c.GATHER else None
         if name == "id":
             return cross_modal_id_loss(img, txt, pids, output_key(outputs, "id_weight", name),
                                        outputs.get("id_bias"), label_smoothing=c.LABEL_SMOOTH)
+        if name == "circle_inmodal":
+            return circle_inmodal_loss(img, txt, pids, margin=c.M, gamma=c.GAMMA)
+        if name == "circle_cross":
+            return cross_modal_circle_loss(img, txt, pids, margin=c.M, gamma=c.GAMMA)
+        cols = gathered["cols"] if c.GATHER else None
+        if name == "nc_itc":
+            return nc_itc_loss(img, txt, pids, margin=c.M, gamma=c.GAMMA, columns=cols)
         kappa = output_key(outputs, "logit_scale", name)
         if name == "itc":
             return itc_loss(img, txt, kappa, columns=cols)

@@ -23,6 +23,17 @@ TINY = ["MODEL.TBPS.TINY", "True", "MODEL.TBPS.PRETRAINED", "", "MODEL.DEVICE", 
         "INPUT.SIZE_TEST", "[64, 32]"]
 
 
+#: seeds/001's strategies -> (LOSS.NAMES, {name: (W, M, GAMMA)} of the circle losses)
+CIRCLE_STRATEGIES = {
+    "baseline": (["sigmoid_id", "citc"], {}),
+    "auxiliary": (["sigmoid_id", "circle_inmodal", "citc"], {"circle_inmodal": (0.1, 0.25, 64.0)}),
+    "intrinsic": (["nc_itc", "citc"], {"nc_itc": (1.0, 0.25, 64.0)}),
+    "circle_only": (["circle_cross", "citc"], {"circle_cross": (1.0, 0.25, 64.0)}),
+    "auxiliary_cross": (["sigmoid_id", "circle_cross", "citc"],
+                        {"circle_cross": (0.1, 0.25, 64.0)}),
+}
+
+
 def tbps_batch(cfg, n, classes, size):
     """n (image, caption) pairs of n // 2 identities."""
     ids, mask = build_tokenizer(cfg)([f"a person in a red shirt number {i // 2}" for i in range(n)])
@@ -41,6 +52,9 @@ def test_there_is_a_recipe_per_anchor_and_dataset(repo_root):
         for recipe in ("clip_itc", "irra_sdm_id", "tbps_clip_simplified"):
             assert f"{folder}/{recipe}.yml" in names
     assert "VN3K/msiglip_sigmoid.yml" in names
+    for strategy in CIRCLE_STRATEGIES:
+        assert f"VN3K/circle_{strategy}.yml" in names
+    assert "VN3K/circle_auxiliary_cross_curriculum.yml" in names
 
 
 def test_recipes_have_the_anchor_settings(repo_root):
@@ -69,9 +83,39 @@ def test_recipes_have_the_anchor_settings(repo_root):
         assert cfg.MODEL.TASK == "tbps" and cfg.TEST.SELECT_ON == "val", path
 
 
-@pytest.mark.parametrize("rel", ["CUHK-PEDES/clip_itc.yml", "CUHK-PEDES/irra_sdm_id.yml",
-                                 "ICFG-PEDES/tbps_clip_simplified.yml", "VN3K/msiglip_sigmoid.yml"])
-def test_recipe_builds_model_loss_and_solver_and_trains_a_step(repo_root, rel):
+def test_circle_recipes_have_the_study_settings(repo_root):
+    def load(rel):
+        return load_config(os.path.join(repo_root, "configs", rel), check_paths=False)
+    base = load("VN3K/msiglip_sigmoid.yml")
+    for strategy, (names, circles) in CIRCLE_STRATEGIES.items():
+        cfg = load(f"VN3K/circle_{strategy}.yml")
+        assert list(cfg.LOSS.NAMES) == names, strategy
+        assert (cfg.LOSS.CITC.W, cfg.LOSS.CITC.INMODAL, cfg.LOSS.CITC.CROSSMODAL) == (0.1, 0.25, 0.25)
+        for name, wmg in circles.items():
+            c = cfg.LOSS[name.upper()]
+            assert (c.W, c.M, c.GAMMA) == wmg and list(c.W_SEQ) == [], (strategy, name)
+        # the mSigLIP tower and the rest of the recipe are msiglip_sigmoid.yml's
+        assert cfg.MODEL.TBPS == base.MODEL.TBPS and cfg.SOLVER == base.SOLVER
+        assert cfg.OUTPUT_DIR == f"./logs/vn3k_circle_{strategy}" and not cfg.LOSS.PHASED.ENABLE
+    cur = load("VN3K/circle_auxiliary_cross_curriculum.yml")
+    c = cur.LOSS.CIRCLE_CROSS
+    assert (c.M, c.GAMMA, list(c.W_SEQ)) == (0.35, 128.0, ["const:0", "linear:0->0.1", "const:0.1"])
+    assert cur.LOSS.PHASED.ENABLE and list(cur.LOSS.PHASED.BOUNDARIES) == [5, 20]
+    plan = PhasePlan(cur)
+    weights = [plan.state(e).weights for e in range(1, 61)]
+    assert [w["circle_cross"] for w in weights[:5]] == [0.0] * 5
+    assert [w["circle_cross"] for w in weights[5:20]] == pytest.approx(
+        [0.1 * k / 14 for k in range(15)])
+    assert [w["circle_cross"] for w in weights[20:]] == [0.1] * 40
+    assert all(w["sigmoid_id"] == 1.0 and w["citc"] == 0.1 for w in weights)
+
+
+@pytest.mark.parametrize("rel, epoch", [
+    ("CUHK-PEDES/clip_itc.yml", 1), ("CUHK-PEDES/irra_sdm_id.yml", 1),
+    ("ICFG-PEDES/tbps_clip_simplified.yml", 1), ("VN3K/msiglip_sigmoid.yml", 1),
+    *[(f"VN3K/circle_{s}.yml", 1) for s in CIRCLE_STRATEGIES],
+    ("VN3K/circle_auxiliary_cross_curriculum.yml", 21)])
+def test_recipe_builds_model_loss_and_solver_and_trains_a_step(repo_root, rel, epoch):
     cfg = load_config(os.path.join(repo_root, "configs", rel), TINY)
     plan = PhasePlan(cfg)
     classes = CLASSES[cfg.DATASETS.NAMES]
@@ -79,8 +123,8 @@ def test_recipe_builds_model_loss_and_solver_and_trains_a_step(repo_root, rel):
     composer = make_loss(cfg, classes, model.feat_dim)
     optimizer, _ = make_optimizer(cfg, model, composer.center)
     scheduler = make_scheduler(cfg, optimizer)
-    scheduler.step(1)
-    state = plan.state(1)
+    scheduler.step(epoch)
+    state = plan.state(epoch)
     from processor.processor import forward_options
     batch = tbps_batch(cfg, 8, classes, (64, 32))
     out = model(batch, **forward_options(state, cfg))
