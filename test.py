@@ -43,12 +43,12 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from datasets.make_dataloader import make_dataloader
-from datasets.t2i import t2i_sets
+from datasets.t2i import query_subset, subset_name, t2i_sets
 from datasets.tokenize import build_tokenizer
 from model.make_model import make_model
 from model.weights import load_for_test
 from processor.inference import check_evaluable, evaluate_model, format_metrics
-from processor.t2i import evaluate_t2i, top_images
+from processor.t2i import evaluate_subset, evaluate_t2i, top_images
 from utils.checkpoint import checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
 from utils.eval_config import has_clip_tower, is_zero_shot, require_weight, resolve_eval_config
@@ -245,6 +245,16 @@ def evaluate_text_to_image(cfg, model, ds, device, epoch, logger) -> dict:
         logger.info("Text-to-image on the val split (%s; %d captions x %d images):%s",
                     ds.val_source, len(sets["val"].captions), len(sets["val"].images),
                     format_metrics(val.metrics))
+    for spec in cfg.TEST.QUERY_SUBSETS:
+        queries = query_subset(sets["test"], spec, ds.name)
+        name = subset_name(spec)
+        metrics = evaluate_subset(cfg, test, queries)
+        extra[f"test-{name}"] = MetricSet(
+            split=["test"], metrics=metrics,
+            source=f"query subset {spec!r}: {len(queries)} of {len(sets['test'].captions)} "
+                   "test captions against the whole test gallery")
+        logger.info("Text-to-image on the query subset %s (%d captions):%s", name, len(queries),
+                    format_metrics(metrics))
     if test.i2t_metrics is not None:
         extra["i2t"] = MetricSet(split=["test"], metrics=test.i2t_metrics)
         logger.info("Image-to-text on test (TEST.I2T):%s", format_metrics(test.i2t_metrics))

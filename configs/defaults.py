@@ -634,6 +634,11 @@ _C.TEST.SELECT_ON = "val"
 # MODEL.TASK 'tbps': test.py also reports image-to-text retrieval (each test image queries every
 # test caption; relevant = same pid) as extra_metrics['i2t'] of summary.json (processor/t2i.py).
 _C.TEST.I2T = False
+# MODEL.TASK 'tbps': named caption-query subsets evaluated beside the full test set (test.py,
+# summary.json extra_metrics['test-<name>']): 'near_twin' (SynthPedes: captions of identities with a
+# near-twin) or a JSON file {"name": ..., "queries": [{"file_path": ..., "caption": ...}, ...]}
+# (datasets/t2i.py query_subset). Each query keeps its ranking against the whole test gallery.
+_C.TEST.QUERY_SUBSETS = []
 # Ranked-list figure: number of queries drawn and gallery items per row (0 queries = no figure).
 _C.TEST.VIS_QUERIES = 8
 _C.TEST.VIS_TOPK = 10

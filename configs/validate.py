@@ -457,6 +457,13 @@ def task_problems(cfg) -> List[str]:
         problems.append("DATASETS.CAPTION_SOURCE 'none' but MODEL.TASK is 'tbps': the training "
                         "items are (image, caption) pairs; set 'annotation' (the dataset's "
                         "caption file) or 'attributes'")
+    for spec in cfg.TEST.QUERY_SUBSETS:
+        if spec == "near_twin" and d.NAMES != "synth":
+            problems.append(f"TEST.QUERY_SUBSETS 'near_twin' is SynthPedes' subset, {d.NAMES} has "
+                            "none: give a subset file")
+        elif spec != "near_twin" and not str(spec).endswith(".json"):
+            problems.append(f"TEST.QUERY_SUBSETS {spec!r} is neither 'near_twin' nor a .json "
+                            "subset file")
     if cfg.TEST.RE_RANKING:
         problems.append("TEST.RE_RANKING True with MODEL.TASK 'tbps': k-reciprocal re-ranking is "
                         "an image re-ID step (it pools query and gallery features of one "
@@ -493,7 +500,8 @@ def lora_problems(cfg) -> List[str]:
 def path_problems(cfg) -> List[str]:
     """Paths the config will read that do not exist (see the module docstring)."""
     m = cfg.MODEL
-    problems = []
+    problems = [f"TEST.QUERY_SUBSETS file {spec!r} does not exist" for spec in cfg.TEST.QUERY_SUBSETS
+                if spec != "near_twin" and not os.path.isfile(spec)]
     t = m.TBPS
     if m.TASK == "tbps" and t.FAMILY == "open_clip" and t.PRETRAINED and \
             is_local_path(t.PRETRAINED) and not os.path.isfile(os.path.expanduser(t.PRETRAINED)):

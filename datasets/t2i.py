@@ -110,3 +110,77 @@ def t2i_sets(dataset: ReIDDataset) -> Dict[str, T2ISet]:
     if dataset.val:
         sets["val"] = t2i_set(dataset, "val")
     return sets
+
+
+#: the built-in query subset of SynthPedes: captions of identities that have a near-twin
+NEAR_TWIN = "near_twin"
+
+
+def query_subset(t2i: T2ISet, spec: str, dataset_name: str) -> np.ndarray:
+    """Indices into ``t2i.captions`` of a named query subset (TEST.QUERY_SUBSETS), sorted.
+
+    ``spec`` is
+    - ``'near_twin'``: SynthPedes only -- the captions of the images whose identity has a
+      near-twin in the dataset (``Record.attrs['near_twin']``), the hard negatives that differ in
+      one detail;
+    - a JSON file ``{"name": str, "queries": [{"file_path": str, "caption": str}, ...]}``: the
+      captions equal to ``caption`` of the gallery images whose path ends with ``file_path``
+      (as the annotation writes it). Every listed query must exist in the split.
+
+    Raises:
+        ValueError: 'near_twin' on another dataset; a file query that matches no caption; an
+            empty subset.
+        FileNotFoundError: a missing subset file.
+    """
+    if spec == NEAR_TWIN:
+        if dataset_name != "synth":
+            raise ValueError(f"TEST.QUERY_SUBSETS '{NEAR_TWIN}' is SynthPedes' near-twin subset; "
+                             f"{dataset_name} has none: give a subset file instead")
+        index = [q for q, i in enumerate(t2i.caption_image)
+                 if t2i.images[int(i)].attrs.get("near_twin")]
+    else:
+        index = sorted(_file_subset(t2i, spec))
+    if not index:
+        raise ValueError(f"TEST.QUERY_SUBSETS {spec!r}: no caption of the {t2i.name} split is in "
+                         "the subset")
+    return np.asarray(index, dtype=np.int64)
+
+
+def _file_subset(t2i: T2ISet, path: str) -> List[int]:
+    import json
+    import os
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"TEST.QUERY_SUBSETS: subset file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    queries = data.get("queries") if isinstance(data, dict) else None
+    if not isinstance(queries, list):
+        raise ValueError(f"{path}: a query subset is {{'name': ..., 'queries': [{{'file_path': "
+                         "..., 'caption': ...}, ...]}}")
+    by_caption: Dict[str, List[tuple]] = {}
+    for q, (caption, i) in enumerate(zip(t2i.captions, t2i.caption_image)):
+        by_caption.setdefault(caption, []).append((q, t2i.images[int(i)].path.replace(os.sep, "/")))
+    found = []
+    for k, entry in enumerate(queries):
+        if not isinstance(entry, dict) or not {"file_path", "caption"} <= set(entry):
+            raise ValueError(f"{path}: query {k} must have 'file_path' and 'caption'")
+        rel = str(entry["file_path"]).replace("\\", "/")
+        hits = [q for q, image in by_caption.get(entry["caption"], []) if image.endswith(rel)]
+        if not hits:
+            raise ValueError(f"{path}: query {k} ({rel!r}, {entry['caption'][:60]!r}) is not a "
+                             f"caption of the {t2i.name} split")
+        found += hits
+    return list(dict.fromkeys(found))
+
+
+def subset_name(spec: str) -> str:
+    """The name a subset's numbers go under in summary.json: 'near_twin', or the file's 'name'
+    (its stem when it has none)."""
+    if spec == NEAR_TWIN:
+        return spec
+    import json
+    import os
+    with open(spec, encoding="utf-8") as f:
+        data = json.load(f)
+    name = data.get("name") if isinstance(data, dict) else None
+    return str(name) if name else os.path.splitext(os.path.basename(spec))[0]

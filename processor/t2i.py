@@ -143,6 +143,17 @@ def evaluate_t2i(cfg, model, t2i: T2ISet, device, tokenizer=None,
                          description=describe_t2i(cfg))
 
 
+def evaluate_subset(cfg, evaluation: T2IEvaluation, queries: np.ndarray) -> Dict[str, float]:
+    """Text-to-image numbers (percent) of the caption queries ``queries`` (indices into the
+    split's captions, ``datasets.t2i.query_subset``) against the same whole gallery: the rows of
+    those captions of the full evaluation, so each query's ranking is the one it has there."""
+    t = cfg.TEST
+    q = torch.as_tensor(np.asarray(queries, dtype=np.int64))
+    return eval_t2i_features(evaluation.txt_feats[q], evaluation.img_feats,
+                             evaluation.caption_pids[np.asarray(queries)], evaluation.image_pids,
+                             max_rank=t.MAX_RANK, block_size=t.EVAL_BLOCK).as_dict()
+
+
 def top_images(evaluation: T2IEvaluation, queries: Sequence[int], k: int) -> np.ndarray:
     """The first ``k`` gallery indices of each caption in ``queries`` (positions in the split's
     captions) as the protocol ranks them: descending cosine similarity, ties by ascending gallery

@@ -326,3 +326,58 @@ def test_launcher_labels_name_the_selection_split(tested):
     assert "as asked (TEST.SELECT_ON 'test')" in selection_text([asked], info, 3)
     assert "there is no validation split" in selection_text([reid], info, 3)
     assert "on the selection split (val)" in selection_text([val], info, 3)
+
+
+# --------------------------------------------------------------------------- query subsets
+def test_query_subsets_near_twin_and_file_are_the_rows_of_the_full_evaluation(synth_root,
+                                                                             tmp_path):
+    """TEST.QUERY_SUBSETS: SynthPedes' near-twin captions and a subset file, evaluated as the
+    rows of the full test evaluation (each query ranked against the whole gallery)."""
+    from conftest import tiny_opts
+    from datasets.make_dataloader import make_dataloader
+    from datasets.t2i import query_subset, subset_name
+    from processor.t2i import evaluate_subset
+    from utils.metrics import eval_t2i_features
+    opts = {"MODEL.TASK": "tbps", "MODEL.TBPS.TINY": "True", "MODEL.TBPS.PRETRAINED": "",
+            "MODEL.TBPS.EMBED_DIM": "32", "MODEL.SIE_CAMERA": "False",
+            "DATASETS.CAPTION_SOURCE": "annotation", "DATASETS.SYNTH_VAL_IDS": "2",
+            "LOSS.NAMES": "['itc']", "TEST.QUERY_SUBSETS": "['near_twin']"}
+    cfg = load_config(opts=tiny_opts(synth_root, str(tmp_path / "out"), **opts))
+    ds = make_dataloader(cfg).dataset
+    test = t2i_sets(ds)["test"]
+    twins = query_subset(test, "near_twin", ds.name)
+    expected = [q for q, i in enumerate(test.caption_image) if test.images[i].attrs["near_twin"]]
+    assert twins.tolist() == expected and 0 < len(twins) < len(test.captions)
+    model = tiny_model(cfg)
+    full = evaluate_t2i(cfg, model, test, torch.device("cpu"))
+    sub = evaluate_subset(cfg, full, twins)
+    ref = eval_t2i_features(full.txt_feats[twins], full.img_feats, test.caption_pids[twins],
+                            test.image_pids, max_rank=cfg.TEST.MAX_RANK).as_dict()
+    assert sub == ref and sub["num_valid"] == len(twins)
+    picked = [0, 3]
+    path = tmp_path / "hard.json"
+    rel = lambda q: "/".join(test.images[test.caption_image[q]].path.split("/")[-2:])  # noqa: E731
+    path.write_text(json.dumps({"name": "hard", "queries": [
+        {"file_path": rel(q), "caption": test.captions[q]} for q in picked]}))
+    assert query_subset(test, str(path), ds.name).tolist() == picked
+    assert subset_name(str(path)) == "hard" and subset_name("near_twin") == "near_twin"
+    path.write_text(json.dumps({"queries": [{"file_path": "x.jpg", "caption": "nobody"}]}))
+    with pytest.raises(ValueError, match="query 0 .* is not a caption of the test split"):
+        query_subset(test, str(path), ds.name)
+    with pytest.raises(ValueError, match="near-twin subset; cuhkpedes has none"):
+        query_subset(test, "near_twin", "cuhkpedes")
+    with pytest.raises(ConfigError, match="QUERY_SUBSETS file .*nope.json' does not exist"):
+        load_config(opts=tiny_opts(synth_root, str(tmp_path), **dict(
+            opts, **{"TEST.QUERY_SUBSETS": f"['{tmp_path}/nope.json']"})))
+    with pytest.raises(ConfigError, match="'near_twin' is SynthPedes' subset"):
+        tbps_cfg(str(tmp_path), **{"TEST.QUERY_SUBSETS": "['near_twin']"})
+    # test.py reports the subset beside the full set
+    ckpt_dir = tmp_path / "ck"
+    os.makedirs(ckpt_dir)
+    from utils.checkpoint import save_checkpoint
+    save_checkpoint(str(ckpt_dir / "transformer_1.pth"), model, cfg, 1, 6, 1, 1)
+    assert test_script.main(["TEST.WEIGHT", str(ckpt_dir / "transformer_1.pth"), "OUTPUT_DIR",
+                             str(tmp_path / "t"), "TEST.VIS_QUERIES", "0"]) == 0
+    s = TestSummary.read(str(tmp_path / "t" / "summary.json"))
+    assert s.extra_metrics["test-near_twin"].metrics["mAP"] == pytest.approx(sub["mAP"], abs=1e-9)
+    assert "near_twin" in s.extra_metrics["test-near_twin"].source
