@@ -64,9 +64,8 @@ def seed_record(exp: Experiment, seed: int) -> dict:
     if tested:
         epoch = max(sorted(tested), key=lambda e: (tested[e].selection_metrics()["mAP"],
                                                   tested[e].selection_metrics()["R1"], -e))
-        best = {"epoch": epoch, "metrics": pick_metrics(tested[epoch])}
-    last = ({"epoch": exp.epochs, "metrics": pick_metrics(tested[exp.epochs])}
-            if exp.epochs in tested else None)
+        best = epoch_entry(epoch, tested[epoch])
+    last = epoch_entry(exp.epochs, tested[exp.epochs]) if exp.epochs in tested else None
     notes = []
     if not complete:
         notes.append(f"training incomplete ({checkpoint_name(exp.epochs)} missing)")
@@ -81,6 +80,38 @@ def seed_record(exp: Experiment, seed: int) -> dict:
 def pick_metrics(summary: TestSummary) -> Dict[str, float]:
     """The headline test numbers of one tested epoch."""
     return {k: float(summary.metrics[k]) for k in METRIC_KEYS}
+
+
+#: extra_metrics entries of a named query subset of the test split (test.py, TEST.QUERY_SUBSETS)
+SUBSET_PREFIX = "test-"
+
+
+def epoch_entry(epoch: int, summary: TestSummary) -> dict:
+    """{'epoch', 'metrics'} of a tested epoch, plus 'subsets' (name -> the numbers of that query
+    subset, the same epoch) when its summary has query subsets."""
+    entry = {"epoch": epoch, "metrics": pick_metrics(summary)}
+    subsets = {name[len(SUBSET_PREFIX):]: {k: float(m.metrics[k]) for k in METRIC_KEYS}
+               for name, m in summary.extra_metrics.items() if name.startswith(SUBSET_PREFIX)}
+    if subsets:
+        entry["subsets"] = subsets
+    return entry
+
+
+def aggregate_subsets(records: Sequence[dict]) -> dict:
+    """Per kind and query subset: mean and sample std over the seeds in the statistics (the
+    subset numbers of the same best / last epochs as the headline numbers)."""
+    out: Dict[str, dict] = {}
+    for kind in KINDS:
+        rows = [r[kind] for r in records if r["in_statistics"] and r[kind]]
+        names = sorted({n for row in rows for n in row.get("subsets", {})})
+        for name in names:
+            values = [row["subsets"][name] for row in rows if name in row.get("subsets", {})]
+            stats = {}
+            for key in METRIC_KEYS:
+                mean, std = mean_std([v[key] for v in values])
+                stats[key] = {"mean": mean, "std": std}
+            out.setdefault(kind, {})[name] = {"n": len(values), "metrics": stats}
+    return out
 
 
 def aggregate(records: Sequence[dict]) -> dict:
@@ -202,6 +233,9 @@ def build_summary(exp: Experiment, seeds: Sequence[int], failures: Sequence[Fail
         "compare": comparison,
         "failures": [str(f) for f in failures],
     }
+    subsets = aggregate_subsets(records)
+    if subsets:
+        summary["aggregate_subsets"] = subsets
     return summary
 
 
@@ -242,6 +276,15 @@ def summary_markdown(s: dict) -> str:
             cells.append(f"{fmt(m['mean'])} ± {fmt(m['std'])}" if m["mean"] is not None else "-")
         label = best_label(s) if kind == "best" else "last"
         lines.append(f"| {label} | {agg['n']} | " + " | ".join(cells) + " |")
+    if s.get("aggregate_subsets"):
+        lines += ["", "## Query subsets of the test split (the same epochs; mean ± sample std)",
+                  "", "| kind | subset | n " + head, "|---|---|---|" + "---|" * len(keys)]
+        for kind in KINDS:
+            for name, agg in s["aggregate_subsets"].get(kind, {}).items():
+                cells = [f"{fmt(agg['metrics'][k]['mean'])} ± {fmt(agg['metrics'][k]['std'])}"
+                         if agg["metrics"][k]["mean"] is not None else "-" for k in keys]
+                label = best_label(s) if kind == "best" else "last"
+                lines.append(f"| {label} | {name} | {agg['n']} | " + " | ".join(cells) + " |")
     left_out = [r for r in s["seeds"] if not r["in_statistics"]]
     if left_out:
         lines += ["", "Not in the statistics:"]

@@ -27,12 +27,13 @@ TINY = ["DATASETS.SYNTH_TRAIN_IDS", "8", "DATASETS.SYNTH_TEST_IDS", "6",
 def test_tbps_quickstart_through_the_launcher_selects_on_val(synth_root, tmp_path):
     root = tmp_path / "logs"
     argv = ["--config", QUICKSTART, "--seeds", "0", "--epochs", "2", "--save-every", "1",
-            "--output-root", str(root), "--opts", "DATASETS.ROOT_DIR", synth_root, *TINY]
+            "--output-root", str(root), "--opts", "DATASETS.ROOT_DIR", synth_root, *TINY,
+            "TEST.QUERY_SUBSETS", "['near_twin']"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert launcher.main(argv) == 0
     out = buf.getvalue()
-    summaries = sorted(glob.glob(str(root / "*seed0" / "test" / "epoch_*" / "summary.json")))
+    summaries = sorted(glob.glob(str(root / "*seed0" / "test*" / "epoch_*" / "summary.json")))
     assert len(summaries) == 2
     tested = {}
     for path in summaries:
@@ -44,6 +45,11 @@ def test_tbps_quickstart_through_the_launcher_selects_on_val(synth_root, tmp_pat
                                       tested[e].extra_metrics["val"].metrics["R1"], -e))
     report = json.load(open(glob.glob(str(root / "summary_*.json"))[0]))
     assert report["seeds"][0]["best"]["epoch"] == best
+    # the near-twin query subset of the same epoch, beside the full set
+    twins = tested[best].extra_metrics["test-near_twin"].metrics
+    assert report["seeds"][0]["best"]["subsets"]["near_twin"]["mAP"] == twins["mAP"]
+    assert report["aggregate_subsets"]["best"]["near_twin"]["n"] == 1
+    assert "| best (val-selected) | near_twin | 1 |" in out
     assert "val" in report["selection"]
     assert "best (val-selected)" in out
     # the reported best-epoch numbers are the TEST numbers of the val-selected epoch
