@@ -167,9 +167,11 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
 
     epoch = meta["epoch"] if meta else None
     if cfg.MODEL.TASK == "tbps":
-        results = evaluate_text_to_image(cfg, model, ds, device, epoch, logger)
+        results, latency = evaluate_text_to_image(cfg, model, ds, device, epoch, logger)
     else:
-        results = evaluate_image_reid(cfg, model, data, device, epoch, logger)
+        results, latency = evaluate_image_reid(cfg, model, data, device, epoch, logger)
+    # what the result cost: the training's (the checkpoint's metadata) and this test's latency
+    results["cost"] = dict((meta or {}).get("cost") or {}, **latency)
 
     summary = TestSummary(
         **results,
@@ -207,12 +209,14 @@ def save_ranked_list(cfg, fig, epoch) -> None:
     save_figure(fig, os.path.join(cfg.OUTPUT_DIR, "ranked_list.png"))
 
 
-def evaluate_image_reid(cfg, model, data, device, epoch, logger) -> dict:
+def evaluate_image_reid(cfg, model, data, device, epoch, logger) -> tuple:
     """Image re-ID (Market-1501 protocol): the numbers, figure and features of every split;
-    returns the summary fields of the evaluation."""
+    returns the summary fields of the evaluation and its latency (seconds per image)."""
     ds = data.dataset
     vis = pick_vis_queries(len(ds.splits[0].query_idx), cfg.TEST.VIS_QUERIES)
+    start = time.perf_counter()
     result = evaluate_model(cfg, model, data, device, vis)
+    per_image = (time.perf_counter() - start) / max(len(ds.test), 1)
     metrics, evaluation = result.metrics, result.description
     logger.info("Results of %s on %s (%s):%s", cfg.TEST.WEIGHT, ds.name, evaluation,
                 format_metrics(metrics))
@@ -225,12 +229,15 @@ def evaluate_image_reid(cfg, model, data, device, epoch, logger) -> dict:
         np.savez(os.path.join(cfg.OUTPUT_DIR, "features.npz"), feats=result.feats.numpy(),
                  pids=result.pids, camids=result.camids,
                  paths=np.array([r.path for r in ds.test]))
-    return dict(metrics=metrics, split=[s.name for s in ds.splits], **evaluation)
+    # image re-ID: features and ranking of every test image (query and gallery alike)
+    latency = {"s_per_query": round(per_image, 6), "s_per_gallery_image": round(per_image, 6)}
+    return dict(metrics=metrics, split=[s.name for s in ds.splits], **evaluation), latency
 
 
-def evaluate_text_to_image(cfg, model, ds, device, epoch, logger) -> dict:
+def evaluate_text_to_image(cfg, model, ds, device, epoch, logger) -> tuple:
     """Text-to-image (module docstring): test, val when there is one, i2t with TEST.I2T; the
-    figure and features.npz of test; returns the summary fields of the evaluation."""
+    figure and features.npz of test; returns the summary fields of the evaluation and its latency (seconds per caption query and
+    per gallery image)."""
     sets = t2i_sets(ds)
     tokenizer = build_tokenizer(cfg)
     what = cfg.TEST.WEIGHT or "the zero-shot dual encoder"
@@ -280,9 +287,11 @@ def evaluate_text_to_image(cfg, model, ds, device, epoch, logger) -> dict:
                  q_captions=np.array(t2i.captions), q_image=t2i.caption_image,
                  g_feats=test.img_feats.numpy(), g_pids=test.image_pids,
                  g_paths=np.array([r.path for r in t2i.images]))
+    latency = {"s_per_query": round(test.seconds_captions / max(len(t2i.captions), 1), 6),
+               "s_per_gallery_image": round(test.seconds_images / max(len(t2i.images), 1), 6)}
     return dict(protocol="text-to-image", metrics=test.metrics, split=["test"],
                 extra_metrics=extra, select_on=None if asked_test else "val",
-                test_selection_asked=asked_test, **test.description)
+                test_selection_asked=asked_test, **test.description), latency
 
 
 if __name__ == "__main__":

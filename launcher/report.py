@@ -94,7 +94,31 @@ def epoch_entry(epoch: int, summary: TestSummary) -> dict:
                for name, m in summary.extra_metrics.items() if name.startswith(SUBSET_PREFIX)}
     if subsets:
         entry["subsets"] = subsets
+    if summary.cost:
+        entry["cost"] = dict(summary.cost)
     return entry
+
+
+#: the cost fields averaged over the seeds (summary.json ``cost``)
+COST_FIELDS = ("trainable_params", "total_params", "s_per_iteration", "s_per_epoch",
+               "train_peak_memory_mb", "s_per_query", "s_per_gallery_image")
+
+
+def aggregate_cost(records: Sequence[dict]) -> Optional[dict]:
+    """Mean and sample std of each cost field over the seeds in the statistics, from the last
+    epoch's test summary (its checkpoint's training cost and its test latency); None when no
+    summary records a cost."""
+    rows = [r["last"]["cost"] for r in records
+            if r["in_statistics"] and r["last"] and r["last"].get("cost")]
+    if not rows:
+        return None
+    out = {"n": len(rows), "memory_kind": sorted({str(c.get("train_peak_memory_kind"))
+                                                  for c in rows})}
+    for key in COST_FIELDS:
+        values = [c[key] for c in rows if c.get(key) is not None]
+        mean, std = mean_std(values) if values else (None, None)
+        out[key] = {"mean": mean, "std": std}
+    return out
 
 
 def aggregate_subsets(records: Sequence[dict]) -> dict:
@@ -236,6 +260,9 @@ def build_summary(exp: Experiment, seeds: Sequence[int], failures: Sequence[Fail
     subsets = aggregate_subsets(records)
     if subsets:
         summary["aggregate_subsets"] = subsets
+    cost = aggregate_cost(records)
+    if cost:
+        summary["cost"] = cost
     return summary
 
 
@@ -285,6 +312,21 @@ def summary_markdown(s: dict) -> str:
                          if agg["metrics"][k]["mean"] is not None else "-" for k in keys]
                 label = best_label(s) if kind == "best" else "last"
                 lines.append(f"| {label} | {name} | {agg['n']} | " + " | ".join(cells) + " |")
+    if s.get("cost"):
+        c = s["cost"]
+
+        def cell(key, digits):
+            m = c[key]
+            return "-" if m["mean"] is None else (
+                f"{m['mean']:.{digits}f}" + (f" ± {m['std']:.{digits}f}" if m["std"] else ""))
+        lines += ["", f"## Cost (last epoch's summaries, {c['n']} seed(s); mean ± sample std)", "",
+                  "| trainable params | total params | s / iteration | s / epoch | "
+                  f"train peak memory MB ({', '.join(c['memory_kind'])}) | s / query | "
+                  "s / gallery image |", "|---|---|---|---|---|---|---|",
+                  f"| {cell('trainable_params', 0)} | {cell('total_params', 0)} | "
+                  f"{cell('s_per_iteration', 4)} | {cell('s_per_epoch', 1)} | "
+                  f"{cell('train_peak_memory_mb', 0)} | {cell('s_per_query', 6)} | "
+                  f"{cell('s_per_gallery_image', 6)} |"]
     left_out = [r for r in s["seeds"] if not r["in_statistics"]]
     if left_out:
         lines += ["", "Not in the statistics:"]

@@ -109,6 +109,7 @@ class Trainer:
         self.plan = plan
         self.hooks = list(hooks)
         self._frozen: list = []
+        self._epoch_costs: list = []   # (epoch, seconds, iterations) trained by this process
 
     # -- data ---------------------------------------------------------------------------
     def train_loader(self, num_instances: int):
@@ -156,6 +157,7 @@ class Trainer:
                 meters.setdefault(name, AverageMeter()).update(value.item(), n)
             bar.set_postfix(loss=f"{meters['loss'].avg:.3f}")
         elapsed = time.time() - start
+        self._epoch_costs.append((epoch, elapsed, iteration if seen else 0))
         stats = {name: m.avg for name, m in meters.items()}
         stats["lr"] = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get(
             "lr_scale", 1.0)
@@ -227,6 +229,30 @@ class Trainer:
                 param.grad *= 1.0 / center_weight
         self.center_optimizer.step()
 
+    def cost(self) -> dict:
+        """The training cost so far, for the checkpoint's metadata and summary.json (plain
+        values): parameters (trainable = requires_grad; a phase's FREEZE_SEQ is not counted
+        out), mean seconds per iteration and per epoch over the epochs this process trained
+        (``epochs_measured``; a resumed run counts its new segment only), peak memory (CUDA max
+        allocated on CUDA, else the process's max RSS) and the device."""
+        net = unwrap(self.model)
+        params = list(net.parameters())
+        seconds = sum(c[1] for c in self._epoch_costs)
+        iterations = sum(c[2] for c in self._epoch_costs)
+        if self.device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(self.device) / 2 ** 20, "cuda max allocated"
+        else:
+            import resource   # Linux: ru_maxrss in KiB
+            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu max rss"
+        epochs = [c[0] for c in self._epoch_costs]
+        return {"trainable_params": int(sum(p.numel() for p in params if p.requires_grad)),
+                "total_params": int(sum(p.numel() for p in params)),
+                "s_per_iteration": round(seconds / iterations, 5) if iterations else None,
+                "s_per_epoch": round(seconds / len(epochs), 3) if epochs else None,
+                "epochs_measured": [min(epochs), max(epochs)] if epochs else [],
+                "train_peak_memory_mb": round(peak, 1), "train_peak_memory_kind": kind,
+                "device": str(self.device)}
+
     # -- logging ------------------------------------------------------------------------
     def log_epoch(self, epoch: int, stats: Dict[str, float], state: PhaseState) -> None:
         losses = " ".join(f"{k} {v:.4f}" for k, v in stats.items()
@@ -268,7 +294,7 @@ class Trainer:
             merged = merged_state_dict(net) if has_lora(net) else None
             save_checkpoint(path, self.model, cfg, epoch, ds.num_train_pids, ds.num_cams,
                             ds.num_views, exclude_prefixes=TRAINING_ONLY_PREFIXES,
-                            merged_lora_state=merged)
+                            merged_lora_state=merged, cost=self.cost())
             logger.info("Saved %s", path)
         optimizers = {"model": self.optimizer}
         if self.center_optimizer is not None:

@@ -19,6 +19,7 @@ transform, TEST.IMS_PER_BATCH per batch), captions tokenised by the dual encoder
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
@@ -57,6 +58,7 @@ class T2IEvaluation:
         img_feats: (G, D) float32 image features (not normalised), in ``T2ISet.images`` order.
         caption_pids, image_pids: (Q,) / (G,) int64 pids.
         description: :func:`describe_t2i`.
+        seconds_images, seconds_captions: wall time of the image / caption feature extraction.
     """
 
     split: str
@@ -67,6 +69,8 @@ class T2IEvaluation:
     caption_pids: np.ndarray
     image_pids: np.ndarray
     description: Dict[str, object]
+    seconds_images: float = 0.0
+    seconds_captions: float = 0.0
 
 
 @torch.no_grad()
@@ -125,10 +129,14 @@ def evaluate_t2i(cfg, model, t2i: T2ISet, device, tokenizer=None,
     """
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
     i2t = bool(cfg.TEST.I2T) if i2t is None else bool(i2t)
+    start = time.perf_counter()
     img_feats = extract_image_features(cfg, model, t2i.images, device,
                                        desc=f"{t2i.name} image features")
+    seconds_images = time.perf_counter() - start
+    start = time.perf_counter()
     txt_feats = extract_caption_features(cfg, model, t2i.captions, tokenizer, device,
                                          desc=f"{t2i.name} caption features")
+    seconds_captions = time.perf_counter() - start
     t = cfg.TEST
     result = eval_t2i_features(txt_feats, img_feats, t2i.caption_pids, t2i.image_pids,
                                max_rank=t.MAX_RANK, block_size=t.EVAL_BLOCK)
@@ -140,7 +148,8 @@ def evaluate_t2i(cfg, model, t2i: T2ISet, device, tokenizer=None,
     return T2IEvaluation(split=t2i.name, metrics=result.as_dict(), i2t_metrics=i2t_metrics,
                          txt_feats=txt_feats, img_feats=img_feats,
                          caption_pids=t2i.caption_pids, image_pids=t2i.image_pids,
-                         description=describe_t2i(cfg))
+                         description=describe_t2i(cfg), seconds_images=seconds_images,
+                         seconds_captions=seconds_captions)
 
 
 def evaluate_subset(cfg, evaluation: T2IEvaluation, queries: np.ndarray) -> Dict[str, float]:

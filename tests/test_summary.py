@@ -55,7 +55,7 @@ def new_summary(**changes):
 def test_round_trip_keeps_every_field(tmp_path):
     s = new_summary()
     again = TestSummary.from_json(s.to_json())
-    assert again.version == SUMMARY_VERSION == 3 and again.protocol == "image-reid"
+    assert again.version == SUMMARY_VERSION == 4 and again.protocol == "image-reid"
     assert not again.zero_shot and not again.test_selection_asked
     assert again.re_ranking == s.re_ranking and again.split == ["test"] and again.epoch == 3
     assert again.metrics["mAP"] == 41.5 and again.metrics["R10"] != again.metrics["R10"]  # NaN
@@ -222,13 +222,24 @@ def test_a_version_2_summary_reads_with_the_fields_of_version_3_at_their_default
         protocol="text-to-image",
         extra_metrics={"val": MetricSet(split=["val"], metrics={"mAP": 1.0})},
         select_on="val").to_json())
-    for key in ("test_selection_asked", "zero_shot"):
+    for key in ("test_selection_asked", "zero_shot", "cost"):
         del data[key]
     del data["extra_metrics"]["val"]["source"]
     data["version"] = 2
     s = TestSummary.from_json(json.dumps(data))
     assert s.version == SUMMARY_VERSION and not s.zero_shot and not s.test_selection_asked
     assert s.extra_metrics["val"] == MetricSet(split=["val"], metrics={"mAP": 1.0}, source=None)
+    assert s.cost is None
+
+
+def test_a_version_3_summary_reads_without_cost_and_cost_round_trips():
+    data = json.loads(new_summary(cost={"s_per_iteration": 0.07, "trainable_params": 5}).to_json())
+    assert TestSummary.from_json(json.dumps(data)).cost == {"s_per_iteration": 0.07,
+                                                            "trainable_params": 5}
+    del data["cost"]
+    data["version"] = 3
+    s = TestSummary.from_json(json.dumps(data))
+    assert s.version == SUMMARY_VERSION and s.cost is None
 
 
 def test_text_to_image_fields_round_trip():

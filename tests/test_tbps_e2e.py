@@ -50,6 +50,15 @@ def test_tbps_quickstart_through_the_launcher_selects_on_val(synth_root, tmp_pat
     assert report["seeds"][0]["best"]["subsets"]["near_twin"]["mAP"] == twins["mAP"]
     assert report["aggregate_subsets"]["best"]["near_twin"]["n"] == 1
     assert "| best (val-selected) | near_twin | 1 |" in out
+    # what it cost: the checkpoint's training cost and the test's latency, in summary.json and
+    # in the launcher's table
+    cost = tested[2].cost
+    assert cost["trainable_params"] == cost["total_params"] > 0
+    assert cost["s_per_iteration"] > 0 and cost["epochs_measured"] == [1, 2]
+    assert cost["train_peak_memory_kind"] == "cpu max rss" and cost["train_peak_memory_mb"] > 0
+    assert cost["s_per_query"] > 0 and cost["s_per_gallery_image"] > 0
+    assert report["cost"]["n"] == 1 and "## Cost" in out
+    assert report["cost"]["s_per_iteration"]["mean"] == cost["s_per_iteration"]
     assert "val" in report["selection"]
     assert "best (val-selected)" in out
     # the reported best-epoch numbers are the TEST numbers of the val-selected epoch

@@ -46,14 +46,16 @@ def model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 def save_checkpoint(path: str, model, cfg, epoch: int, num_classes: int, num_cams: int,
                     num_views: int, exclude_prefixes: Sequence[str] = (),
-                    merged_lora_state: Optional[Dict[str, torch.Tensor]] = None) -> None:
+                    merged_lora_state: Optional[Dict[str, torch.Tensor]] = None,
+                    cost: Optional[dict] = None) -> None:
     """Write weights + metadata (resolved config as YAML, epoch, class/camera/view counts).
 
     ``exclude_prefixes``: parameter-name prefixes left out of the file (training-only modules
     such as a text encoder, which the test feature does not use; resume.pth keeps them). The
     metadata lists them under 'excluded'. ``merged_lora_state``: the state dict to write instead
     of the model's, for a model with LoRA adapters (``model.lora.merged_state_dict``: adapters
-    merged, plain layout); the metadata then says ``lora_merged`` True.
+    merged, plain layout); the metadata then says ``lora_merged`` True. ``cost``: the training
+    cost so far (plain values, ``processor.processor.Trainer.cost``), stored as meta['cost'].
     """
     prefixes = tuple(exclude_prefixes)
     full = model_state_dict(model) if merged_lora_state is None else merged_lora_state
@@ -62,6 +64,8 @@ def save_checkpoint(path: str, model, cfg, epoch: int, num_classes: int, num_cam
             "num_classes": int(num_classes), "num_cams": int(num_cams),
             "num_views": int(num_views), "excluded": list(prefixes),
             "lora_merged": merged_lora_state is not None}
+    if cost is not None:
+        meta["cost"] = dict(cost)
     atomic_torch_save({"model": state, "meta": meta}, path)
 
 

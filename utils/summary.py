@@ -46,6 +46,15 @@ Schema (version ``SUMMARY_VERSION`` = 3; every number in percent):
   has (their SIE rows were never trained when SIE is on); empty lists when training covers all,
   and in files written before these fields existed (where it is unknown).
 
+- ``cost``: what the result cost (None in files of version < 4, and for plain weights / zero-shot
+  where there was no training): ``trainable_params`` / ``total_params`` of the trained model,
+  ``s_per_iteration`` / ``s_per_epoch`` (mean over the epochs the training process that wrote the
+  checkpoint ran; ``epochs_measured`` says which), ``train_peak_memory_mb`` with
+  ``train_peak_memory_kind`` ('cuda max allocated' or 'cpu max rss'), ``device``; and from this
+  test, ``s_per_query`` / ``s_per_gallery_image`` (feature extraction time per caption query /
+  gallery image for text-to-image, per test image for image re-ID).
+
+Version 3: the same without ``cost`` (reads as None).
 Version 2: the same without ``test_selection_asked``, ``zero_shot`` and ``MetricSet.source``;
 they read as False, False and None (no version-2 file was written by a zero-shot or an explicitly
 test-selected evaluation: test.py wrote only image re-ID summaries then).
@@ -68,7 +77,7 @@ from utils.atomic import atomic_write_text
 from utils.results import METRIC_KEYS
 
 SUMMARY_FILE = "summary.json"
-SUMMARY_VERSION = 3
+SUMMARY_VERSION = 4
 PROTOCOLS = ("image-reid", "text-to-image")
 
 
@@ -116,6 +125,7 @@ class TestSummary:
     select_on: Optional[str] = None
     test_selection_asked: bool = False
     zero_shot: bool = False
+    cost: Optional[Dict[str, object]] = None
     unseen_test_cameras: List[int] = field(default_factory=list)
     unseen_test_views: List[int] = field(default_factory=list)
 
@@ -209,7 +219,7 @@ class TestSummary:
             data = _from_version_0(data)
         if data.get("version", 0) == 1:
             data = dict(data, **{k: None for k in _NEW_IN_VERSION_2}, version=SUMMARY_VERSION)
-        if data.get("version") == 2:   # the fields new in version 3 take their defaults
+        if data.get("version") in (2, 3):   # the fields new in versions 3 and 4: defaults
             data = dict(data, version=SUMMARY_VERSION)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
