@@ -381,3 +381,28 @@ def test_query_subsets_near_twin_and_file_are_the_rows_of_the_full_evaluation(sy
     s = TestSummary.read(str(tmp_path / "t" / "summary.json"))
     assert s.extra_metrics["test-near_twin"].metrics["mAP"] == pytest.approx(sub["mAP"], abs=1e-9)
     assert "near_twin" in s.extra_metrics["test-near_twin"].source
+
+
+def test_hard_subset_from_a_reference_models_features(tested, tmp_path):
+    """datasets/hard_subset.py: the captions whose best wrong image outscores every true one,
+    by a plain loop over the exported features; the file evaluates with TEST.QUERY_SUBSETS and
+    its R1 is 0 for the reference model itself (every hard query's rank-1 is wrong)."""
+    from datasets.hard_subset import build_hard_subset, hard_queries
+    f = np.load(os.path.join(tested.out, "features.npz"))
+    q = f["q_feats"] / np.linalg.norm(f["q_feats"], axis=1, keepdims=True)
+    g = f["g_feats"] / np.linalg.norm(f["g_feats"], axis=1, keepdims=True)
+    loop = [i for i in range(len(q))
+            if max(float(q[i] @ g[j]) for j in range(len(g)) if f["g_pids"][j] != f["q_pids"][i])
+            > max(float(q[i] @ g[j]) for j in range(len(g)) if f["g_pids"][j] == f["q_pids"][i])]
+    assert hard_queries(f["q_feats"], f["g_feats"], f["q_pids"], f["g_pids"], block=3).tolist() \
+        == loop and 0 < len(loop) < len(q)
+    path = str(tmp_path / "hard.json")
+    assert build_hard_subset(os.path.join(tested.out, "features.npz"), path) == len(loop)
+    out = str(tmp_path / "out")
+    assert test_script.main(["TEST.WEIGHT", tested.weight, "OUTPUT_DIR", out,
+                             "TEST.QUERY_SUBSETS", f"['{path}']", "TEST.VIS_QUERIES", "0"]) == 0
+    hard = TestSummary.read(os.path.join(out, "summary.json")).extra_metrics["test-hard"]
+    assert hard.metrics["num_valid"] == len(loop) and hard.metrics["R1"] == 0.0
+    with pytest.raises(KeyError, match="lacks .*TEST.EXPORT_FEATURES"):
+        np.savez(tmp_path / "reid.npz", feats=np.zeros((2, 2)))
+        build_hard_subset(str(tmp_path / "reid.npz"), str(tmp_path / "x.json"))
