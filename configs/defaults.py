@@ -292,6 +292,11 @@ _C.DATASETS.CAPTION_LANG = "en"
 # that has one (CUHK-PEDES, RSTPReid, VN3K 'validate') uses its own: VAL_IDS > 0 is then an error.
 _C.DATASETS.VAL_IDS = 0
 _C.DATASETS.VAL_SEED = 0
+# Few-shot training: keep this fraction of the training identities (all their images), drawn with
+# TRAIN_ID_SEED after any validation hold-out (datasets/factory.py keep_train_id_fraction); 1.0 = all
+# (e.g. 0.1 = 10 % of CUHK-PEDES, as seeds/001 reports). Test and val splits are unchanged.
+_C.DATASETS.TRAIN_ID_FRACTION = 1.0
+_C.DATASETS.TRAIN_ID_SEED = 0
 
 # ---------------------------------------------------------------------------
 # DATALOADER

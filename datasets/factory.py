@@ -79,6 +79,22 @@ def hold_out_val_ids(dataset: ReIDDataset, num_ids: int, seed: int,
     return dataset
 
 
+def keep_train_id_fraction(dataset: ReIDDataset, fraction: float, seed: int) -> ReIDDataset:
+    """DATASETS.TRAIN_ID_FRACTION: keep ``round(fraction * C)`` (at least 1) of the C training
+    identities, drawn with ``numpy.random.default_rng(seed).choice`` from the sorted training
+    pids, with all their images; relabelled to 0..C'-1. The test and val splits are unchanged.
+    """
+    ids = sorted({r.pid for r in dataset.train})
+    keep_n = max(1, int(round(fraction * len(ids))))
+    kept = {int(p) for p in np.random.default_rng(seed).choice(ids, keep_n, replace=False)}
+    before = len(dataset.train)
+    dataset.train = relabel_pids([r for r in dataset.train if r.pid in kept])
+    dataset.info["few-shot"] = (f"{keep_n} of {len(ids)} training identities, {len(dataset.train)} "
+                                f"of {before} images (DATASETS.TRAIN_ID_FRACTION {fraction:g}, "
+                                f"TRAIN_ID_SEED {seed})")
+    return dataset
+
+
 def build_dataset(cfg) -> ReIDDataset:
     """Load the dataset named by DATASETS.NAMES from DATASETS.ROOT_DIR, with its captions
     (DATASETS.CAPTION_SOURCE, CAPTION_LANG) and the held-out validation identities
@@ -96,4 +112,6 @@ def build_dataset(cfg) -> ReIDDataset:
     elif name == "synth" and d.SYNTH_VAL_IDS:
         dataset = hold_out_val_ids(dataset, d.SYNTH_VAL_IDS, d.SYNTH_SEED,
                                    ("DATASETS.SYNTH_VAL_IDS", "DATASETS.SYNTH_SEED"))
+    if d.TRAIN_ID_FRACTION < 1.0:   # after the hold-out: val identities are never trained on
+        dataset = keep_train_id_fraction(dataset, d.TRAIN_ID_FRACTION, d.TRAIN_ID_SEED)
     return dataset

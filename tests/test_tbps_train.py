@@ -281,3 +281,26 @@ def test_a_missing_val_split_stops_training_before_epoch_1_without_evaluation(tm
     with pytest.raises(ValueError, match="TEST.SELECT_ON 'val' but vn3k has no validation split"):
         train.main(["--config_file", ""] + opts)
     assert not any(name.endswith(".pth") for name in os.listdir(tmp_path / "out"))
+
+
+def test_few_shot_keeps_a_seeded_fraction_of_the_training_identities(synth_root, tmp_path):
+    from datasets.factory import build_dataset
+    full = build_dataset(load_config(opts=tbps_opts(synth_root, str(tmp_path))))
+    few = build_dataset(load_config(opts=tbps_opts(synth_root, str(tmp_path), **{
+        "DATASETS.TRAIN_ID_FRACTION": "0.5", "DATASETS.TRAIN_ID_SEED": "1"})))
+    assert len({r.pid for r in few.train}) == 3 == len({r.pid for r in full.train}) // 2
+    assert sorted({r.pid for r in few.train}) == [0, 1, 2]
+    kept = {r.path for r in few.train}
+    assert kept < {r.path for r in full.train}
+    assert [r.path for r in few.val] == [r.path for r in full.val]   # val and test untouched
+    assert [r.path for r in few.test] == [r.path for r in full.test]
+    assert "3 of 6 training identities" in few.info["few-shot"]
+    other = build_dataset(load_config(opts=tbps_opts(synth_root, str(tmp_path), **{
+        "DATASETS.TRAIN_ID_FRACTION": "0.5", "DATASETS.TRAIN_ID_SEED": "2"})))
+    again = build_dataset(load_config(opts=tbps_opts(synth_root, str(tmp_path), **{
+        "DATASETS.TRAIN_ID_FRACTION": "0.5", "DATASETS.TRAIN_ID_SEED": "1"})))
+    assert {r.path for r in again.train} == kept
+    assert {r.path for r in other.train} != kept
+    with pytest.raises(ConfigError, match="TRAIN_ID_FRACTION 0.0"):
+        load_config(opts=tbps_opts(synth_root, str(tmp_path), **{
+            "DATASETS.TRAIN_ID_FRACTION": "0.0"}))
