@@ -107,7 +107,8 @@ def run_experiment(exp: Experiment, seeds: Sequence[int], train_only: bool = Fal
         try:
             comparison = compare([seed_record(exp, s) for s in all_seeds],
                                  find_other_summary(compare_to,
-                                                    os.path.basename(exp.summary_base)))
+                                                    os.path.basename(exp.summary_base)),
+                                 epochs=exp.epochs)
         except (OSError, ValueError, KeyError) as exc:
             failures.append(Failure(None, "compare", None, f"--compare-to {compare_to}: "
                                     f"{exc}", None))

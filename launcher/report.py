@@ -184,8 +184,9 @@ def find_other_summary(path: str, own_name: str) -> str:
                      f"({', '.join(os.path.basename(f) for f in found)}): pass one of the files")
 
 
-def compare(records: Sequence[dict], other_path: str) -> dict:
-    """Paired t-test per metric (ours - theirs) over the seeds both have in their statistics."""
+def compare(records: Sequence[dict], other_path: str, epochs: Optional[int] = None) -> dict:
+    """Paired t-test per metric (ours - theirs) over the seeds both have in their statistics;
+    with ``epochs`` (ours) also :func:`time_efficiency` against the other run."""
     with open(other_path) as f:
         other = json.load(f)
     theirs = {int(s["seed"]): s for s in other["seeds"] if s.get("in_statistics")}
@@ -201,7 +202,37 @@ def compare(records: Sequence[dict], other_path: str) -> dict:
             b = [float(theirs[s][kind]["metrics"][key]) for s in common]
             metrics[key] = paired_ttest(a, b)
         result[kind] = {"seeds": common, "metrics": metrics}
+    if epochs is not None:
+        result["efficiency"] = time_efficiency(records, theirs, epochs, other.get("epochs"))
     return result
+
+
+def time_efficiency(records: Sequence[dict], theirs: dict, epochs: int,
+                    other_epochs: Optional[int]) -> Optional[dict]:
+    """"R1 gain per 10 % more training time" against the other run, on the last epoch of the
+    seeds both have with a recorded cost: training time = s / epoch (summary.json ``cost``, the
+    training process that wrote the last checkpoint) x epochs; extra time = ours / theirs - 1;
+    gain = mean R1 difference / (extra time / 10 %). None when a side records no cost; the gain
+    is None (with a note) when ours is not slower."""
+    ours = {r["seed"]: r["last"] for r in records
+            if r["in_statistics"] and r["last"] and (r["last"].get("cost") or {}).get("s_per_epoch")}
+    other = {s: t["last"] for s, t in theirs.items()
+             if t.get("last") and (t["last"].get("cost") or {}).get("s_per_epoch")}
+    common = sorted(s for s in ours if s in other)
+    if not common or not other_epochs:
+        return None
+    time_ours = sum(ours[s]["cost"]["s_per_epoch"] * epochs for s in common) / len(common)
+    time_other = sum(other[s]["cost"]["s_per_epoch"] * other_epochs for s in common) / len(common)
+    delta_r1 = sum(ours[s]["metrics"]["R1"] - float(other[s]["metrics"]["R1"])
+                   for s in common) / len(common)
+    extra = time_ours / time_other - 1.0
+    out = {"seeds": common, "kind": "last", "delta_R1": delta_r1,
+           "train_seconds": time_ours, "other_train_seconds": time_other,
+           "extra_time_percent": 100.0 * extra,
+           "R1_gain_per_10_percent_time": delta_r1 / (extra / 0.10) if extra > 0 else None}
+    if extra <= 0:
+        out["note"] = "not slower than the other run: no time was added"
+    return out
 
 
 def selection_text(records: Sequence[dict], info: dict, epochs: int) -> str:
@@ -343,6 +374,14 @@ def summary_markdown(s: dict) -> str:
                 lines.append(f"| {kind} | {', '.join(map(str, c[kind]['seeds'])) or '-'} | {k} | "
                              f"{fmt(t['mean_diff'])} | {fmt(t['t'], 3)} | {fmt_p(t['p'])} | "
                              f"{t['reason'] or ''} |")
+    eff = (s["compare"] or {}).get("efficiency")
+    if eff:
+        gain = eff["R1_gain_per_10_percent_time"]
+        lines += ["", f"Training time (last epoch's cost, seeds {', '.join(map(str, eff['seeds']))}):"
+                  f" {fmt(eff['train_seconds'], 1)} s vs {fmt(eff['other_train_seconds'], 1)} s "
+                  f"({eff['extra_time_percent']:+.1f} %), R1 {eff['delta_R1']:+.2f}: "
+                  + (f"R1 gain per 10 % more training time {gain:+.2f}" if gain is not None
+                     else eff.get("note", ""))]
     if s["failures"]:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in s["failures"]]
     return "\n".join(lines) + "\n"

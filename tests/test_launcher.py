@@ -242,6 +242,7 @@ def test_compare_to_gives_paired_t_test_p_values(launched, tmp_path):
         for kind in ("best", "last"):
             for key in METRIC_KEYS:
                 rec[kind]["metrics"][key] -= offsets[rec["seed"]]
+        rec["last"]["cost"]["s_per_epoch"] /= 2   # the other run trained twice as fast
     other["experiment"] = "other_recipe"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "summary_other_recipe.json").write_text(json.dumps(other))
@@ -256,6 +257,11 @@ def test_compare_to_gives_paired_t_test_p_values(launched, tmp_path):
             assert comp[kind]["metrics"][key]["p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
             assert comp[kind]["metrics"][key]["mean_diff"] == pytest.approx(2.25)
     assert "Paired t-test vs `other_recipe`" in out
+    # training time from the summaries' cost: ours took +100 % for +2.25 R1
+    eff = comp["efficiency"]
+    assert eff["seeds"] == [0, 1] and eff["extra_time_percent"] == pytest.approx(100.0)
+    assert eff["R1_gain_per_10_percent_time"] == pytest.approx(0.225)
+    assert "R1 gain per 10 % more training time +0.23" in out
 
     other["seeds"] = [r for r in other["seeds"] if r["seed"] == 0]  # one common seed
     (tmp_path / "other" / "summary_other_recipe.json").write_text(json.dumps(other))
