@@ -52,7 +52,7 @@ from utils.dist import world_info
 from .bases import Record, ReIDDataset, unseen_test_ids
 from .factory import build_dataset
 from .samplers import PKBatchSampler, RandomBatchSampler, check_pk_batch
-from .tokenize import CaptionTokenizer, build_tokenizer
+from .tokenize import CaptionTokenizer, build_tokenizer, truncation_warning
 from .transforms import brightness, build_transforms, cache_transform
 
 logger = logging.getLogger("phasereid")
@@ -339,6 +339,12 @@ def make_dataloader(cfg) -> ReIDData:
     tokenizer = None
     if cfg.DATASETS.CAPTION_SOURCE != "none":
         tokenizer = build_tokenizer(cfg)
+        key = ("MODEL.TBPS.CONTEXT_LENGTH" if cfg.MODEL.TASK == "tbps"
+               else "MODEL.TEXT.CONTEXT_LENGTH")
+        warning = truncation_warning(tokenizer, [c for r in dataset.train for c in r.captions],
+                                     key)
+        if warning and world_info()[1] == 0:
+            logger.warning("%s training captions: %s", dataset.name, warning)
     cache = decode_images(cfg, dataset.train) if cfg.DATALOADER.CACHE_IMAGES else None
     records, rows = dataset.train, None
     if cfg.MODEL.TASK == "tbps":

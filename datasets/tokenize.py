@@ -40,7 +40,7 @@ MODEL.TBPS.*) instead, with L = :func:`tbps_context_length`:
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -89,6 +89,16 @@ class CaptionTokenizer:
             mask = ids != self.pad_token_id
         return ids, mask
 
+    def lengths(self, texts: Sequence[str]) -> List[int]:
+        """Untruncated token counts (SOT and EOT included) of ``texts``."""
+        out = []
+        for text in texts:
+            if self.is_clip_bpe:
+                out.append(len(self.tokenizer.encode(text)) + 2)
+            else:
+                out.append(len(self.tokenizer.tokenizer(text)["input_ids"]))
+        return out
+
     def tokens(self, ids_row: torch.Tensor) -> List[str]:
         """Readable token strings of one row, up to its last real token (for attention figures).
 
@@ -135,6 +145,10 @@ class HFCaptionTokenizer:
                              max_length=self.context_length, return_attention_mask=True,
                              return_tensors="pt")
         return enc["input_ids"].long(), enc["attention_mask"].bool()
+
+    def lengths(self, texts: Sequence[str]) -> List[int]:
+        """Untruncated token counts (special tokens included) of ``texts``."""
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
 
     def tokens(self, ids_row: torch.Tensor) -> List[str]:
         """Readable token strings of one row, trailing padding removed (one end token kept when
@@ -240,3 +254,22 @@ def build_tokenizer_for(model_name: str, context_length: int,
             f"{model_name}')\"), or set {section}.OPEN_CLIP_MODEL to a CLIP model (e.g. "
             "'ViT-B-16') whose BPE ships with open_clip.") from exc
     return CaptionTokenizer(tokenizer, context_length, model_name)
+
+
+def truncation_warning(tokenizer, captions: Sequence[str], key: str,
+                       sample: int = 2000) -> Optional[str]:
+    """A warning text when captions are longer than the tokenizer's L (they are truncated, and
+    the words past L never reach the text tower), else None. Up to ``sample`` captions, evenly
+    spaced, are measured (``tokenizer.lengths``); ``key`` is the config key that sets L."""
+    if not captions:
+        return None
+    step = max(1, len(captions) // sample)
+    picked = list(captions[::step])
+    lengths = tokenizer.lengths(picked)
+    over = [n for n in lengths if n > tokenizer.context_length]
+    if not over:
+        return None
+    return (f"{len(over)} of {len(picked)} captions measured ({100.0 * len(over) / len(picked):.0f} %"
+            f") are longer than {key} {tokenizer.context_length} tokens (up to {max(lengths)}) and "
+            f"are truncated: their last words never reach the text tower. Raise {key} (random-init "
+            "towers take any length; a pretrained tower is limited by its position embedding)")

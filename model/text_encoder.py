@@ -99,9 +99,9 @@ def build_text_tower(model_name: str, tiny: bool, context_length: int,
     open_clip = import_open_clip(f"the {purpose} text encoder")
     from open_clip.model import _build_text_tower
 
-    if tiny:
+    if tiny:   # random init: its position embedding is built for any length
         text_cfg, native_dim = dict(TINY_TEXT_CFG), TINY_TEXT_CFG["width"]
-        native = 77
+        native = None
     else:
         model_cfg = open_clip.get_model_config(model_name)
         if model_cfg is None:
@@ -114,9 +114,9 @@ def build_text_tower(model_name: str, tiny: bool, context_length: int,
                              "own text transformers (CLIP and SigLIP architectures)")
         quick_gelu = quick_gelu or bool(model_cfg.get("quick_gelu", False))
         native = int(text_cfg.get("context_length", 77))
-    if context_length < 2 or context_length > native:
-        raise ValueError(f"{section}.CONTEXT_LENGTH {context_length} must be in 2..{native} "
-                         f"(the position embedding of '{model_name}')")
+    if context_length < 2 or (native is not None and context_length > native):
+        limit = f"in 2..{native} (the position embedding of '{model_name}')" if native else ">= 2"
+        raise ValueError(f"{section}.CONTEXT_LENGTH {context_length} must be {limit}")
     text_cfg.update(context_length=context_length, output_tokens=True)
     return _build_text_tower(native_dim if embed_dim is None else int(embed_dim), text_cfg,
                              quick_gelu=quick_gelu)

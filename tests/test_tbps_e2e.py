@@ -99,3 +99,26 @@ def test_vietnamese_tbps_quickstart_trains_on_the_vietnamese_captions(synth_root
     assert any(ch in caption for ch in "ăâđêôơư")   # a Vietnamese caption, not the English one
     assert train.main(["--config_file", vi] + opts) == 0
     assert (tmp_path / "vi" / "transformer_1.pth").exists()
+
+
+def test_captions_longer_than_the_context_are_a_warning(synth_root, tmp_path, caplog):
+    """Vietnamese captions take ~150 CLIP BPE tokens: at 77 tokens they are truncated, which the
+    data side says (naming the key); the Vietnamese quickstart's 192 tokens hold them."""
+    import logging
+    from configs import load_config
+    from datasets.make_dataloader import make_dataloader
+    from datasets.tokenize import build_tokenizer, truncation_warning
+    vi = QUICKSTART.replace("tbps_quickstart.yml", "tbps_quickstart_vi.yml")
+    opts = TINY + ["OUTPUT_DIR", str(tmp_path), "DATASETS.ROOT_DIR", synth_root]
+    cfg = load_config(vi, opts + ["MODEL.TBPS.CONTEXT_LENGTH", "77"])
+    with caplog.at_level(logging.WARNING, logger="phasereid"):
+        make_dataloader(cfg)
+    assert "are truncated" in caplog.text and "MODEL.TBPS.CONTEXT_LENGTH 77" in caplog.text
+    long_enough = load_config(vi, opts)
+    tok = build_tokenizer(long_enough)
+    captions = [c for r in make_dataloader(long_enough).dataset.train for c in r.captions]
+    assert truncation_warning(tok, captions, "k") is None
+    assert 77 < max(tok.lengths(captions)) <= 192
+    english = load_config(QUICKSTART, opts)
+    assert truncation_warning(build_tokenizer(english), captions[:0] + [
+        c for r in make_dataloader(english).dataset.train for c in r.captions], "k") is None
