@@ -240,6 +240,9 @@ def selection_text(records: Sequence[dict], info: dict, epochs: int) -> str:
     of its numbers are for selection: ``TestSummary.select_on``)."""
     chosen = {(s.select_on, tuple(s.selection_split()))
               for r in records for s in r["_summaries"].values()}
+    if not chosen:
+        return (f"no checkpoint has a test result yet, so there is no best epoch; 'last' = epoch "
+                f"{epochs} once it is tested")
     if all(select_on is None for select_on, _ in chosen):
         split = info["split"]
         split_text = ", ".join(split) if isinstance(split, list) else str(split)

@@ -326,6 +326,8 @@ def test_launcher_labels_name_the_selection_split(tested):
     assert "as asked (TEST.SELECT_ON 'test')" in selection_text([asked], info, 3)
     assert "there is no validation split" in selection_text([reid], info, 3)
     assert "on the selection split (val)" in selection_text([val], info, 3)
+    nothing = {"_summaries": {}}
+    assert "no checkpoint has a test result yet" in selection_text([nothing], info, 3)
 
 
 # --------------------------------------------------------------------------- query subsets
