@@ -8,6 +8,8 @@ import json
 import os
 import re
 import statistics as st
+
+import yaml
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs",
                     "tbps_loss_study")
 LABEL = {"itc": "ITC", "sdm": "SDM", "sdm_id": "SDM + ID", "nitc_ritc": "N-ITC + R-ITC",
@@ -19,8 +21,13 @@ for name, label in LABEL.items():
     if not files:
         continue
     s = json.load(open(files[-1]))
-    secs = [64 / float(m.group(1)) for log in glob.glob(f"{ROOT}/{name}/*seed*/train/train_log.txt")
-            for m in re.finditer(r"\| [\d.]+ s \| ([\d.]+) img/s", open(log).read())]
+    secs = []   # seconds per iteration: the run's batch (its config.yaml) / images per second
+    for train_dir in glob.glob(f"{ROOT}/{name}/*seed*/train"):
+        with open(os.path.join(train_dir, "config.yaml")) as f:
+            batch = yaml.safe_load(f)["SOLVER"]["IMS_PER_BATCH"]
+        log = open(os.path.join(train_dir, "train_log.txt")).read()
+        secs += [batch / float(m.group(1))
+                 for m in re.finditer(r"\| [\d.]+ s \| ([\d.]+) img/s", log)]
     for kind in ("best", "last"):
         agg = s["aggregate"][kind]["metrics"]
         cell = lambda k: f"{agg[k]['mean']:.1f} ± {agg[k]['std']:.1f}"

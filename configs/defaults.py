@@ -502,7 +502,6 @@ _C.LOSS.TGMIM.DECODER_DIM = 256
 _C.LOSS.TGMIM.HEADS = 8
 _C.LOSS.TGMIM.NORM_TARGET = False
 
-_C.LOSS.ITC = CN()
 # ---- text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, REFERENCES.md section 5)
 # Composed by name like the image re-ID losses: put them in LOSS.NAMES ('itc', 'sdm', 'nitc',
 # 'ritc', 'citc', 'cmpm', 'sigmoid_id', 'circle_inmodal', 'circle_cross', 'nc_itc'; 'id' is then
@@ -511,6 +510,7 @@ _C.LOSS.ITC = CN()
 # All read the dual encoder's img_feat / txt_feat (raw; each loss L2-normalises). GATHER True:
 # under DDP the loss compares the local rows with the features of every process (a
 # gradient-correct all-gather; TBPS-CLIP's 320-image gathered batch); no effect on one process.
+_C.LOSS.ITC = CN()
 # ITC: CLIP InfoNCE with the model's learnable logit scale kappa (<= 100).
 _C.LOSS.ITC.W = 1.0
 _C.LOSS.ITC.W_SEQ = []

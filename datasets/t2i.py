@@ -125,7 +125,7 @@ def query_subset(t2i: T2ISet, spec: str, dataset_name: str) -> np.ndarray:
       one detail;
     - a JSON file ``{"name": str, "queries": [{"file_path": str, "caption": str}, ...]}``: the
       captions equal to ``caption`` of the gallery images whose path ends with ``file_path``
-      (as the annotation writes it). Every listed query must exist in the split.
+      at a folder boundary (as the annotation writes it). Every listed query must exist in the split.
 
     Raises:
         ValueError: 'near_twin' on another dataset; a file query that matches no caption; an
@@ -165,7 +165,9 @@ def _file_subset(t2i: T2ISet, path: str) -> List[int]:
         if not isinstance(entry, dict) or not {"file_path", "caption"} <= set(entry):
             raise ValueError(f"{path}: query {k} must have 'file_path' and 'caption'")
         rel = str(entry["file_path"]).replace("\\", "/")
-        hits = [q for q, image in by_caption.get(entry["caption"], []) if image.endswith(rel)]
+        # the path ends with file_path at a folder boundary ('1.jpg' must not match '11.jpg')
+        hits = [q for q, image in by_caption.get(entry["caption"], [])
+                if image == rel or image.endswith("/" + rel.lstrip("/"))]
         if not hits:
             raise ValueError(f"{path}: query {k} ({rel!r}, {entry['caption'][:60]!r}) is not a "
                              f"caption of the {t2i.name} split")

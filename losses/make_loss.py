@@ -193,10 +193,8 @@ class LossComposer(nn.Module):
         processes (None = the local batch)."""
         gathered = {"cols": None, "stop": None}
         world, _ = world_info()
-        wanted = [n for n in TBPS_LOSS_NAMES if weights.get(n, 0.0) > 0 and n != "citc"
+        wanted = [n for n in TBPS_LOSS_NAMES if weights.get(n, 0.0) > 0
                   and n not in TBPS_LOCAL_ONLY and self.cfg[n.upper()].GATHER]
-        if weights.get("citc", 0.0) > 0 and self.cfg.CITC.GATHER:
-            wanted.append("citc")
         if world == 1 or not wanted:
             return gathered
         img = output_key(outputs, "img_feat", wanted[0])

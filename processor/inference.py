@@ -136,7 +136,8 @@ def check_t2i_evaluable(dataset, select_on: str) -> None:
     if not dataset.val:
         raise ValueError(
             f"TEST.SELECT_ON 'val' but {dataset.name} has no validation split: hold out training "
-            "identities with DATASETS.VAL_IDS <n>, or select on test explicitly with "
+            f"identities with DATASETS.{'SYNTH_' if dataset.name == 'synth' else ''}VAL_IDS <n>, "
+            "or select on test explicitly with "
             "TEST.SELECT_ON 'test' (optimistic best-epoch numbers)")
     try:
         t2i_set(dataset, "val")

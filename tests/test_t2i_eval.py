@@ -363,6 +363,9 @@ def test_query_subsets_near_twin_and_file_are_the_rows_of_the_full_evaluation(sy
         {"file_path": rel(q), "caption": test.captions[q]} for q in picked]}))
     assert query_subset(test, str(path), ds.name).tolist() == picked
     assert subset_name(str(path)) == "hard" and subset_name("near_twin") == "near_twin"
+    path.write_text(json.dumps({"queries": [{"file_path": rel(0)[1:], "caption": test.captions[0]}]}))
+    with pytest.raises(ValueError, match="query 0 .* is not a caption of the test split"):
+        query_subset(test, str(path), ds.name)   # a suffix that is not at a folder boundary
     path.write_text(json.dumps({"queries": [{"file_path": "x.jpg", "caption": "nobody"}]}))
     with pytest.raises(ValueError, match="query 0 .* is not a caption of the test split"):
         query_subset(test, str(path), ds.name)
