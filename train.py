@@ -158,6 +158,10 @@ def train(cfg, plan, resume, segment, rank, logger) -> int:
     if writer is not None:
         writer.close()
     if cfg.MODEL.DIST_TRAIN:
+        # every rank leaves its last collective before gloo/NCCL is torn down (a rank destroying
+        # the group while its peer is still inside one aborts the peer: SIGABRT)
+        del model
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
 

@@ -3,6 +3,7 @@ rows against a larger set of columns), closed forms, edge cases, SDM / R-ITC as 
 gradcheck, precision, and a 2-process gloo run showing that the gathered losses and their DDP
 gradients equal the single-process loss on the concatenated batch."""
 import copy
+import gc
 import math
 
 import pytest
@@ -545,6 +546,11 @@ def _ddp_worker(rank, world, init_file):
         # unequal local batches are an error on every process, not a hang
         with pytest.raises(ValueError, match="same number of rows"):
             all_gather_with_grad(torch.zeros(2 + rank, 3))
+        # DDP wrappers hold the process group; drop them and meet before tearing it down
+        # (a rank destroying gloo while its peer is still in a collective aborts the process)
+        del ddp
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
