@@ -34,8 +34,8 @@ from .runner import Failure
 
 KINDS = ("best", "last")
 # what each test evaluated; the summary reports it (and 'mixed' when the tests disagree)
-EVALUATION_FIELDS = ("split", "dataset", "feature", "feat_norm", "distance", "re_ranking",
-                     "clip_fusion")
+EVALUATION_FIELDS = ("split", "dataset", "protocol", "feature", "feat_norm", "distance",
+                     "re_ranking", "clip_fusion")
 
 
 def seed_record(exp: Experiment, seed: int) -> dict:
