@@ -395,7 +395,10 @@ def table_markdown(t: dict) -> str:
                         for s, v in i["config_sha256"].items())
         lines.append(f"- **{i['row']}**: `{i['summary']}` (sha256 {i['sha256'][:16]}, mtime "
                      f"{i['mtime']}; {i['epochs']} epochs; training config sha256: {fps})")
-    lines += ["", f"- evaluation (every row): {json.dumps(t['evaluation'])}",
+    shown = {k: v for k, v in t["evaluation"].items() if not k.startswith("run_config ")}
+    agreed = len(t["evaluation"]) - len(shown)
+    lines += ["", f"- evaluation (every row): {json.dumps(shown)}; and {agreed} DATASETS.* / "
+              "TEST.* keys of the runs' run_config.yaml (listed in the JSON)",
               f"- {t['selection']}" if t.get("selection") else "- selection: n/a",
               f"- mean ± {t['std']}", f"- {t['test']}; baseline row: **{t['baseline']}**"]
     lines += [f"- note: {n}" for n in t["notes"]]

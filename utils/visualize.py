@@ -149,3 +149,64 @@ def tgmim_attention_figure(image: np.ndarray, attn: np.ndarray, grid: Sequence[i
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+def t2i_failure_sheet(captions: Sequence[str], caption_pids: Sequence[int],
+                      ranked_paths: Sequence[Sequence[str]], ranked_pids: Sequence[Sequence[int]],
+                      true_paths: Sequence[str], true_ranks: Sequence[int], title: str = "",
+                      wrap: int = 34):
+    """Text-to-image failure cases: one row per caption query -- the caption (wrapped, with its
+    pid and whether this model's top-1 is right), its top-k gallery images as in
+    :func:`t2i_ranked_list_figure` (green = the caption's pid, red = another), then the image the
+    caption was written for, framed blue and titled with its rank in this model's ranking."""
+    rows = len(captions)
+    cols = max(len(r) for r in ranked_paths)
+    fig = plt.figure(figsize=(3.0 + 1.1 * (cols + 1), 2.2 * rows), layout="constrained")
+    spec = fig.add_gridspec(rows, 2 + cols, width_ratios=[3.0] + [1.0] * (cols + 1))
+    for i in range(rows):
+        ax = fig.add_subplot(spec[i, 0])
+        ax.axis("off")
+        ax.text(0.0, 0.5, textwrap.fill(captions[i], wrap), fontsize=7, va="center",
+                ha="left", wrap=True, transform=ax.transAxes)
+        right = bool(ranked_pids[i]) and ranked_pids[i][0] == caption_pids[i]
+        ax.set_title(f"query {caption_pids[i]}: top-1 {'right' if right else 'wrong'}",
+                     fontsize=7, loc="left", color="green" if right else "red")
+        for j, (path, pid) in enumerate(zip(ranked_paths[i], ranked_pids[i]), start=1):
+            _show(fig.add_subplot(spec[i, j]), path, "green" if pid == caption_pids[i] else "red",
+                  f"{pid} #{j}")
+        _show(fig.add_subplot(spec[i, 1 + cols]), true_paths[i], "blue",
+              f"true #{true_ranks[i]}")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def heatmap_grid_figure(images: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarray]],
+                        row_labels: Sequence[str], col_labels: Sequence[str],
+                        scales: Sequence[dict], title: str = "", wrap: int = 30):
+    """Maps over images: row i = images[i] (H, W, 3 in [0, 1]), column j = maps[i][j], a (gh, gw)
+    map drawn over the image (bilinear, alpha 0.5) with ``scales[j]`` ({'cmap', 'vmin', 'vmax'},
+    per column, so maps of different kinds are never drawn on one scale). Column titles
+    ``col_labels`` say what each column's map is; row labels (wrapped text) on the left."""
+    rows, cols = len(images), len(col_labels)
+    fig = plt.figure(figsize=(2.4 + 1.3 * cols, 2.3 * rows + 0.6), layout="constrained")
+    spec = fig.add_gridspec(rows, 1 + cols, width_ratios=[2.0] + [1.0] * cols)
+    for i in range(rows):
+        ax = fig.add_subplot(spec[i, 0])
+        ax.axis("off")
+        ax.text(0.0, 0.5, textwrap.fill(row_labels[i], wrap), fontsize=6, va="center",
+                ha="left", transform=ax.transAxes)
+        h, w = images[i].shape[:2]
+        for j in range(cols):
+            ax = fig.add_subplot(spec[i, 1 + j])
+            ax.imshow(images[i])
+            im = ax.imshow(np.asarray(maps[i][j], dtype=np.float64), alpha=0.5,
+                           extent=(0, w, h, 0), interpolation="bilinear", **scales[j])
+            ax.axis("off")
+            if i == 0:
+                ax.set_title(textwrap.fill(col_labels[j], 22), fontsize=6)
+            if i == rows - 1:
+                fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

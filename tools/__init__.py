@@ -1,0 +1,1 @@
+"""Command-line tools on top of run folders (python -m tools.<name>)."""
