@@ -101,7 +101,7 @@ def epoch_entry(epoch: int, summary: TestSummary) -> dict:
 
 #: the cost fields averaged over the seeds (summary.json ``cost``)
 COST_FIELDS = ("trainable_params", "total_params", "s_per_iteration", "s_per_epoch",
-               "train_peak_memory_mb", "s_per_query", "s_per_gallery_image")
+               "train_peak_memory_mb", "s_per_query", "s_per_gallery_image", "fp32_matmul_gflops")
 
 
 def aggregate_cost(records: Sequence[dict]) -> Optional[dict]:
@@ -356,11 +356,12 @@ def summary_markdown(s: dict) -> str:
         lines += ["", f"## Cost (last epoch's summaries, {c['n']} seed(s); mean ± sample std)", "",
                   "| trainable params | total params | s / iteration | s / epoch | "
                   f"train peak memory MB ({', '.join(c['memory_kind'])}) | s / query | "
-                  "s / gallery image |", "|---|---|---|---|---|---|---|",
+                  "s / gallery image | fp32 matmul GFLOP/s |", "|---|---|---|---|---|---|---|---|",
                   f"| {cell('trainable_params', 0)} | {cell('total_params', 0)} | "
                   f"{cell('s_per_iteration', 4)} | {cell('s_per_epoch', 1)} | "
                   f"{cell('train_peak_memory_mb', 0)} | {cell('s_per_query', 6)} | "
-                  f"{cell('s_per_gallery_image', 6)} |"]
+                  f"{cell('s_per_gallery_image', 6)} | "
+                  f"{cell('fp32_matmul_gflops', 0) if 'fp32_matmul_gflops' in c else '-'} |"]
     left_out = [r for r in s["seeds"] if not r["in_statistics"]]
     if left_out:
         lines += ["", "Not in the statistics:"]

@@ -38,6 +38,7 @@ from model.weights import TRAINING_ONLY_PREFIXES
 from solver.phase_plan import PhasePlan, PhaseState, frozen_parameters
 from utils.checkpoint import save_checkpoint, save_resume_state
 from utils.dist import unwrap, world_info
+from utils.machine import matmul_gflops
 from utils.meters import AverageMeter
 from utils.progress import progress
 from utils.results import METRIC_KEYS
@@ -234,7 +235,9 @@ class Trainer:
         values): parameters (trainable = requires_grad; a phase's FREEZE_SEQ is not counted
         out), mean seconds per iteration and per epoch over the epochs this process trained
         (``epochs_measured``; a resumed run counts its new segment only), peak memory (CUDA max
-        allocated on CUDA, else the process's max RSS) and the device."""
+        allocated on CUDA, else the process's max RSS), the device, and its fp32 matmul GFLOP/s
+        (utils.machine, measured once per process, so a timing always carries the machine's
+        speed)."""
         net = unwrap(self.model)
         params = list(net.parameters())
         seconds = sum(c[1] for c in self._epoch_costs)
@@ -251,7 +254,12 @@ class Trainer:
                 "s_per_epoch": round(seconds / len(epochs), 3) if epochs else None,
                 "epochs_measured": [min(epochs), max(epochs)] if epochs else [],
                 "train_peak_memory_mb": round(peak, 1), "train_peak_memory_kind": kind,
-                "device": str(self.device)}
+                "device": str(self.device), "fp32_matmul_gflops": self._gflops()}
+
+    def _gflops(self) -> float:
+        if getattr(self, "_matmul_gflops", None) is None:
+            self._matmul_gflops = matmul_gflops(self.device)
+        return self._matmul_gflops
 
     # -- logging ------------------------------------------------------------------------
     def log_epoch(self, epoch: int, stats: Dict[str, float], state: PhaseState) -> None:
