@@ -30,7 +30,16 @@ needed here.
 Zero-shot: without TEST.WEIGHT, a MODEL.TASK 'tbps' recipe is evaluated as its config builds the
 dual encoder (the towers of MODEL.TBPS.PRETRAINED / HF_MODEL, no training) into the recipe's
 OUTPUT_DIR (or the one given); its summary says ``zero_shot: true`` with no weight and no epoch,
-and never counts as the result of a checkpoint. Image re-ID needs TEST.WEIGHT.
+and never counts as the result of a checkpoint. Image re-ID needs TEST.WEIGHT. A recipe with
+MODEL.TBPS.INIT_CHECKPOINT is evaluated zero-shot as that released TBPS-CLIP model.
+
+Cross-domain (open-set) testing, MODEL.TASK 'tbps': ``TEST.DATASET <name>`` (and ``TEST.ROOT_DIR``)
+evaluates the checkpoint, trained on DATASETS.NAMES, on the test split of another dataset with
+that dataset's loader and the text-to-image protocol (``utils.eval_config.cross_domain_config``).
+The 'val' numbers (selection) are those of the TRAINING dataset's validation split
+(``extra_metrics['val'].dataset`` names it); with TEST.SELECT_ON 'test' the cross-domain test
+split is used for selection, as asked, and the summary says so. summary.json: ``dataset`` = the
+dataset evaluated, ``train_dataset`` = DATASETS.NAMES.
 """
 from __future__ import annotations
 
@@ -42,16 +51,19 @@ import time
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
+from datasets.factory import build_dataset
 from datasets.make_dataloader import make_dataloader
 from datasets.t2i import query_subset, subset_name, t2i_sets
 from datasets.tokenize import build_tokenizer
 from model.make_model import make_model
 from model.weights import load_for_test
-from processor.inference import check_evaluable, evaluate_model, format_metrics
+from processor.inference import (check_evaluable, check_t2i_evaluable, evaluate_model,
+                                 format_metrics)
 from processor.t2i import evaluate_subset, evaluate_t2i, top_images
 from utils.checkpoint import checkpoint_meta, load_checkpoint
 from utils.dist import resolve_device
-from utils.eval_config import has_clip_tower, is_zero_shot, require_weight, resolve_eval_config
+from utils.eval_config import (cross_domain_config, has_clip_tower, is_zero_shot,
+                               require_weight, resolve_eval_config)
 from utils.logger import log_crash, setup_logger
 from utils.provenance import evaluation_fingerprint
 from utils.summary import SUMMARY_FILE, MetricSet, TestSummary, weight_fields
@@ -143,9 +155,17 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
     logger.info("Command: %s", " ".join(sys.argv))
     start = time.time()
     device = resolve_device(cfg)
-    data = make_dataloader(cfg)
-    ds = data.dataset
-    check_evaluable(ds, cfg)
+    cross = cross_domain_config(cfg)
+    val_ds = None
+    if cross is None:
+        data = make_dataloader(cfg)
+        ds = data.dataset
+        check_evaluable(ds, cfg)
+        unseen = data.unseen_test_ids
+    else:
+        data = None
+        ds, val_ds = cross_domain_datasets(cfg, cross, logger)
+        unseen = {"camera": [], "view": []}   # SIE is image re-ID's; TEST.DATASET is tbps only
     counts = (meta["num_classes"], meta["num_cams"], meta["num_views"]) if meta else (
         ds.num_train_pids, ds.num_cams, ds.num_views)
     zero_shot = ckpt is None
@@ -167,7 +187,7 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
 
     epoch = meta["epoch"] if meta else None
     if cfg.MODEL.TASK == "tbps":
-        results, latency = evaluate_text_to_image(cfg, model, ds, device, epoch, logger)
+        results, latency = evaluate_text_to_image(cfg, model, ds, device, epoch, logger, val_ds)
     else:
         results, latency = evaluate_image_reid(cfg, model, data, device, epoch, logger)
     # what the result cost: the training's (the checkpoint's metadata) and this test's latency
@@ -179,11 +199,13 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
         test_config_sha256=evaluation_fingerprint(cfg),
         epoch=epoch,
         dataset=ds.name,
+        # the dataset the checkpoint was trained on (cross-domain testing: not ``dataset``)
+        train_dataset=None if zero_shot else cfg.DATASETS.NAMES,
         clip_fusion=clip_fusion,
         zero_shot=zero_shot,
         # test camera / view ids that no training image has (untrained SIE rows when SIE is on)
-        unseen_test_cameras=data.unseen_test_ids["camera"],
-        unseen_test_views=data.unseen_test_ids["view"],
+        unseen_test_cameras=unseen["camera"],
+        unseen_test_views=unseen["view"],
         seconds=round(time.time() - start, 2),
     )
     summary.write(summary_path)
@@ -191,9 +213,30 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
     return 0
 
 
+def cross_domain_datasets(cfg, cross, logger) -> tuple:
+    """TEST.DATASET (cross-domain testing): (the evaluated dataset, built from ``cross`` --
+    ``utils.eval_config.cross_domain_config`` --, the training dataset whose validation split
+    selects the best epoch, or None with TEST.SELECT_ON 'test'). Both are checked for what is
+    evaluated on them: captioned test images, a captioned validation split."""
+    ds = build_dataset(cross)
+    logger.info("Cross-domain testing (TEST.DATASET): the checkpoint trained on %s is evaluated "
+                "on the test split of %s (%s)\n%s", cfg.DATASETS.NAMES, ds.name,
+                cross.DATASETS.ROOT_DIR, ds.statistics())
+    check_t2i_evaluable(ds, "test")
+    if cfg.TEST.SELECT_ON != "val":
+        logger.warning("TEST.SELECT_ON 'test' with TEST.DATASET: the best epoch is selected on "
+                       "the cross-domain TEST split of %s (optimistic numbers; the summary says "
+                       "so)", ds.name)
+        return ds, None
+    train_ds = build_dataset(cfg)
+    check_t2i_evaluable(train_ds, "val")
+    return ds, train_ds
+
+
 def warn_zero_shot(cfg, logger) -> None:
     t = cfg.MODEL.TBPS
-    random_init = t.TINY or (t.FAMILY == "open_clip" and not t.PRETRAINED)
+    random_init = not t.INIT_CHECKPOINT and (t.TINY or (t.FAMILY == "open_clip"
+                                                         and not t.PRETRAINED))
     logger.info("Zero-shot evaluation (no TEST.WEIGHT): the dual encoder as its config builds it "
                 "(MODEL.TBPS), no training")
     if random_init:
@@ -234,11 +277,18 @@ def evaluate_image_reid(cfg, model, data, device, epoch, logger) -> tuple:
     return dict(metrics=metrics, split=[s.name for s in ds.splits], **evaluation), latency
 
 
-def evaluate_text_to_image(cfg, model, ds, device, epoch, logger) -> tuple:
+def evaluate_text_to_image(cfg, model, ds, device, epoch, logger, val_ds=None) -> tuple:
     """Text-to-image (module docstring): test, val when there is one, i2t with TEST.I2T; the
-    figure and features.npz of test; returns the summary fields of the evaluation and its latency (seconds per caption query and
-    per gallery image)."""
+    figure and features.npz of test; returns the summary fields of the evaluation and its
+    latency (seconds per caption query and per gallery image). ``val_ds``: cross-domain testing
+    (TEST.DATASET): the training dataset, whose validation split is evaluated as 'val' (named in
+    its ``dataset``) instead of ``ds``'s own."""
     sets = t2i_sets(ds)
+    if cfg.TEST.DATASET:   # selection stays on the training dataset (or on test, when asked)
+        sets.pop("val", None)
+        if val_ds is not None:
+            sets["val"] = t2i_sets(val_ds)["val"]
+    val_from = val_ds or ds
     tokenizer = build_tokenizer(cfg)
     what = cfg.TEST.WEIGHT or "the zero-shot dual encoder"
     test = evaluate_t2i(cfg, model, sets["test"], device, tokenizer)
@@ -248,10 +298,11 @@ def evaluate_text_to_image(cfg, model, ds, device, epoch, logger) -> tuple:
     extra = {}
     if "val" in sets:
         val = evaluate_t2i(cfg, model, sets["val"], device, tokenizer, i2t=False)
-        extra["val"] = MetricSet(split=["val"], metrics=val.metrics, source=ds.val_source)
-        logger.info("Text-to-image on the val split (%s; %d captions x %d images):%s",
-                    ds.val_source, len(sets["val"].captions), len(sets["val"].images),
-                    format_metrics(val.metrics))
+        extra["val"] = MetricSet(split=["val"], metrics=val.metrics, source=val_from.val_source,
+                                 dataset=val_from.name if val_from is not ds else None)
+        logger.info("Text-to-image on the val split of %s (%s; %d captions x %d images):%s",
+                    val_from.name, val_from.val_source, len(sets["val"].captions),
+                    len(sets["val"].images), format_metrics(val.metrics))
     for spec in cfg.TEST.QUERY_SUBSETS:
         queries = query_subset(sets["test"], spec, ds.name)
         name = subset_name(spec)

@@ -205,6 +205,21 @@ _C.MODEL.TBPS.ID_LR_SCALE = 1.0
 # successor of gradient_checkpointing_enable), non-reentrant. With or without LoRA.
 _C.MODEL.TBPS.GRAD_CHECKPOINTING = False
 
+# A released TBPS model checkpoint to start from (model/tbps_clip_weights.py), loaded over the
+# open_clip towers instead of PRETRAINED (which must then be ''): the weights of both towers and
+# the logit scale (unless RESET_LOGIT_PARAMS), with a load report logged and written to
+# OUTPUT_DIR/init_checkpoint.txt. Read for training (the starting point) and for test.py without
+# TEST.WEIGHT (zero-shot evaluation of the released model); a PhaseReID checkpoint given as
+# TEST.WEIGHT replaces it. FAMILY 'open_clip' only; the towers are built with QuickGELU and
+# OpenAI-CLIP-style key names (TBPS-CLIP is OpenAI's ViT-B/16 CLIP fine-tuned), and images are
+# mapped to the normalisation the checkpoint was trained with (TBPS-CLIP: ImageNet's mean / std).
+# '' = none.
+_C.MODEL.TBPS.INIT_CHECKPOINT = ""
+# The layout of INIT_CHECKPOINT: 'tbps_clip' (Flame-Chasers/TBPS-CLIP's checkpoint_best.pth:
+# {'model': state dict with 'visual.*' / 'encode_text.*' / 'logit_scale' and training-only heads,
+# 'optimizer', 'config'}).
+_C.MODEL.TBPS.INIT_CHECKPOINT_FORMAT = "tbps_clip"
+
 _C.MODEL.TBPS.LORA = CN()
 # LoRA (Hu et al. 2021) on the towers through the peft package (model/lora.py; installed from
 # requirements.txt, imported only when ENABLE is True): each adapted nn.Linear computes
@@ -645,6 +660,17 @@ _C.TEST.I2T = False
 # (datasets/t2i.py query_subset). Each query keeps its ranking against the whole test gallery.
 _C.TEST.QUERY_SUBSETS = []
 # Ranked-list figure: number of queries drawn and gallery items per row (0 queries = no figure).
+# MODEL.TASK 'tbps', test.py with TEST.WEIGHT: cross-domain (open-set) testing. The checkpoint
+# (trained on DATASETS.NAMES) is evaluated on the TEST split of this dataset instead, with its own
+# loader and the text-to-image protocol (e.g. trained on cuhkpedes, tested on icfgpedes /
+# rstpreid); DATASETS.CAPTION_SOURCE / CAPTION_LANG and the SYNTH_* keys apply to it too. The best
+# epoch is still selected on the TRAINING dataset's validation split (TEST.SELECT_ON 'val'),
+# never on the cross-domain test split unless TEST.SELECT_ON 'test' asks for it. summary.json
+# names both (``dataset`` = this one, ``train_dataset``). '' = the training dataset (in-domain).
+# Training (in-training evaluation) ignores it; image re-ID refuses it.
+_C.TEST.DATASET = ""
+# The folder holding TEST.DATASET's folder; '' = DATASETS.ROOT_DIR.
+_C.TEST.ROOT_DIR = ""
 _C.TEST.VIS_QUERIES = 8
 _C.TEST.VIS_TOPK = 10
 

@@ -82,6 +82,8 @@ TGMIM_MASK_MODES = ("random", "block")
 CAPTION_SOURCES = ("annotation", "attributes", "none")
 CAPTION_LANGS = ("en", "vi")
 SELECTION_SPLITS = ("val", "test")
+#: layouts of MODEL.TBPS.INIT_CHECKPOINT (model/tbps_clip_weights.py)
+INIT_CHECKPOINT_FORMATS = ("tbps_clip",)
 VEHICLEID_TEST_SIZES = (800, 1600, 2400)
 TIMM_PREFIX = "timm:"
 
@@ -357,6 +359,8 @@ RULES: Dict[str, object] = {
     "TEST.VIS_QUERIES": NON_NEGATIVE_INT,
     "TEST.VIS_TOPK": POSITIVE_INT,
     "TEST.SELECT_ON": OneOf(SELECTION_SPLITS),
+    "TEST.DATASET": OneOf(("",) + DATASET_NAMES),
+    "MODEL.TBPS.INIT_CHECKPOINT_FORMAT": OneOf(INIT_CHECKPOINT_FORMATS),
 }
 
 
@@ -433,6 +437,7 @@ def task_problems(cfg) -> List[str]:
         problems.append(f"DATASETS.VAL_IDS {d.VAL_IDS} and DATASETS.SYNTH_VAL_IDS "
                         f"{d.SYNTH_VAL_IDS} both hold out SynthPedes identities: set one")
     loss = cfg.LOSS
+    problems += cross_domain_problems(cfg) + init_checkpoint_problems(cfg)
     if m.TASK != "tbps":
         tbps = [n for n in loss.NAMES if n in TBPS_LOSS_NAMES]
         if tbps:
@@ -459,10 +464,11 @@ def task_problems(cfg) -> List[str]:
         problems.append("DATASETS.CAPTION_SOURCE 'none' but MODEL.TASK is 'tbps': the training "
                         "items are (image, caption) pairs; set 'annotation' (the dataset's "
                         "caption file) or 'attributes'")
+    evaluated = cfg.TEST.DATASET or d.NAMES   # the query subsets are of the tested dataset
     for spec in cfg.TEST.QUERY_SUBSETS:
-        if spec == "near_twin" and d.NAMES != "synth":
-            problems.append(f"TEST.QUERY_SUBSETS 'near_twin' is SynthPedes' subset, {d.NAMES} has "
-                            "none: give a subset file")
+        if spec == "near_twin" and evaluated != "synth":
+            problems.append(f"TEST.QUERY_SUBSETS 'near_twin' is SynthPedes' subset, {evaluated} "
+                            "has none: give a subset file")
         elif spec != "near_twin" and not str(spec).endswith(".json"):
             problems.append(f"TEST.QUERY_SUBSETS {spec!r} is neither 'near_twin' nor a .json "
                             "subset file")
@@ -476,6 +482,50 @@ def task_problems(cfg) -> List[str]:
         problems.append(f"TEST.SELECT_ON 'val' but {d.NAMES} has no validation split: hold out "
                         f"training identities with {key} <n> (e.g. 10% of them), or "
                         "select on test explicitly with TEST.SELECT_ON 'test' (optimistic numbers)")
+    return problems
+
+
+def cross_domain_problems(cfg) -> List[str]:
+    """TEST.DATASET (cross-domain testing, test.py): text-based person search only, another
+    dataset than the training one; TEST.ROOT_DIR only with it."""
+    t, d = cfg.TEST, cfg.DATASETS
+    problems = []
+    if t.ROOT_DIR and not t.DATASET:
+        problems.append(f"TEST.ROOT_DIR {t.ROOT_DIR!r} is set but TEST.DATASET is empty: it is "
+                        "the folder of TEST.DATASET's data; set TEST.DATASET or drop it")
+    if not t.DATASET:
+        return problems
+    if cfg.MODEL.TASK != "tbps":
+        problems.append(f"TEST.DATASET {t.DATASET!r} (cross-domain testing) is for MODEL.TASK "
+                        "'tbps' (text-to-image); image re-ID cross-dataset testing is not "
+                        "implemented (the SIE camera / view tables and the camera filter belong "
+                        "to the training dataset): set TEST.DATASET ''")
+    elif t.DATASET == d.NAMES:
+        problems.append(f"TEST.DATASET {t.DATASET!r} is the training dataset (DATASETS.NAMES): "
+                        "its test split is what test.py evaluates without the key; set "
+                        "TEST.DATASET '' (or name another dataset for cross-domain testing)")
+    return problems
+
+
+def init_checkpoint_problems(cfg) -> List[str]:
+    """MODEL.TBPS.INIT_CHECKPOINT: a dual encoder of FAMILY 'open_clip' whose towers take no
+    other weights (PRETRAINED '', MODEL.PRETRAIN_CHOICE 'none')."""
+    m = cfg.MODEL
+    t = m.TBPS
+    if not t.INIT_CHECKPOINT:
+        return []
+    key = f"MODEL.TBPS.INIT_CHECKPOINT {t.INIT_CHECKPOINT!r}"
+    problems = []
+    if m.TASK != "tbps" or t.FAMILY != "open_clip":
+        problems.append(f"{key} is a TBPS-CLIP dual-encoder checkpoint: it needs MODEL.TASK "
+                        "'tbps' and MODEL.TBPS.FAMILY 'open_clip'")
+    if t.PRETRAINED:
+        problems.append(f"{key} replaces the towers' weights, so MODEL.TBPS.PRETRAINED "
+                        f"{t.PRETRAINED!r} would be read for nothing: set MODEL.TBPS.PRETRAINED ''")
+    if m.PRETRAIN_CHOICE != "none":
+        problems.append(f"{key} and MODEL.PRETRAIN_CHOICE '{m.PRETRAIN_CHOICE}' both give the "
+                        "model's weights: use one (MODEL.PRETRAIN_CHOICE 'none' to start from "
+                        "the TBPS-CLIP checkpoint)")
     return problems
 
 
@@ -513,6 +563,10 @@ def path_problems(cfg) -> List[str]:
             is_local_path(t.HF_MODEL) and not os.path.isdir(os.path.expanduser(t.HF_MODEL)):
         problems.append(f"MODEL.TBPS.HF_MODEL {t.HF_MODEL!r} is not a folder (a local folder of "
                         "the Hugging Face model files, or a hub id)")
+    if m.TASK == "tbps" and t.INIT_CHECKPOINT and \
+            not os.path.isfile(os.path.expanduser(t.INIT_CHECKPOINT)):
+        problems.append(f"MODEL.TBPS.INIT_CHECKPOINT {t.INIT_CHECKPOINT!r} does not exist (a "
+                        "released TBPS-CLIP checkpoint file, or '' for none)")
     if m.PRETRAIN_CHOICE in ("imagenet", "self"):
         path = m.PRETRAIN_PATH
         hub_tag = m.PRETRAIN_CHOICE == "imagenet" and path.startswith(TIMM_PREFIX)

@@ -34,8 +34,27 @@ from .runner import Failure
 
 KINDS = ("best", "last")
 # what each test evaluated; the summary reports it (and 'mixed' when the tests disagree)
-EVALUATION_FIELDS = ("split", "dataset", "protocol", "feature", "feat_norm", "distance",
-                     "re_ranking", "clip_fusion")
+EVALUATION_FIELDS = ("split", "dataset", "train_dataset", "protocol", "feature", "feat_norm",
+                     "distance", "re_ranking", "clip_fusion")
+
+
+def summary_field(summary: TestSummary, name: str):
+    """A summary's EVALUATION_FIELDS value; ``train_dataset`` of a summary that does not record it
+    (version < 5, before cross-domain testing) is its ``dataset``."""
+    value = getattr(summary, name)
+    if name == "train_dataset" and value is None:
+        return summary.dataset
+    return value
+
+
+def cross_domain(info: dict) -> Optional[str]:
+    """'trained on X, tested on Y' when the tests evaluated another dataset than the training one
+    (test.py TEST.DATASET), else None."""
+    tested, trained = info.get("dataset"), info.get("train_dataset")
+    if tested is None or trained is None or tested == trained:
+        return None
+    show = lambda v: v if isinstance(v, str) else json.dumps(v)   # noqa: E731 ('mixed')
+    return f"trained on {show(trained)}, tested on {show(tested)}"
 
 
 def seed_record(exp: Experiment, seed: int) -> dict:
@@ -159,7 +178,7 @@ def evaluation_info(records: Sequence[dict]) -> dict:
     for r in records:
         for s in r["_summaries"].values():
             for f in EVALUATION_FIELDS:
-                value = getattr(s, f)
+                value = summary_field(s, f)
                 if value not in seen[f]:
                     seen[f].append(value)
     return {f: (v[0] if len(v) == 1 else {"mixed": v}) if v else None for f, v in seen.items()}
@@ -253,9 +272,14 @@ def selection_text(records: Sequence[dict], info: dict, epochs: int) -> str:
                 f"selected on the test split ({split_text}): {why}, so "
                 f"best-epoch numbers are optimistic; 'last' = epoch {epochs}, no selection")
     names = ", ".join(sorted({name for _, split in chosen for name in split}))
+    of = sorted({str(s.extra_metrics[s.select_on].dataset or s.dataset)
+                 for r in records for s in r["_summaries"].values() if s.select_on})
+    where = cross_domain(info)
+    domain = (f" of {', '.join(of)} (cross-domain: {where}; selection stays on the training "
+              "dataset)" if where else "")
     return (f"best = the tested checkpoint with the highest (mAP, R1) on the selection split "
-            f"({names}), earlier epoch on ties; its test numbers are reported; 'last' = epoch "
-            f"{epochs}, no selection")
+            f"({names}){domain}, earlier epoch on ties; its test numbers are reported; 'last' = "
+            f"epoch {epochs}, no selection")
 
 
 def selected_on(records: Sequence[dict]) -> str:
@@ -308,6 +332,13 @@ def fmt_p(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.4g}"
 
 
+def tested_on(s: dict) -> str:
+    """The table title's suffix naming the dataset of the test numbers when it is not the
+    training dataset (cross-domain testing), else ''."""
+    where = cross_domain(s["evaluation"])
+    return f": test numbers of a cross-domain test ({where})" if where else ""
+
+
 def summary_markdown(s: dict) -> str:
     keys = list(METRIC_KEYS)
     head = "| " + " | ".join(keys) + " |"
@@ -318,7 +349,7 @@ def summary_markdown(s: dict) -> str:
              f"`<run>/{s['test_folder']}/epoch_<N>/summary.json`",
              f"- evaluation: {json.dumps(s['evaluation'])}",
              f"- **{s['selection']}**", f"- std: {s['std']}; {s['statistics_rule']}", "",
-             "## Per seed", "",
+             f"## Per seed{tested_on(s)}", "",
              "| seed | kind | epoch " + head, "|---|---|---|" + "---|" * len(keys)]
     for r in s["seeds"]:
         for kind in KINDS:
@@ -327,7 +358,7 @@ def summary_markdown(s: dict) -> str:
             cells = ([fmt(entry["metrics"][k]) for k in keys] if entry else ["-"] * len(keys))
             lines.append(f"| {r['seed']} | {label} | {entry['epoch'] if entry else '-'} | "
                          + " | ".join(cells) + " |")
-    lines += ["", "## Across seeds (mean ± sample std)", "",
+    lines += ["", f"## Across seeds (mean ± sample std){tested_on(s)}", "",
               "| kind | n " + head, "|---|---|" + "---|" * len(keys)]
     for kind in KINDS:
         agg = s["aggregate"][kind]

@@ -98,6 +98,7 @@ from utils.weights_io import (LoadReport, OpenClipPretrained, read_weights, resi
 from .clip_fusion import (OPEN_CLIP_TINY_KWARGS, TINY_HEADS, TINY_LAYERS, TINY_NATIVE_SIZE,
                           TINY_PATCH, ClipInput, fit_open_clip_pos_embed)
 from .lora import apply_lora, is_lora_parameter
+from .tbps_clip_weights import TBPS_CLIP_MEAN, TBPS_CLIP_STD
 from .text_encoder import (CLIP_VOCAB_SIZE, build_text_tower, load_text_weights,
                            text_state_from_clip)
 
@@ -416,6 +417,9 @@ def build_open_clip_towers(cfg, context_length: int, load_weights: bool):
     if tag:
         quick_gelu = quick_gelu or bool(
             open_clip.get_pretrained_cfg(t.OPEN_CLIP_MODEL, tag).get("quick_gelu", False))
+    # a TBPS-CLIP checkpoint (INIT_CHECKPOINT, loaded over these towers by model/make_model.py)
+    # is OpenAI's CLIP fine-tuned: QuickGELU blocks whatever OPEN_CLIP_MODEL's variant says
+    quick_gelu = quick_gelu or bool(t.INIT_CHECKPOINT)
     from open_clip.model import _build_vision_tower
     patch = arch["vision_cfg"].get("patch_size", 16)
     if size[0] < patch or size[1] < patch:
@@ -430,11 +434,15 @@ def build_open_clip_towers(cfg, context_length: int, load_weights: bool):
     name = (f"tiny ({TINY_LAYERS} layers, width 64, D {t.EMBED_DIM})" if t.TINY
             else f"'{t.OPEN_CLIP_MODEL}'") + (" QuickGELU" if quick_gelu else "")
     scale = bias = mean_std = None
-    if loaded is None:
+    if loaded is None and t.INIT_CHECKPOINT and load_weights:
+        source = "weights to come from MODEL.TBPS.INIT_CHECKPOINT (TBPS-CLIP)"
+    elif loaded is None:
         source = "random init" + ("" if load_weights else " (weights to come from a checkpoint)")
     else:
         source, scale, bias = _load_open_clip_state(image_tower, text_tower, t, *loaded)
-    if t.PRETRAINED and not t.TINY:   # from the config alone: the same with load_weights False
+    if t.INIT_CHECKPOINT and not t.TINY:   # TBPS-CLIP trained with ImageNet's normalisation
+        mean_std = (TBPS_CLIP_MEAN, TBPS_CLIP_STD)
+    elif t.PRETRAINED and not t.TINY:   # from the config alone: the same with load_weights False
         pretrained_cfg = open_clip.get_pretrained_cfg(t.OPEN_CLIP_MODEL, tag) if tag else {}
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         mean_std = (pretrained_cfg.get("mean", OPENAI_DATASET_MEAN),

@@ -52,6 +52,7 @@ from .backbones.vit_weights import load_vit_pretrained
 from .clip_fusion import build_clip_fusion
 from .dual_encoder import DualEncoder, build_dual_encoder
 from .lora import apply_lora
+from .tbps_clip_weights import load_init_checkpoint
 from .text_encoder import build_text_encoder
 from .tgmim import TGMIMHead
 from .weights import load_model_weights
@@ -260,12 +261,19 @@ def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True,
     """The dual encoder of MODEL.TASK 'tbps' (model/dual_encoder.py). Its towers take their
     weights from MODEL.TBPS (PRETRAINED / HF_MODEL); MODEL.PRETRAIN_CHOICE 'self' then loads a
     PhaseReID checkpoint over them (matching keys, reported), 'none' adds nothing, 'imagenet'
-    does not apply. With MODEL.TBPS.LORA.ENABLE (and ``lora``) the LoRA adapters go on last, so
+    does not apply. MODEL.TBPS.INIT_CHECKPOINT (with ``load_weights``): a released TBPS-CLIP
+    checkpoint is loaded over the towers instead (model/tbps_clip_weights.py, reported in
+    OUTPUT_DIR/init_checkpoint.txt). With MODEL.TBPS.LORA.ENABLE (and ``lora``) the LoRA adapters go on last, so
     'self' weights (a checkpoint's plain layout; LoRA checkpoints hold merged weights) load into
     the plain towers and the new adapters start on top of them (model/lora.py)."""
     choice = cfg.MODEL.PRETRAIN_CHOICE
+    init = load_weights and bool(cfg.MODEL.TBPS.INIT_CHECKPOINT)
     model = build_dual_encoder(cfg, load_weights=load_weights, num_classes=num_classes,
-                               lora=lora and choice != "self")
+                               lora=lora and choice != "self" and not init)
+    if init:   # a released TBPS-CLIP checkpoint over the towers, then the LoRA adapters
+        load_init_checkpoint(model, cfg)
+        if lora and cfg.MODEL.TBPS.LORA.ENABLE:
+            apply_lora(model, cfg)
     if choice == "self":
         report = load_model_weights(model, cfg.MODEL.PRETRAIN_PATH)
         logger.info("Loaded PhaseReID weights from %s\n%s", cfg.MODEL.PRETRAIN_PATH, report)

@@ -55,7 +55,7 @@ def new_summary(**changes):
 def test_round_trip_keeps_every_field(tmp_path):
     s = new_summary()
     again = TestSummary.from_json(s.to_json())
-    assert again.version == SUMMARY_VERSION == 4 and again.protocol == "image-reid"
+    assert again.version == SUMMARY_VERSION == 5 and again.protocol == "image-reid"
     assert not again.zero_shot and not again.test_selection_asked
     assert again.re_ranking == s.re_ranking and again.split == ["test"] and again.epoch == 3
     assert again.metrics["mAP"] == 41.5 and again.metrics["R10"] != again.metrics["R10"]  # NaN
@@ -240,6 +240,23 @@ def test_a_version_3_summary_reads_without_cost_and_cost_round_trips():
     data["version"] = 3
     s = TestSummary.from_json(json.dumps(data))
     assert s.version == SUMMARY_VERSION and s.cost is None
+
+
+def test_a_version_4_summary_reads_without_the_training_dataset():
+    """Version 5 adds ``train_dataset`` and ``MetricSet.dataset`` (cross-domain testing); a
+    version-4 file reads them as None (every number of it is of ``dataset``)."""
+    cross = new_summary(protocol="text-to-image", dataset="icfgpedes", train_dataset="cuhkpedes",
+                        extra_metrics={"val": MetricSet(split=["val"], metrics={"mAP": 1.0},
+                                                        dataset="cuhkpedes")}, select_on="val")
+    again = TestSummary.from_json(cross.to_json())
+    assert again.train_dataset == "cuhkpedes" and again.dataset == "icfgpedes"
+    assert again.extra_metrics["val"].dataset == "cuhkpedes"
+    data = json.loads(cross.to_json())
+    del data["train_dataset"], data["extra_metrics"]["val"]["dataset"]
+    data["version"] = 4
+    s = TestSummary.from_json(json.dumps(data))
+    assert s.version == SUMMARY_VERSION and s.train_dataset is None
+    assert s.extra_metrics["val"].dataset is None
 
 
 def test_text_to_image_fields_round_trip():

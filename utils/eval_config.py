@@ -19,6 +19,12 @@ config; the KEY VALUE options over it; then what test.py always sets itself:
 - ``MODEL.CLIP_PRETRAIN ''`` when the checkpoint holds the open_clip tower's weights;
 - ``MODEL.DIST_TRAIN False``: one process.
 
+Cross-domain testing (TEST.DATASET, MODEL.TASK 'tbps'): :func:`cross_domain_config` gives the
+config of the dataset evaluated (DATASETS.NAMES / ROOT_DIR replaced, no held-out or few-shot
+identities); the resolved config itself keeps the training dataset (its validation split is
+where the best epoch is selected). Zero-shot evaluation refuses TEST.DATASET (nothing was trained
+on another dataset: name the dataset as DATASETS.NAMES).
+
 Zero-shot (:func:`is_zero_shot`): with MODEL.TASK 'tbps' and no ``TEST.WEIGHT`` in the options,
 test.py evaluates the dual encoder as its recipe builds it (``--config_file`` required); with
 MODEL.TASK 'reid' a missing ``TEST.WEIGHT`` stays an error.
@@ -90,6 +96,11 @@ def resolve_eval_config(opts: Sequence[str], config_file: str = "",
     if zero_shot and (cfg.MODEL.TASK != "tbps" or cfg.TEST.WEIGHT):
         require_weight(opts)   # image re-ID has no zero-shot model; a recipe's own weight:
         # give it on the command line, where it is recorded and fingerprinted
+    if zero_shot and cfg.TEST.DATASET:
+        raise ValueError(f"TEST.DATASET {cfg.TEST.DATASET!r} without TEST.WEIGHT: a zero-shot "
+                         "model was not trained on DATASETS.NAMES, so there is no cross-domain "
+                         f"pair; evaluate it with DATASETS.NAMES {cfg.TEST.DATASET} (and "
+                         "DATASETS.ROOT_DIR) instead")
     out_dir = option_value(opts, "OUTPUT_DIR")
     if out_dir is None and not zero_shot:
         stem = os.path.splitext(os.path.basename(weight))[0]
@@ -105,3 +116,22 @@ def resolve_eval_config(opts: Sequence[str], config_file: str = "",
     cfg.MODEL.DIST_TRAIN = False
     cfg.freeze()
     return cfg
+
+
+def cross_domain_config(cfg):
+    """The config of the dataset test.py evaluates under TEST.DATASET (cross-domain testing), or
+    None without it: a frozen copy of ``cfg`` with DATASETS.NAMES = TEST.DATASET,
+    DATASETS.ROOT_DIR = TEST.ROOT_DIR (or the training root), and none of the training dataset's
+    identity selections (DATASETS.VAL_IDS / SYNTH_VAL_IDS 0, TRAIN_ID_FRACTION 1.0: they pick
+    TRAINING identities and never change a test split). CAPTION_SOURCE, CAPTION_LANG and the
+    SYNTH_* generator keys apply to the evaluated dataset as they are."""
+    if not cfg.TEST.DATASET:
+        return None
+    out = cfg.clone()
+    out.defrost()
+    d = out.DATASETS
+    d.NAMES = cfg.TEST.DATASET
+    d.ROOT_DIR = cfg.TEST.ROOT_DIR or cfg.DATASETS.ROOT_DIR
+    d.VAL_IDS, d.SYNTH_VAL_IDS, d.TRAIN_ID_FRACTION = 0, 0, 1.0
+    out.freeze()
+    return out

@@ -6,7 +6,7 @@ only when it names that exact file as it is now and the test config a new test w
 scripts read the numbers from it. This module is the one definition of its fields, and it is
 torch-free, so readers do not import torch.
 
-Schema (version ``SUMMARY_VERSION`` = 3; every number in percent):
+Schema (version ``SUMMARY_VERSION`` = 5; every number in percent):
 
 - ``version``: the schema version.
 - ``protocol``: ``'image-reid'`` (image queries against an image gallery, the Market-1501
@@ -20,6 +20,8 @@ Schema (version ``SUMMARY_VERSION`` = 3; every number in percent):
   ``MetricSet`` naming its own split(s) and, where the name does not say it all, the ``source``
   of the split's records (e.g. the annotation's validation split, or the training identities
   held out by DATASETS.VAL_IDS). Empty for image re-ID today.
+  A ``MetricSet`` of another dataset than ``dataset`` names it in its own ``dataset`` field
+  (cross-domain testing: ``'val'`` is the TRAINING dataset's validation split); None = ``dataset``.
 - ``select_on``: the ``extra_metrics`` entry on which a launcher picks the best epoch (a
   validation split); ``None`` = ``metrics`` (the test split: image re-ID datasets have no
   validation split, and the launcher's summary says so).
@@ -39,8 +41,12 @@ Schema (version ``SUMMARY_VERSION`` = 3; every number in percent):
   not is tested again.
 - ``test_config_sha256``: ``utils.provenance.evaluation_fingerprint`` of the config test.py
   evaluated with (``utils.eval_config``): every key that can change the numbers, TEST.* included.
+- ``dataset``: the dataset whose test split gave ``metrics``; ``train_dataset``: the dataset the
+  checkpoint was trained on (DATASETS.NAMES of its config; None for zero-shot evaluations and in
+  files of version < 5, where it is ``dataset``). They differ for cross-domain testing (test.py
+  with TEST.DATASET), so a number is never attributed to the training dataset.
 - what else was evaluated: ``epoch`` (None for plain weights),
-  ``dataset``, ``feature``, ``feat_norm``, ``distance``, ``re_ranking``, ``max_rank``,
+  ``feature``, ``feat_norm``, ``distance``, ``re_ranking``, ``max_rank``,
   ``clip_fusion`` ('on' / 'off' / 'disabled at test'), and ``seconds`` (wall time of the test).
 - ``unseen_test_cameras`` / ``unseen_test_views``: test camera / view ids that no training image
   has (their SIE rows were never trained when SIE is on); empty lists when training covers all,
@@ -54,6 +60,8 @@ Schema (version ``SUMMARY_VERSION`` = 3; every number in percent):
   test, ``s_per_query`` / ``s_per_gallery_image`` (feature extraction time per caption query /
   gallery image for text-to-image, per test image for image re-ID).
 
+Version 4: the same without ``train_dataset`` and ``MetricSet.dataset`` (read as None: every
+number of those files is of ``dataset``, cross-domain testing did not exist).
 Version 3: the same without ``cost`` (reads as None).
 Version 2: the same without ``test_selection_asked``, ``zero_shot`` and ``MetricSet.source``;
 they read as False, False and None (no version-2 file was written by a zero-shot or an explicitly
@@ -77,7 +85,7 @@ from utils.atomic import atomic_write_text
 from utils.results import METRIC_KEYS
 
 SUMMARY_FILE = "summary.json"
-SUMMARY_VERSION = 4
+SUMMARY_VERSION = 5
 PROTOCOLS = ("image-reid", "text-to-image")
 
 
@@ -85,11 +93,12 @@ PROTOCOLS = ("image-reid", "text-to-image")
 class MetricSet:
     """Numbers of one direction / query subset / split (percent), the split(s) they come from
     and, where the name does not say it all, where the split's records come from (``source``,
-    e.g. ``ReIDDataset.val_source``)."""
+    e.g. ``ReIDDataset.val_source``) and which dataset (``dataset``, when not the summary's)."""
 
     split: List[str]
     metrics: Dict[str, float]
     source: Optional[str] = None
+    dataset: Optional[str] = None   # None = the summary's ``dataset``
 
 
 @dataclass(kw_only=True)
@@ -128,6 +137,7 @@ class TestSummary:
     cost: Optional[Dict[str, object]] = None
     unseen_test_cameras: List[int] = field(default_factory=list)
     unseen_test_views: List[int] = field(default_factory=list)
+    train_dataset: Optional[str] = None
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -219,7 +229,7 @@ class TestSummary:
             data = _from_version_0(data)
         if data.get("version", 0) == 1:
             data = dict(data, **{k: None for k in _NEW_IN_VERSION_2}, version=SUMMARY_VERSION)
-        if data.get("version") in (2, 3):   # the fields new in versions 3 and 4: defaults
+        if data.get("version") in (2, 3, 4):   # the fields new in versions 3-5: defaults
             data = dict(data, version=SUMMARY_VERSION)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
