@@ -519,11 +519,11 @@ _C.LOSS.TGMIM.NORM_TARGET = False
 
 # ---- text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, REFERENCES.md section 5)
 # Composed by name like the image re-ID losses: put them in LOSS.NAMES ('itc', 'sdm', 'nitc',
-# 'ritc', 'citc', 'cmpm', 'sigmoid_id', 'circle_inmodal', 'circle_cross', 'nc_itc'; 'id' is then
-# the cross-modal ID loss, one classifier shared by the image and the text features, IRRA); each
-# has its weight W and per-phase W_SEQ.
-# All read the dual encoder's img_feat / txt_feat (raw; each loss L2-normalises). GATHER True:
-# under DDP the loss compares the local rows with the features of every process (a
+# 'ritc', 'citc', 'cmpm', 'sigmoid_id', 'circle_inmodal', 'circle_cross', 'nc_itc', 'mlm'; 'id'
+# is then the cross-modal ID loss, one classifier shared by the image and the text features,
+# IRRA); each has its weight W and per-phase W_SEQ.
+# All but 'mlm' read the dual encoder's img_feat / txt_feat (raw; each loss L2-normalises).
+# GATHER True: under DDP the loss compares the local rows with the features of every process (a
 # gradient-correct all-gather; TBPS-CLIP's 320-image gathered batch); no effect on one process.
 _C.LOSS.ITC = CN()
 # ITC: CLIP InfoNCE with the model's learnable logit scale kappa (<= 100).
@@ -600,6 +600,22 @@ _C.LOSS.NC_ITC.W_SEQ = []
 _C.LOSS.NC_ITC.M = 0.25
 _C.LOSS.NC_ITC.GAMMA = 64.0
 _C.LOSS.NC_ITC.GATHER = True
+_C.LOSS.MLM = CN()
+# IRRA's implicit relation reasoning (IRR), 'mlm' in LOSS.NAMES: captions masked BERT-style
+# (each ordinary token chosen with probability P = 0.15 -> 80 % mask token, 10 % random token,
+# 10 % kept; datasets/mlm.py; CLIP BPE mask id 49405), the masked caption's text tokens attend
+# to the image tokens in a cross-attention (HEADS heads; 0 = IRRA's D / 64, at least 1) followed
+# by LAYERS transformer blocks (IRRA 4) and a vocabulary head (model/mlm.py); the loss is the
+# cross-entropy at the chosen positions (losses/mlm.py), weight W (IRRA 1), per-phase W_SEQ; the
+# masked forward runs only in epochs where it weighs > 0. The head's parameters ('mlm_head.')
+# train at BASE_LR x LR_SCALE (IRRA: new modules x5, 5e-5 vs 1e-5). Training-only: checkpoints
+# leave the head out. Local batch only (no GATHER).
+_C.LOSS.MLM.W = 1.0
+_C.LOSS.MLM.W_SEQ = []
+_C.LOSS.MLM.P = 0.15
+_C.LOSS.MLM.HEADS = 0
+_C.LOSS.MLM.LAYERS = 4
+_C.LOSS.MLM.LR_SCALE = 1.0
 
 _C.LOSS.PHASED = CN()
 # The phase plan (processor/phases.py; printed at the start of training). Epochs are 1-based and

@@ -67,10 +67,11 @@ REID_LOSS_NAMES = ("id", "triplet", "center")
 #: the text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, losses/circle_tbps.py);
 #: 'id' is shared
 TBPS_LOSS_NAMES = ("itc", "sdm", "nitc", "ritc", "citc", "cmpm", "sigmoid_id", "circle_inmodal",
-                   "circle_cross", "nc_itc")
+                   "circle_cross", "nc_itc", "mlm")
 #: the TBPS losses without LOSS.<NAME>.GATHER: one logsumexp over the local batch, not a mean
-#: over rows, so a gathered batch would change the loss (losses/circle_tbps.py)
-TBPS_LOCAL_ONLY = ("circle_inmodal", "circle_cross")
+#: over rows, so a gathered batch would change the loss (losses/circle_tbps.py); IRRA's
+#: masked-token loss 'mlm' compares no features across the batch (losses/mlm.py)
+TBPS_LOCAL_ONLY = ("circle_inmodal", "circle_cross", "mlm")
 LOSS_NAMES = REID_LOSS_NAMES + TBPS_LOSS_NAMES
 NITC_STOP_FEATURES = ("second_forward", "detached")
 PHASE_METRICS = ("triplet", "tripletx", "routed", "none")
@@ -339,6 +340,11 @@ RULES: Dict[str, object] = {
     "LOSS.NC_ITC.W": NON_NEGATIVE,
     "LOSS.NC_ITC.M": NON_NEGATIVE,
     "LOSS.NC_ITC.GAMMA": POSITIVE,
+    "LOSS.MLM.W": NON_NEGATIVE,
+    "LOSS.MLM.P": Number(0, 1, low_strict=True),
+    "LOSS.MLM.HEADS": NON_NEGATIVE_INT,
+    "LOSS.MLM.LAYERS": NON_NEGATIVE_INT,
+    "LOSS.MLM.LR_SCALE": POSITIVE,
     "MODEL.TBPS.ID_LR_SCALE": POSITIVE,
     "MODEL.TBPS.LORA.RANK": POSITIVE_INT,
     "MODEL.TBPS.LORA.ALPHA": POSITIVE,

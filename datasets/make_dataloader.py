@@ -22,7 +22,10 @@ gives the same weights for any worker count:
   seeded with ``augment_seed(SOLVER.SEED, e, index)`` (``datasets/transforms.py``); the
   brightness is measured on the result;
 - the caption: one per image per epoch, item ``index`` of epoch ``e`` uses caption
-  ``numpy.random.default_rng([SOLVER.SEED, e, index]).integers(len(captions))``.
+  ``numpy.random.default_rng([SOLVER.SEED, e, index]).integers(len(captions))``;
+- MODEL.TASK 'tbps' with 'mlm' in LOSS.NAMES (IRRA's masked-token prediction): the items also
+  carry ``mlm_ids`` / ``mlm_labels`` (L,), the caption masked by ``datasets.mlm.TokenMasker``
+  with a generator seeded with ``datasets.mlm.mlm_seed(SOLVER.SEED, e, index)``.
 
 The training loop calls ``data.train_set.set_epoch(epoch)`` before iterating; the DataLoader is
 not built with ``persistent_workers``, so its workers are re-created (forked / pickled from the
@@ -51,6 +54,7 @@ from utils.dist import world_info
 
 from .bases import Record, ReIDDataset, unseen_test_ids
 from .factory import build_dataset
+from .mlm import TokenMasker
 from .samplers import PKBatchSampler, RandomBatchSampler, check_pk_batch
 from .tokenize import CaptionTokenizer, build_tokenizer, truncation_warning
 from .transforms import brightness, build_transforms, cache_transform
@@ -126,12 +130,15 @@ class ImageDataset(Dataset):
             prefix (``build_transforms(cfg, True, cached=True)``) and no file is read.
         cache_rows: the cache row of each record (default: row i = record i); the (image,
             caption) pairs of text-based person search share their image's row.
+        masker: with a tokenizer, items also carry ``mlm_ids`` / ``mlm_labels`` (L,), the
+            caption's ids masked per (seed, epoch, index) (``datasets.mlm.TokenMasker``).
     """
 
     def __init__(self, records: Sequence[Record], transform, pixel_mean, pixel_std,
                  tokenizer: Optional[CaptionTokenizer] = None, caption_seed: int = 0,
                  cache: Optional[torch.Tensor] = None,
-                 cache_rows: Optional[Sequence[int]] = None):
+                 cache_rows: Optional[Sequence[int]] = None,
+                 masker: Optional[TokenMasker] = None):
         self.records = list(records)
         self.cache_rows = (list(range(len(self.records))) if cache_rows is None
                            else [int(r) for r in cache_rows])
@@ -147,6 +154,7 @@ class ImageDataset(Dataset):
         self.tokenizer = tokenizer
         self.caption_seed = int(caption_seed)
         self.epoch = 0
+        self.masker = masker
         if tokenizer is not None:
             missing = [r.path for r in self.records if not r.captions]
             if missing:
@@ -191,6 +199,9 @@ class ImageDataset(Dataset):
             caption = self.caption(index)
             ids, mask = self.tokenizer([caption])
             item.update(caption=caption, text_ids=ids[0], text_mask=mask[0])
+            if self.masker is not None:
+                mlm_ids, mlm_labels = self.masker(ids[0], mask[0], self.epoch, index)
+                item.update(mlm_ids=mlm_ids, mlm_labels=mlm_labels)
         return item
 
 
@@ -346,13 +357,16 @@ def make_dataloader(cfg) -> ReIDData:
         if warning and world_info()[1] == 0:
             logger.warning("%s training captions: %s", dataset.name, warning)
     cache = decode_images(cfg, dataset.train) if cfg.DATALOADER.CACHE_IMAGES else None
-    records, rows = dataset.train, None
+    records, rows, masker = dataset.train, None, None
     if cfg.MODEL.TASK == "tbps":
         records, rows = caption_pairs(dataset.train)
         logger.info("Text-based person search: %d training items, one per (image, caption) pair "
                     "of %d images", len(records), len(dataset.train))
+        if "mlm" in cfg.LOSS.NAMES:
+            masker = TokenMasker.from_tokenizer(tokenizer, cfg.LOSS.MLM.P, cfg.SOLVER.SEED)
     train_set = ImageDataset(records,
                              build_transforms(cfg, is_train=True, cached=cache is not None),
                              cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, tokenizer=tokenizer,
-                             caption_seed=cfg.SOLVER.SEED, cache=cache, cache_rows=rows)
+                             caption_seed=cfg.SOLVER.SEED, cache=cache, cache_rows=rows,
+                             masker=masker)
     return ReIDData(dataset, train_set, build_test_loader(cfg, dataset.test), unseen)

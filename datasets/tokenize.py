@@ -37,6 +37,12 @@ MODEL.TBPS.*) instead, with L = :func:`tbps_context_length`:
   attention mask (True on real tokens incl. ``</s>``; SigLIP's pad token is ``</s>`` too, so
   the mask cannot be computed from the ids);
 - TINY (either family): CLIP's BPE, which ships with open_clip (no files needed).
+
+Masked-token prediction (IRRA's IRR / MLM, datasets/mlm.py) reads three facts from the tokenizer
+object: ``mask_token_id`` (CLIP BPE: 49405, IRRA's ``<|mask|>``; a Hugging Face tokenizer: its
+own mask token, or None when it has none), ``special_token_ids`` (never masked: CLIP BPE's SOT,
+EOT, pad 0 and the mask id; a Hugging Face tokenizer's special ids, its pad and its mask) and
+``vocab_size`` (the ids a replaced token is drawn from).
 """
 from __future__ import annotations
 
@@ -48,6 +54,11 @@ from utils.hf_hub import hf_from_pretrained
 from utils.packages import import_open_clip
 
 CLIP_BPE_MODEL = "ViT-B-16"  # MODEL.TEXT.TINY and MODEL.TBPS.TINY use its tokenizer (CLIP BPE)
+#: IRRA's ``<|mask|>`` in CLIP's BPE (vocabulary 49408: SOT 49406, EOT 49407, pad 0). IRRA's
+#: tokenizer drops the last BPE merge ('jekyll</w>') to free this id; open_clip's keeps it, so a
+#: caption with the word 'jekyll' gives id 49405, which masked-token prediction then treats as a
+#: mask (never chosen, never a target) -- a rare word, a documented difference.
+CLIP_BPE_MASK_ID = 49405
 #: L of the tiny dual-encoder towers when MODEL.TBPS.CONTEXT_LENGTH is 0: CLIP's 77, SigLIP's 64
 TBPS_TINY_CONTEXT = {"open_clip": 77, "hf_siglip": 64}
 
@@ -113,6 +124,35 @@ class CaptionTokenizer:
         keep = [i for i in row if i != self.pad_token_id]
         return list(self.tokenizer.tokenizer.convert_ids_to_tokens(keep))
 
+
+    # -- masked-token prediction (datasets/mlm.py) ---------------------------------------------
+    @property
+    def mask_token_id(self) -> Optional[int]:
+        """The mask id of masked-token prediction: CLIP BPE 49405 (IRRA's ``<|mask|>``,
+        :data:`CLIP_BPE_MASK_ID`); a Hugging Face tokenizer's ``mask_token_id`` (None: it has
+        none)."""
+        if self.is_clip_bpe:
+            return CLIP_BPE_MASK_ID
+        return getattr(getattr(self.tokenizer, "tokenizer", None), "mask_token_id", None)
+
+    @property
+    def special_token_ids(self) -> frozenset:
+        """Ids never chosen for masking: CLIP BPE SOT, EOT, pad 0 and the mask id; otherwise the
+        Hugging Face tokenizer's special ids, its pad and its mask."""
+        if self.is_clip_bpe:
+            return frozenset({self.tokenizer.sot_token_id, self.eot_token_id, 0,
+                              CLIP_BPE_MASK_ID})
+        hf = getattr(self.tokenizer, "tokenizer", None)
+        ids = set(getattr(hf, "all_special_ids", []) or []) | {self.pad_token_id}
+        return frozenset(i for i in ids | {self.mask_token_id} if i is not None)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids (CLIP BPE 49408)."""
+        if self.is_clip_bpe:
+            return len(self.tokenizer.encoder)
+        return len(self.tokenizer.tokenizer)
+
     def __repr__(self) -> str:
         return (f"CaptionTokenizer({self.model_name!r}, {type(self.tokenizer).__name__}, "
                 f"context_length={self.context_length})")
@@ -160,6 +200,24 @@ class HFCaptionTokenizer:
         if end < len(row) and self.pad_token_id == self.tokenizer.eos_token_id:
             end += 1
         return list(self.tokenizer.convert_ids_to_tokens(row[:end]))
+
+
+    # -- masked-token prediction (datasets/mlm.py) ---------------------------------------------
+    @property
+    def mask_token_id(self) -> Optional[int]:
+        """The tokenizer's own mask id, or None when it has none (SigLIP's sentencepiece)."""
+        return self.tokenizer.mask_token_id
+
+    @property
+    def special_token_ids(self) -> frozenset:
+        """Ids never chosen for masking: the tokenizer's special ids, its pad and its mask."""
+        ids = set(self.tokenizer.all_special_ids) | {self.pad_token_id, self.mask_token_id}
+        return frozenset(i for i in ids if i is not None)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids, added tokens included (``len(tokenizer)``)."""
+        return len(self.tokenizer)
 
     def __repr__(self) -> str:
         return (f"HFCaptionTokenizer({self.model_name!r}, {type(self.tokenizer).__name__}, "

@@ -32,6 +32,10 @@ MODEL.TASK 'tbps' (the dual encoder's ``img_feat`` / ``txt_feat``, ``logit_scale
   model's ``logit_bias``), the circle-loss strategies' 'circle_inmodal', 'circle_cross' and
   'nc_itc' (losses/circle_tbps.py; LOSS.<NAME>.M / GAMMA) and 'id' = the cross-modal ID loss on
   the model's ``id_head`` (``id_weight`` / ``id_bias``), label smoothing LOSS.ID.LABEL_SMOOTH;
+- 'mlm': IRRA's IRR, the masked-token cross-entropy (losses/mlm.py) on the model's
+  ``mlm_logits`` / ``mlm_labels`` (the IRR forward, ``model(batch, mlm=True)``, run in epochs
+  where 'mlm' weighs > 0; processor.forward_options); logged beside it: ``mlm_acc``. Local batch
+  only (a per-token mean: no GATHER);
 - 'isgvfc' reads ``img_feat`` (the image tower's global feature);
 - LOSS.<NAME>.GATHER: under DDP the loss's columns are the features of every process
   (``losses.tbps.gather_columns``, gathered once per step and shared by the losses that ask);
@@ -55,6 +59,7 @@ from .center import CenterLoss
 from .circle import batch_circle_loss, pairwise_circle_loss
 from .circle_tbps import circle_inmodal_loss, cross_modal_circle_loss, nc_itc_loss
 from .isgvfc import ISGVFCLoss
+from .mlm import mlm_accuracy, mlm_loss
 from .softmax_ce import cross_entropy_label_smooth
 from .supcon import check_cam_aware_mode, supcon_loss
 from .tbps import (citc_loss, cmpm_loss, cross_modal_id_loss, gather_columns, itc_loss,
@@ -86,6 +91,12 @@ _BRANCH_OF = {
     "id_weight": "the dual encoder's ID classifier (built when LOSS.NAMES has 'id')",
     "img_stop": "the dual encoder's stop-gradient forward (model called with "
                 "stop_features=True; LOSS.NITC.STOP_FEATURES 'second_forward')",
+    "mlm_logits": "the dual encoder's IRR / MLM forward (built when LOSS.NAMES has 'mlm'; the "
+                  "model called with mlm=True, as processor.forward_options does in epochs "
+                  "where 'mlm' weighs > 0)",
+    "mlm_labels": "the dual encoder's IRR / MLM forward (built when LOSS.NAMES has 'mlm'; the "
+                  "model called with mlm=True, as processor.forward_options does in epochs "
+                  "where 'mlm' weighs > 0)",
 }
 
 
@@ -206,6 +217,11 @@ class LossComposer(nn.Module):
 
     def _tbps_component(self, name: str, outputs: dict, batch: dict, gathered: dict,
                         parts: dict) -> torch.Tensor:
+        if name == "mlm":
+            logits = output_key(outputs, "mlm_logits", name)
+            labels = output_key(outputs, "mlm_labels", name)
+            parts["mlm_acc"] = mlm_accuracy(logits, labels)
+            return mlm_loss(logits, labels)
         img = output_key(outputs, "img_feat", name)
         txt = output_key(outputs, "txt_feat", name)
         pids = batch["pid"]

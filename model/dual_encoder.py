@@ -18,6 +18,11 @@ and returns a dict:
 - ``logit_scale``: kappa (0-dim tensor, = 1 / temperature), the learnable scale (below);
 - ``logit_bias`` (0-dim tensor, hf_siglip only): SigLIP's learnable bias b.
 
+``model(batch, mlm=True)`` (IRRA's IRR, model/mlm.py; the model built with 'mlm' in LOSS.NAMES)
+also runs the text tower on the batch's masked captions ``mlm_ids`` (datasets/mlm.py) and the
+IRR head on their token features and the image's ``[img_feat; img_tokens]``, and returns
+``mlm_logits`` (B, L, vocabulary) and the batch's ``mlm_labels`` (B, L).
+
 ``encode_image(img)`` / ``encode_text(text_ids, text_mask)`` give ``img_feat`` / ``txt_feat``
 alone, for the text-to-image evaluation (test images and test captions are encoded separately).
 
@@ -98,6 +103,7 @@ from utils.weights_io import (LoadReport, OpenClipPretrained, read_weights, resi
 from .clip_fusion import (OPEN_CLIP_TINY_KWARGS, TINY_HEADS, TINY_LAYERS, TINY_NATIVE_SIZE,
                           TINY_PATCH, ClipInput, fit_open_clip_pos_embed)
 from .lora import apply_lora, is_lora_parameter
+from .mlm import IRRHead
 from .tbps_clip_weights import TBPS_CLIP_MEAN, TBPS_CLIP_STD
 from .text_encoder import (CLIP_VOCAB_SIZE, build_text_tower, load_text_weights,
                            text_state_from_clip)
@@ -215,6 +221,8 @@ class DualEncoder(nn.Module):
         family: 'open_clip' or 'hf_siglip' (for messages and logs).
         num_classes: > 0 builds ``id_head``, the cross-modal ID classifier (its weight and bias
             are outputs ``id_weight`` / ``id_bias`` for ``losses.tbps.cross_modal_id_loss``).
+        mlm_head: IRRA's IRR head (``model.mlm.IRRHead``) for ``forward(batch, mlm=True)``, or
+            None. Training-only, like ``id_head``.
 
     Example:
         >>> out = model({"img": img, "text_ids": ids, "text_mask": mask})
@@ -224,7 +232,7 @@ class DualEncoder(nn.Module):
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, preprocess: nn.Module, *,
                  embed_dim: int, context_length: int, image_grid: Sequence[int], logit_scale: float,
                  logit_bias: Optional[float] = None, lr_scales: Optional[Dict[str, float]] = None,
-                 family: str = "", num_classes: int = 0):
+                 family: str = "", num_classes: int = 0, mlm_head: Optional[nn.Module] = None):
         super().__init__()
         self.preprocess = preprocess
         self.image_tower = image_tower
@@ -244,6 +252,7 @@ class DualEncoder(nn.Module):
             self.id_head = nn.Linear(self.embed_dim, int(num_classes))
             nn.init.normal_(self.id_head.weight, std=0.001)
             nn.init.zeros_(self.id_head.bias)
+        self.mlm_head = mlm_head
 
     @property
     def feat_dim(self) -> int:
@@ -287,13 +296,15 @@ class DualEncoder(nn.Module):
         self._check_text(text_ids, text_mask)
         return self.text_tower(text_ids, text_mask)[0]
 
-    def forward(self, batch: dict, stop_features: bool = False) -> Dict[str, torch.Tensor]:
+    def forward(self, batch: dict, stop_features: bool = False,
+                mlm: bool = False) -> Dict[str, torch.Tensor]:
         """The outputs of a batch of (image, caption) pairs (module docstring).
 
         ``stop_features=True`` also runs the towers a second time on the same batch under
         ``torch.no_grad`` in the current mode (TBPS-CLIP's stop-gradient forward for N-ITC's soft
         targets; with dropout / drop-path it differs from the first) and returns ``img_stop`` /
-        ``txt_stop``. With ``id_head`` the outputs also hold ``id_weight`` / ``id_bias``."""
+        ``txt_stop``. With ``id_head`` the outputs also hold ``id_weight`` / ``id_bias``.
+        ``mlm=True`` adds ``mlm_logits`` / ``mlm_labels`` (:meth:`_mlm`; needs ``mlm_head``)."""
         missing = [k for k in ("img", "text_ids", "text_mask") if batch.get(k) is None]
         if missing:
             raise KeyError(f"the dual encoder (MODEL.TASK 'tbps') needs batch fields {missing}; "
@@ -313,7 +324,32 @@ class DualEncoder(nn.Module):
             with torch.no_grad():
                 out["img_stop"] = self.image_tower(self.preprocess(batch["img"]))[0]
                 out["txt_stop"] = self.text_tower(ids, mask)[0]
+        if mlm:
+            out.update(self._mlm(batch, mask, img_feat, img_tokens))
         return out
+
+    def _mlm(self, batch: dict, mask: torch.Tensor, img_feat: torch.Tensor,
+             img_tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """IRRA's IRR forward: the text tower on the masked captions ``mlm_ids`` (same
+        ``text_mask``: masking keeps every position), the IRR head on their tokens and the
+        image's ``[img_feat; img_tokens]`` (model/mlm.py) -> ``mlm_logits`` (B, L, V) and the
+        batch's ``mlm_labels`` (B, L)."""
+        if self.mlm_head is None:
+            raise RuntimeError("model(batch, mlm=True) but the dual encoder has no IRR head "
+                               "(mlm_head): it is built when LOSS.NAMES has 'mlm'")
+        missing = [k for k in ("mlm_ids", "mlm_labels") if batch.get(k) is None]
+        if missing:
+            raise KeyError(f"the IRR / MLM forward needs batch fields {missing} (the training "
+                           "items carry them when LOSS.NAMES has 'mlm', datasets/mlm.py); the "
+                           f"batch has {sorted(batch)}")
+        mlm_ids, labels = batch["mlm_ids"], batch["mlm_labels"]
+        if mlm_ids.shape != mask.shape or labels.shape != mask.shape:
+            raise ValueError(f"mlm_ids {tuple(mlm_ids.shape)} / mlm_labels "
+                             f"{tuple(labels.shape)} must have the shape of text_ids "
+                             f"{tuple(mask.shape)}")
+        masked_tokens = self.text_tower(mlm_ids, mask)[1]
+        image = torch.cat([img_feat.unsqueeze(1), img_tokens], dim=1)
+        return {"mlm_logits": self.mlm_head(masked_tokens, image), "mlm_labels": labels}
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,6 +619,10 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
         num_classes: training identities; with 'id' in LOSS.NAMES (the cross-modal ID loss) the
             model gets its classifier ``id_head`` (Linear(D, num_classes), N(0, 0.001) weights,
             zero bias, IRRA; LR x MODEL.TBPS.ID_LR_SCALE). Training-only: test.py ignores it.
+            With 'mlm' in LOSS.NAMES the model gets IRRA's IRR head ``mlm_head``
+            (``model.mlm.IRRHead``: width D, LOSS.MLM.HEADS heads (0 = D / 64, IRRA's rule, at
+            least 1), LOSS.MLM.LAYERS blocks, the text tower's vocabulary; LR x
+            LOSS.MLM.LR_SCALE). Training-only too.
         lora: with MODEL.TBPS.LORA.ENABLE, put the LoRA adapters on the towers
             (``model.lora.apply_lora``). False builds the plain towers whatever the config says:
             test.py (a checkpoint holds merged LoRA weights in the plain layout) and
@@ -635,10 +675,14 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
                              "training identities is unknown (num_classes 0)")
         id_classes = int(num_classes)
         scales["id_head."] = float(t.ID_LR_SCALE)
+    mlm_head = None
+    if "mlm" in cfg.LOSS.NAMES:
+        mlm_head = build_mlm_head(cfg, _feature_dim(image), text)
+        scales["mlm_head."] = float(cfg.LOSS.MLM.LR_SCALE)
     model = DualEncoder(image, text, preprocess, embed_dim=_feature_dim(image),
                         context_length=length, image_grid=grid, logit_scale=scale,
                         logit_bias=bias, lr_scales=scales, family=t.FAMILY,
-                        num_classes=id_classes)
+                        num_classes=id_classes, mlm_head=mlm_head)
     logger.info("Dual encoder (MODEL.TASK 'tbps'): %s; input %dx%d, grid %dx%d, images %s; "
                 "captions of %d tokens; D %d; logit scale %.4g%s%s; LR scales %s", desc, size[0],
                 size[1], grid[0], grid[1], norm, length, model.embed_dim, math.exp(scale),
@@ -647,6 +691,24 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
     if lora and t.LORA.ENABLE:
         apply_lora(model, cfg)
     return model
+
+
+def build_mlm_head(cfg, width: int, text_tower: nn.Module) -> IRRHead:
+    """IRRA's IRR head for a dual encoder of token width ``width`` (LOSS.MLM.HEADS, 0 = IRRA's
+    width / 64, at least 1; LOSS.MLM.LAYERS) predicting the text tower's vocabulary."""
+    m = cfg.LOSS.MLM
+    heads = int(m.HEADS) or max(1, width // 64)
+    if width % heads:
+        raise ValueError(f"LOSS.MLM.HEADS {m.HEADS} does not divide the dual encoder's token "
+                         f"width {width}: use a divisor, or 0 for IRRA's width / 64")
+    return IRRHead(width, _text_vocab_size(text_tower), heads=heads, layers=int(m.LAYERS))
+
+
+def _text_vocab_size(tower: nn.Module) -> int:
+    """The number of token ids the text tower embeds."""
+    if isinstance(tower, OpenClipTextTower):
+        return int(tower.text.token_embedding.num_embeddings)
+    return int(tower.text.embeddings.token_embedding.num_embeddings)
 
 
 def _feature_dim(tower: nn.Module) -> int:

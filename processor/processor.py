@@ -66,12 +66,16 @@ def forward_options(state: PhaseState, cfg=None) -> dict:
     """Keyword options of ``model(batch, ...)`` for an epoch: the masked, text-guided TG-MIM
     forward only when TG-MIM weighs > 0 (epochs without it pay nothing); for the dual encoder
     (MODEL.TASK 'tbps') the stop-gradient second forward only when N-ITC weighs > 0 with soft
-    labels from it (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward')."""
+    labels from it (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward'), and IRRA's
+    masked-caption IRR forward (``mlm=True``) only when 'mlm' weighs > 0."""
     if cfg is not None and cfg.MODEL.TASK == "tbps":
         n = cfg.LOSS.NITC
         wanted = (state.weight("nitc") > 0 and n.SOFT_RATIO > 0
                   and n.STOP_FEATURES == "second_forward")
-        return {"stop_features": True} if wanted else {}
+        options = {"stop_features": True} if wanted else {}
+        if state.weight("mlm") > 0:
+            options["mlm"] = True
+        return options
     return {"tgmim": True} if state.weight("tgmim") > 0 else {}
 
 

@@ -18,7 +18,7 @@ Rules (the Model B README's keys, with one boundary rule everywhere):
 - Weight specs: a number, 'const:x', or 'linear:x->y' (x at the phase's first epoch, y at its
   last, linear in between). Per phase: LOSS.PHASED.W_METRIC_SEQ (metric), W_SUP_SPEC (SupCon),
   LOSS.{ID,CENTER,ISGVFC,CIRCLE,TGMIM}.W_SEQ and the text-based person search losses'
-  LOSS.{ITC,SDM,NITC,RITC,CITC,CMPM,SIGMOID_ID,CIRCLE_INMODAL,CIRCLE_CROSS,NC_ITC}.W_SEQ (the
+  LOSS.{ITC,SDM,NITC,RITC,CITC,CMPM,SIGMOID_ID,CIRCLE_INMODAL,CIRCLE_CROSS,NC_ITC,MLM}.W_SEQ (the
   others; [] = LOSS.<NAME>.W in every phase).
 - Metric per phase (LOSS.PHASED.METRIC_SEQ): 'triplet', 'tripletx', 'routed' (brightness
   routing between Triplet and TripletX) or 'none'. Without the plan: 'routed' when
