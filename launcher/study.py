@@ -60,7 +60,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import yaml
 
 from utils.atomic import atomic_write_text
 from utils.provenance import flatten_config, is_test_runtime_only
