@@ -21,6 +21,12 @@ and returns a dict:
 ``encode_image(img)`` / ``encode_text(text_ids, text_mask)`` give ``img_feat`` / ``txt_feat``
 alone, for the text-to-image evaluation (test images and test captions are encoded separately).
 
+Training-only forward options (decided per epoch by ``processor.processor.forward_options``):
+``stop_features`` (N-ITC's stop-gradient second forward), ``ss`` (SS-I: the batch's SimCLR views
+``img_ss1`` / ``img_ss2`` through the image tower and ``ss_head`` -> ``ss_z1`` / ``ss_z2``) and
+``mvs`` (MVS-I: the batch's ``img_mvs`` through the image tower -> ``img_mvs_feat``, and
+``img_mvs_stop`` under no_grad with ``stop_features``); see :meth:`DualEncoder.forward`.
+
 Towers (MODEL.TBPS.FAMILY):
 
 - ``open_clip``: open_clip's own ``VisionTransformer`` and ``TextTransformer`` of the CLIP
@@ -214,6 +220,9 @@ class DualEncoder(nn.Module):
         family: 'open_clip' or 'hf_siglip' (for messages and logs).
         num_classes: > 0 builds ``id_head``, the cross-modal ID classifier (its weight and bias
             are outputs ``id_weight`` / ``id_bias`` for ``losses.tbps.cross_modal_id_loss``).
+        ss_hidden: > 0 builds ``ss_head``, SS-I's projection MLP Linear(D, ss_hidden) -> ReLU ->
+            Linear(ss_hidden, D) (TBPS-CLIP ``simclr_mlp`` 512 -> 128 -> 512; torch's default
+            Linear init, as there). Training-only, like ``id_head``.
 
     Example:
         >>> out = model({"img": img, "text_ids": ids, "text_mask": mask})
@@ -223,7 +232,7 @@ class DualEncoder(nn.Module):
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, preprocess: nn.Module, *,
                  embed_dim: int, context_length: int, image_grid: Sequence[int], logit_scale: float,
                  logit_bias: Optional[float] = None, lr_scales: Optional[Dict[str, float]] = None,
-                 family: str = "", num_classes: int = 0):
+                 family: str = "", num_classes: int = 0, ss_hidden: int = 0):
         super().__init__()
         self.preprocess = preprocess
         self.image_tower = image_tower
@@ -243,6 +252,10 @@ class DualEncoder(nn.Module):
             self.id_head = nn.Linear(self.embed_dim, int(num_classes))
             nn.init.normal_(self.id_head.weight, std=0.001)
             nn.init.zeros_(self.id_head.bias)
+        self.ss_head = None
+        if ss_hidden > 0:
+            self.ss_head = nn.Sequential(nn.Linear(self.embed_dim, int(ss_hidden)), nn.ReLU(),
+                                         nn.Linear(int(ss_hidden), self.embed_dim))
 
     @property
     def feat_dim(self) -> int:
@@ -286,13 +299,27 @@ class DualEncoder(nn.Module):
         self._check_text(text_ids, text_mask)
         return self.text_tower(text_ids, text_mask)[0]
 
-    def forward(self, batch: dict, stop_features: bool = False) -> Dict[str, torch.Tensor]:
+    def _view(self, batch: dict, key: str, option: str) -> torch.Tensor:
+        if batch.get(key) is None:
+            raise KeyError(f"the dual encoder's {option} forward needs the batch's '{key}' view "
+                           f"(datasets/tbps_augment.py; the trainer asks the training set for it "
+                           f"in epochs where its loss weighs > 0); the batch has {sorted(batch)}")
+        return batch[key]
+
+    def forward(self, batch: dict, stop_features: bool = False, ss: bool = False,
+                mvs: bool = False) -> Dict[str, torch.Tensor]:
         """The outputs of a batch of (image, caption) pairs (module docstring).
 
         ``stop_features=True`` also runs the towers a second time on the same batch under
         ``torch.no_grad`` in the current mode (TBPS-CLIP's stop-gradient forward for N-ITC's soft
         targets; with dropout / drop-path it differs from the first) and returns ``img_stop`` /
-        ``txt_stop``. With ``id_head`` the outputs also hold ``id_weight`` / ``id_bias``."""
+        ``txt_stop``. With ``id_head`` the outputs also hold ``id_weight`` / ``id_bias``.
+
+        ``ss=True`` (SS-I): ``ss_z1`` / ``ss_z2`` (B, D) = ``ss_head``(image tower global
+        feature) of the batch's ``img_ss1`` / ``img_ss2`` (one image-tower forward of the 2B
+        views), not normalised. ``mvs=True`` (MVS-I): ``img_mvs_feat`` (B, D) = the image
+        tower's global feature of ``img_mvs``, and with ``stop_features`` its no-grad second
+        forward ``img_mvs_stop`` (TBPS-CLIP's ``image_1_features_s``)."""
         missing = [k for k in ("img", "text_ids", "text_mask") if batch.get(k) is None]
         if missing:
             raise KeyError(f"the dual encoder (MODEL.TASK 'tbps') needs batch fields {missing}; "
@@ -312,6 +339,20 @@ class DualEncoder(nn.Module):
             with torch.no_grad():
                 out["img_stop"] = self.image_tower(self.preprocess(batch["img"]))[0]
                 out["txt_stop"] = self.text_tower(ids, mask)[0]
+        if ss:
+            if self.ss_head is None:
+                raise RuntimeError("ss=True (SS-I) but the dual encoder has no ss_head: it is "
+                                   "built with 'ss' in LOSS.NAMES")
+            views = torch.cat([self._view(batch, "img_ss1", "SS-I"),
+                               self._view(batch, "img_ss2", "SS-I")])
+            z = self.ss_head(self.image_tower(self.preprocess(views))[0])
+            out["ss_z1"], out["ss_z2"] = z.chunk(2)
+        if mvs:
+            view = self._view(batch, "img_mvs", "MVS-I")
+            out["img_mvs_feat"] = self.image_tower(self.preprocess(view))[0]
+            if stop_features:
+                with torch.no_grad():
+                    out["img_mvs_stop"] = self.image_tower(self.preprocess(view))[0]
         return out
 
 
@@ -575,6 +616,8 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
         num_classes: training identities; with 'id' in LOSS.NAMES (the cross-modal ID loss) the
             model gets its classifier ``id_head`` (Linear(D, num_classes), N(0, 0.001) weights,
             zero bias, IRRA; LR x MODEL.TBPS.ID_LR_SCALE). Training-only: test.py ignores it.
+            With 'ss' in LOSS.NAMES the model gets SS-I's ``ss_head`` (LOSS.SS.HIDDEN_DIM),
+            training-only too (``model.weights.TRAINING_ONLY_PREFIXES``).
         lora: with MODEL.TBPS.LORA.ENABLE, put the LoRA adapters on the towers
             (``model.lora.apply_lora``). False builds the plain towers whatever the config says:
             test.py (a checkpoint holds merged LoRA weights in the plain layout) and
@@ -627,10 +670,11 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
                              "training identities is unknown (num_classes 0)")
         id_classes = int(num_classes)
         scales["id_head."] = float(t.ID_LR_SCALE)
+    ss_hidden = int(cfg.LOSS.SS.HIDDEN_DIM) if "ss" in cfg.LOSS.NAMES else 0
     model = DualEncoder(image, text, preprocess, embed_dim=_feature_dim(image),
                         context_length=length, image_grid=grid, logit_scale=scale,
                         logit_bias=bias, lr_scales=scales, family=t.FAMILY,
-                        num_classes=id_classes)
+                        num_classes=id_classes, ss_hidden=ss_hidden)
     logger.info("Dual encoder (MODEL.TASK 'tbps'): %s; input %dx%d, grid %dx%d, images %s; "
                 "captions of %d tokens; D %d; logit scale %.4g%s%s; LR scales %s", desc, size[0],
                 size[1], grid[0], grid[1], norm, length, model.embed_dim, math.exp(scale),
