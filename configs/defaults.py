@@ -261,6 +261,23 @@ _C.INPUT.PADDING = 10
 # Normalisation mean / std (0.5 for TransReID's ViT recipes, ImageNet's for DeiT / ResNet).
 _C.INPUT.PIXEL_MEAN = [0.5, 0.5, 0.5]
 _C.INPUT.PIXEL_STD = [0.5, 0.5, 0.5]
+_C.INPUT.TBPS_AUG = CN()
+# TBPS-CLIP's image augmentation pools (MODEL.TASK 'tbps'; datasets/tbps_augment.py). MAIN: the
+# main training image's pipeline: 'standard' (flip / pad + crop / random erasing above) or 'mvs'
+# (TBPS-CLIP: MVS_OPS operations drawn with replacement from its pool of ColorJitter 0.1,
+# rotation 15 deg, RandomResizedCrop 0.9-1, grayscale 0.1, flip, random erasing 0.10-0.20). The
+# extra views (SS-I's two SimCLR views, MVS-I's second MVS draw) are built when their loss is on
+# (LOSS.NAMES 'ss', LOSS.NITC.MVS) and carried only in epochs where it weighs > 0.
+_C.INPUT.TBPS_AUG.MAIN = "standard"
+_C.INPUT.TBPS_AUG.MVS_OPS = 2
+_C.INPUT.TEXT_AUG = CN()
+# Training-caption augmentation (TBPS-CLIP; datasets/tbps_augment.py), seeded per (SOLVER.SEED,
+# epoch, item): BACKTRANS_P = probability of using the caption's back-translation (the
+# annotation's 'captions_bt' field; TBPS-CLIP 0.1; > 0 without any 'captions_bt' is an error),
+# then DELETE_P = probability of deleting each word (EDA random deletion; TBPS-CLIP 0.05; never
+# leaves a caption empty). 0 = off.
+_C.INPUT.TEXT_AUG.BACKTRANS_P = 0.0
+_C.INPUT.TEXT_AUG.DELETE_P = 0.0
 
 # ---------------------------------------------------------------------------
 # DATASETS
@@ -519,10 +536,11 @@ _C.LOSS.TGMIM.NORM_TARGET = False
 
 # ---- text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, REFERENCES.md section 5)
 # Composed by name like the image re-ID losses: put them in LOSS.NAMES ('itc', 'sdm', 'nitc',
-# 'ritc', 'citc', 'cmpm', 'sigmoid_id', 'circle_inmodal', 'circle_cross', 'nc_itc', 'mlm'; 'id'
-# is then the cross-modal ID loss, one classifier shared by the image and the text features,
-# IRRA); each has its weight W and per-phase W_SEQ.
-# All but 'mlm' read the dual encoder's img_feat / txt_feat (raw; each loss L2-normalises).
+# 'ritc', 'citc', 'cmpm', 'sigmoid_id', 'circle_inmodal', 'circle_cross', 'nc_itc', 'mlm', 'ss';
+# 'id' is then the cross-modal ID loss, one classifier shared by the image and the text
+# features, IRRA); each has its weight W and per-phase W_SEQ.
+# All but 'mlm' and 'ss' read the dual encoder's img_feat / txt_feat (raw; each loss
+# L2-normalises; 'ss' reads the SimCLR views' projections, 'mlm' the IRR head's logits).
 # GATHER True: under DDP the loss compares the local rows with the features of every process (a
 # gradient-correct all-gather; TBPS-CLIP's 320-image gathered batch); no effect on one process.
 _C.LOSS.ITC = CN()
@@ -549,6 +567,10 @@ _C.LOSS.NITC.W_SEQ = []
 _C.LOSS.NITC.SOFT_RATIO = 0.5
 _C.LOSS.NITC.STOP_FEATURES = "second_forward"
 _C.LOSS.NITC.GATHER = True
+# MVS-I (TBPS-CLIP 'mvs_image'): N-ITC = 1/2 [N-ITC(I, T) + N-ITC(I~, T)], I~ a second draw of
+# the image from the MVS pool (INPUT.TBPS_AUG; one more image-tower forward, plus one under
+# no_grad with STOP_FEATURES 'second_forward', in epochs where N-ITC weighs > 0).
+_C.LOSS.NITC.MVS = False
 _C.LOSS.RITC = CN()
 # R-ITC (TBPS-CLIP): the SDM form with EPS 0.01, the two directions averaged, learnable kappa.
 _C.LOSS.RITC.W = 1.0
@@ -563,6 +585,16 @@ _C.LOSS.CITC.W_SEQ = []
 _C.LOSS.CITC.INMODAL = 0.25
 _C.LOSS.CITC.CROSSMODAL = 0.25
 _C.LOSS.CITC.GATHER = True
+_C.LOSS.SS = CN()
+# SS-I (TBPS-CLIP, SimCLR): two SimCLR views of each image (INPUT.TBPS_AUG) -> image tower ->
+# MLP head EMBED_DIM -> HIDDEN_DIM -> EMBED_DIM (ReLU; training-only, not in the checkpoints
+# test.py reads) -> NT-Xent at temperature T over the 2N views (gathered under DDP with GATHER).
+# TBPS-CLIP: 512 -> 128 -> 512, T 0.1, weight 0.4. Switched on by 'ss' in LOSS.NAMES.
+_C.LOSS.SS.W = 0.4
+_C.LOSS.SS.W_SEQ = []
+_C.LOSS.SS.T = 0.1
+_C.LOSS.SS.HIDDEN_DIM = 128
+_C.LOSS.SS.GATHER = True
 _C.LOSS.CMPM = CN()
 # CMPM (Zhang & Lu 2018): row-sum normalised identity targets, no temperature.
 _C.LOSS.CMPM.W = 1.0

@@ -67,13 +67,15 @@ REID_LOSS_NAMES = ("id", "triplet", "center")
 #: the text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, losses/circle_tbps.py);
 #: 'id' is shared
 TBPS_LOSS_NAMES = ("itc", "sdm", "nitc", "ritc", "citc", "cmpm", "sigmoid_id", "circle_inmodal",
-                   "circle_cross", "nc_itc", "mlm")
+                   "circle_cross", "nc_itc", "mlm", "ss")
 #: the TBPS losses without LOSS.<NAME>.GATHER: one logsumexp over the local batch, not a mean
 #: over rows, so a gathered batch would change the loss (losses/circle_tbps.py); IRRA's
 #: masked-token loss 'mlm' compares no features across the batch (losses/mlm.py)
 TBPS_LOCAL_ONLY = ("circle_inmodal", "circle_cross", "mlm")
 LOSS_NAMES = REID_LOSS_NAMES + TBPS_LOSS_NAMES
 NITC_STOP_FEATURES = ("second_forward", "detached")
+#: INPUT.TBPS_AUG.MAIN (datasets/tbps_augment.py MAIN_PIPELINES)
+TBPS_AUG_MAIN = ("standard", "mvs")
 PHASE_METRICS = ("triplet", "tripletx", "routed", "none")
 BRIGHTNESS_MODES = ("hard", "soft")
 CAM_AWARE_MODES = ("exclude", "denominator")
@@ -323,6 +325,13 @@ RULES: Dict[str, object] = {
     "LOSS.NITC.W": NON_NEGATIVE,
     "LOSS.NITC.SOFT_RATIO": PROBABILITY,
     "LOSS.NITC.STOP_FEATURES": OneOf(NITC_STOP_FEATURES),
+    "LOSS.SS.W": NON_NEGATIVE,
+    "LOSS.SS.T": POSITIVE,
+    "LOSS.SS.HIDDEN_DIM": POSITIVE_INT,
+    "INPUT.TBPS_AUG.MAIN": OneOf(TBPS_AUG_MAIN),
+    "INPUT.TBPS_AUG.MVS_OPS": POSITIVE_INT,
+    "INPUT.TEXT_AUG.BACKTRANS_P": PROBABILITY,
+    "INPUT.TEXT_AUG.DELETE_P": PROBABILITY,
     "LOSS.RITC.W": NON_NEGATIVE,
     "LOSS.RITC.EPS": POSITIVE,
     "LOSS.CITC.W": NON_NEGATIVE,
@@ -535,6 +544,29 @@ def init_checkpoint_problems(cfg) -> List[str]:
     return problems
 
 
+def tbps_augment_problems(cfg) -> List[str]:
+    """TBPS-CLIP's augmentation keys (datasets/tbps_augment.py): the image pools and MVS-I belong
+    to MODEL.TASK 'tbps', MVS-I to N-ITC, the caption augmentation to training captions, and
+    back-translations to a caption file."""
+    problems = []
+    task, loss, aug = cfg.MODEL.TASK, cfg.LOSS, cfg.INPUT
+    if aug.TBPS_AUG.MAIN != "standard" and task != "tbps":
+        problems.append(f"INPUT.TBPS_AUG.MAIN '{aug.TBPS_AUG.MAIN}' is TBPS-CLIP's pool for "
+                        "MODEL.TASK 'tbps': set 'standard' for image re-ID")
+    if loss.NITC.MVS and "nitc" not in loss.NAMES:
+        problems.append("LOSS.NITC.MVS True (MVS-I, an option of N-ITC) but 'nitc' is not in "
+                        f"LOSS.NAMES {list(loss.NAMES)}: add 'nitc' or set LOSS.NITC.MVS False")
+    text = aug.TEXT_AUG
+    if (text.DELETE_P > 0 or text.BACKTRANS_P > 0) and cfg.DATASETS.CAPTION_SOURCE == "none":
+        problems.append("INPUT.TEXT_AUG.DELETE_P / BACKTRANS_P > 0 but DATASETS.CAPTION_SOURCE "
+                        "'none': there are no training captions to augment")
+    if text.BACKTRANS_P > 0 and cfg.DATASETS.CAPTION_SOURCE != "annotation":
+        problems.append(f"INPUT.TEXT_AUG.BACKTRANS_P {text.BACKTRANS_P}: back-translations "
+                        "('captions_bt') come with the annotation's captions; set "
+                        "DATASETS.CAPTION_SOURCE 'annotation' or BACKTRANS_P 0")
+    return problems
+
+
 def lora_problems(cfg) -> List[str]:
     """MODEL.TBPS.LORA with ENABLE True: the dual encoder only (MODEL.TASK 'tbps'), at least one
     target and one tower, none named twice (the names themselves: :data:`RULES`)."""
@@ -592,6 +624,7 @@ def check_config(cfg, check_paths: bool = True) -> None:
     """Raise :class:`ConfigError` listing every invalid value of ``cfg`` (and, with
     ``check_paths``, every missing path it reads)."""
     problems = value_problems(cfg) + timm_problems(cfg) + task_problems(cfg) + lora_problems(cfg)
+    problems += tbps_augment_problems(cfg)
     if check_paths:
         problems += path_problems(cfg)
     if problems:

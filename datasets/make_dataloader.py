@@ -26,6 +26,13 @@ gives the same weights for any worker count:
 - MODEL.TASK 'tbps' with 'mlm' in LOSS.NAMES (IRRA's masked-token prediction): the items also
   carry ``mlm_ids`` / ``mlm_labels`` (L,), the caption masked by ``datasets.mlm.TokenMasker``
   with a generator seeded with ``datasets.mlm.mlm_seed(SOLVER.SEED, e, index)``.
+- MODEL.TASK 'tbps' (``datasets/tbps_augment.py``): the extra image views of SS-I / MVS-I
+  (``img_ss1``, ``img_ss2``, ``img_mvs``), each from its own generator
+  ``augment_seed(SOLVER.SEED, e, index, VIEW_STREAMS[view])``, carried only in epochs where a
+  loss that reads them weighs > 0 (the trainer calls ``train_set.set_views``); the caption
+  augmentation (INPUT.TEXT_AUG) from ``default_rng([SOLVER.SEED, e, index, TEXT_STREAM])``.
+  Every stream is independent of the others, so switching views on or off in an epoch changes
+  nothing else.
 
 The training loop calls ``data.train_set.set_epoch(epoch)`` before iterating; the DataLoader is
 not built with ``persistent_workers``, so its workers are re-created (forked / pickled from the
@@ -56,6 +63,8 @@ from .bases import Record, ReIDDataset, unseen_test_ids
 from .factory import build_dataset
 from .mlm import TokenMasker
 from .samplers import PKBatchSampler, RandomBatchSampler, check_pk_batch
+from .tbps_augment import VIEW_STREAMS, CaptionAugment, main_pipeline, view_pipelines
+from .text_datasets import BACK_TRANSLATION_KEY
 from .tokenize import CaptionTokenizer, build_tokenizer, truncation_warning
 from .transforms import brightness, build_transforms, cache_transform
 
@@ -67,11 +76,12 @@ logger = logging.getLogger("phasereid")
 _AUGMENT_STREAM = 1
 
 
-def augment_seed(seed: int, epoch: int, index: int) -> int:
+def augment_seed(seed: int, epoch: int, index: int, stream: int = _AUGMENT_STREAM) -> int:
     """The seed of item ``index``'s augmentation generator in ``epoch``: the first 63 bits of
-    ``numpy.random.SeedSequence([seed, epoch, index, 1])`` (a well-mixed hash of the four
-    words, so neighbouring items and epochs get unrelated streams)."""
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index), _AUGMENT_STREAM])
+    ``numpy.random.SeedSequence([seed, epoch, index, stream])`` (a well-mixed hash of the four
+    words, so neighbouring items and epochs get unrelated streams). ``stream`` 1 is the main
+    image; the TBPS views have their own (``datasets.tbps_augment.VIEW_STREAMS``)."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index), int(stream)])
     return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
@@ -132,13 +142,20 @@ class ImageDataset(Dataset):
             caption) pairs of text-based person search share their image's row.
         masker: with a tokenizer, items also carry ``mlm_ids`` / ``mlm_labels`` (L,), the
             caption's ids masked per (seed, epoch, index) (``datasets.mlm.TokenMasker``).
+        views: extra image views by batch key (``datasets.tbps_augment.view_pipelines``), each
+            ``pipeline(resized uint8 image, generator)``; none is produced until
+            :meth:`set_views` names it.
+        view_prefix: PIL image -> the resized uint8 tensor the views start from
+            (``datasets.transforms.cache_transform``); not used with ``cache``.
+        caption_augment: a ``datasets.tbps_augment.CaptionAugment`` applied to the drawn
+            caption (back-translation from ``Record.attrs['captions_bt']``, random deletion).
     """
 
     def __init__(self, records: Sequence[Record], transform, pixel_mean, pixel_std,
                  tokenizer: Optional[CaptionTokenizer] = None, caption_seed: int = 0,
                  cache: Optional[torch.Tensor] = None,
-                 cache_rows: Optional[Sequence[int]] = None,
-                 masker: Optional[TokenMasker] = None):
+                 cache_rows: Optional[Sequence[int]] = None, views: Optional[dict] = None,
+                 view_prefix=None, caption_augment=None, masker: Optional[TokenMasker] = None):
         self.records = list(records)
         self.cache_rows = (list(range(len(self.records))) if cache_rows is None
                            else [int(r) for r in cache_rows])
@@ -155,6 +172,13 @@ class ImageDataset(Dataset):
         self.caption_seed = int(caption_seed)
         self.epoch = 0
         self.masker = masker
+        self.views = dict(views or {})
+        self.view_prefix = view_prefix
+        self.active_views: Tuple[str, ...] = ()
+        self.caption_augment = caption_augment
+        if self.views and cache is None and view_prefix is None:
+            raise ValueError("extra views without the image cache need view_prefix (the resize "
+                             "to a uint8 tensor, datasets.transforms.cache_transform)")
         if tokenizer is not None:
             missing = [r.path for r in self.records if not r.captions]
             if missing:
@@ -166,17 +190,34 @@ class ImageDataset(Dataset):
         are re-created per epoch, so they see it)."""
         self.epoch = int(epoch)
 
-    def caption(self, index: int) -> str:
-        """The caption of item ``index`` in the current epoch."""
-        captions = self.records[index].captions
-        if len(captions) == 1:
-            return captions[0]
-        rng = np.random.default_rng([self.caption_seed, self.epoch, index])
-        return captions[int(rng.integers(len(captions)))]
+    def set_views(self, names: Sequence[str]) -> None:
+        """The extra views the items carry from now on (call before iterating, like
+        :meth:`set_epoch`); each must be one of ``views``."""
+        unknown = [n for n in names if n not in self.views]
+        if unknown:
+            raise KeyError(f"view(s) {unknown} were not built for this dataset (built: "
+                           f"{sorted(self.views)}); see datasets.tbps_augment.view_pipelines")
+        self.active_views = tuple(names)
 
-    def augment_generator(self, index: int) -> torch.Generator:
-        """The generator of item ``index``'s augmentation in the current epoch."""
-        return torch.Generator().manual_seed(augment_seed(self.caption_seed, self.epoch, index))
+    def caption(self, index: int) -> str:
+        """The caption of item ``index`` in the current epoch (augmented with
+        ``caption_augment``)."""
+        record = self.records[index]
+        captions = record.captions
+        k = 0
+        if len(captions) > 1:
+            rng = np.random.default_rng([self.caption_seed, self.epoch, index])
+            k = int(rng.integers(len(captions)))
+        if self.caption_augment is None or not self.caption_augment.active:
+            return captions[k]
+        back = record.attrs.get("captions_bt")
+        return self.caption_augment(captions[k], back[k] if back else None, self.epoch, index)
+
+    def augment_generator(self, index: int, stream: int = _AUGMENT_STREAM) -> torch.Generator:
+        """The generator of item ``index``'s augmentation in the current epoch (``stream``: the
+        main image's, or a view's, ``datasets.tbps_augment.VIEW_STREAMS``)."""
+        return torch.Generator().manual_seed(augment_seed(self.caption_seed, self.epoch, index,
+                                                          stream))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -185,6 +226,12 @@ class ImageDataset(Dataset):
         record = self.records[index]
         img = (self.cache[self.cache_rows[index]] if self.cache is not None
                else read_image(record.path))
+        views = {}
+        if self.active_views:
+            base = img if self.cache is not None else self.view_prefix(img)
+            views = {name: self.views[name](base, self.augment_generator(index,
+                                                                         VIEW_STREAMS[name]))
+                     for name in self.active_views}
         img = self.transform(img, self.augment_generator(index))
         item = {
             "img": img,
@@ -194,6 +241,7 @@ class ImageDataset(Dataset):
             "path": record.path,
             "brightness": brightness(img, self.pixel_mean, self.pixel_std),
             "index": index,
+            **views,
         }
         if self.tokenizer is not None:
             caption = self.caption(index)
@@ -327,13 +375,37 @@ def caption_pairs(records: Sequence[Record]) -> Tuple[List[Record], List[int]]:
 
     Returns:
         (pair records, index of each pair's image in ``records``).
+    A record's back-translations (``attrs['captions_bt']``, one per caption) go with their
+    captions: pair k keeps ``[captions_bt[k]]``.
     """
     pairs, rows = [], []
     for i, record in enumerate(records):
-        for caption in record.captions:
-            pairs.append(dataclasses.replace(record, captions=[caption]))
+        back = record.attrs.get(BACK_TRANSLATION_KEY)
+        for k, caption in enumerate(record.captions):
+            attrs = record.attrs if back is None else {**record.attrs,
+                                                       BACK_TRANSLATION_KEY: [back[k]]}
+            pairs.append(dataclasses.replace(record, captions=[caption], attrs=attrs))
             rows.append(i)
     return pairs, rows
+
+
+def check_back_translations(cfg, dataset: ReIDDataset) -> None:
+    """INPUT.TEXT_AUG.BACKTRANS_P > 0 needs back-translated captions (``captions_bt``) in the
+    annotation: none in any training record is an error naming the file and the key. Records
+    without one keep their caption (``datasets/tbps_augment.py``)."""
+    p = cfg.INPUT.TEXT_AUG.BACKTRANS_P
+    if p <= 0:
+        return
+    have = sum(1 for r in dataset.train if r.attrs.get(BACK_TRANSLATION_KEY))
+    source = dataset.info.get("annotation", f"the {dataset.name} caption file")
+    if not have:
+        raise ValueError(f"INPUT.TEXT_AUG.BACKTRANS_P {p} but no training entry of {source} has "
+                         f"a '{BACK_TRANSLATION_KEY}' field (back-translated captions, one per "
+                         "caption, TBPS-CLIP's {split}_reid.json layout): add it to the "
+                         "annotation or set INPUT.TEXT_AUG.BACKTRANS_P 0")
+    if world_info()[1] == 0:
+        logger.info("Back-translation p %g: %d of %d training images have '%s' (%s)", p, have,
+                    len(dataset.train), BACK_TRANSLATION_KEY, source)
 
 
 def make_dataloader(cfg) -> ReIDData:
@@ -364,9 +436,17 @@ def make_dataloader(cfg) -> ReIDData:
                     "of %d images", len(records), len(dataset.train))
         if "mlm" in cfg.LOSS.NAMES:
             masker = TokenMasker.from_tokenizer(tokenizer, cfg.LOSS.MLM.P, cfg.SOLVER.SEED)
-    train_set = ImageDataset(records,
-                             build_transforms(cfg, is_train=True, cached=cache is not None),
+    caption_augment = None
+    if tokenizer is not None:
+        caption_augment = CaptionAugment(cfg.INPUT.TEXT_AUG.DELETE_P,
+                                         cfg.INPUT.TEXT_AUG.BACKTRANS_P, cfg.SOLVER.SEED)
+        check_back_translations(cfg, dataset)
+    prefix = cache_transform(cfg)
+    transform = (main_pipeline(cfg, None if cache is not None else prefix)
+                 or build_transforms(cfg, is_train=True, cached=cache is not None))
+    train_set = ImageDataset(records, transform,
                              cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, tokenizer=tokenizer,
                              caption_seed=cfg.SOLVER.SEED, cache=cache, cache_rows=rows,
-                             masker=masker)
+                             views=view_pipelines(cfg), view_prefix=prefix,
+                             caption_augment=caption_augment, masker=masker)
     return ReIDData(dataset, train_set, build_test_loader(cfg, dataset.test), unseen)

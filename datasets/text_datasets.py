@@ -29,6 +29,9 @@ Semantics (REFERENCES.md section 6; IRRA):
   ``en_captions`` for 'en'). The training items are built from these records by
   ``datasets/make_dataloader.py``: with MODEL.TASK 'tbps' one item per (image, caption) pair, as
   IRRA; with text-guided image re-ID (TG-MIM) one item per image with one caption drawn per epoch.
+- ``captions_bt`` (optional, TBPS-CLIP's back-translated captions, one per caption of
+  ``captions``): kept in ``Record.attrs['captions_bt']`` for INPUT.TEXT_AUG.BACKTRANS_P
+  (``datasets/tbps_augment.py``); a malformed one is a :class:`DatasetFormatError`.
 - Records keep the order of the JSON file (deterministic).
 
 Evaluation: image re-ID evaluation (query / gallery with cameras) is not defined for these
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from configs.validate import CAPTION_LANGS
 
@@ -61,6 +64,9 @@ ICFGPEDES_LAYOUT = """  <ROOT_DIR>/ICFG-PEDES/
 RSTPREID_LAYOUT = """  <ROOT_DIR>/RSTPReid/
       imgs/
       data_captions.json   [{"id", "img_path", "captions", "split"}, ...]"""
+#: the optional per-entry field of back-translated captions (TBPS-CLIP), kept in
+#: ``Record.attrs`` under the same name (INPUT.TEXT_AUG.BACKTRANS_P; datasets/tbps_augment.py)
+BACK_TRANSLATION_KEY = "captions_bt"
 VN3K_LAYOUT = """  <ROOT_DIR>/VN3K/
       imgs/
       data_captions.json   [{"split" (train/validate/test), "captions" (Vietnamese),
@@ -139,12 +145,38 @@ def parse_caption_entries(path: str, dataset: str, img_dir: str, path_key: str,
             raise DatasetFormatError(f"{dataset}: {path} entry {index} field '{path_key}' must be "
                                      f"a non-empty string, got {rel!r}")
         raw_id = _as_id(_field(entry, index, "id", path, dataset), index, "id", path, dataset)
-        captions = _as_captions(_field(entry, index, caption_key, path, dataset), index,
-                                caption_key, path, dataset)
+        captions, back = _captions_and_back_translations(entry, index, caption_key, path,
+                                                         dataset)
+        attrs = {"raw_id": raw_id, "split": split}
+        if back is not None:
+            attrs[BACK_TRANSLATION_KEY] = back
         out[split_map[split]].append(Record(
             path=os.path.join(img_dir, rel), pid=raw_id, camid=0, viewid=0, captions=captions,
-            attrs={"raw_id": raw_id, "split": split}))
+            attrs=attrs))
     return out
+
+
+def _captions_and_back_translations(entry: dict, index: int, caption_key: str, path: str,
+                                    dataset: str) -> Tuple[List[str], Optional[List[str]]]:
+    """(captions, their back-translations or None) of one entry. The optional field
+    ``captions_bt`` (TBPS-CLIP's ``{split}_reid.json``) holds one back-translated caption per
+    caption of the ``captions`` field, in the same order (not read with VN3K's
+    ``en_captions``); a caption dropped as empty takes its back-translation with it, and an
+    empty back-translation is kept as '' (the caption is then used as it is)."""
+    raw = _field(entry, index, caption_key, path, dataset)
+    captions = _as_captions(raw, index, caption_key, path, dataset)
+    if caption_key != "captions" or BACK_TRANSLATION_KEY not in entry:
+        return captions, None
+    back = entry[BACK_TRANSLATION_KEY]
+    if isinstance(back, str):
+        back = [back]
+    raw = [raw] if isinstance(raw, str) else raw
+    if (not isinstance(back, list) or not all(isinstance(b, str) for b in back)
+            or len(back) != len(raw)):
+        raise DatasetFormatError(f"{dataset}: {path} entry {index} field "
+                                 f"'{BACK_TRANSLATION_KEY}' must be a list of {len(raw)} strings "
+                                 f"(one per caption), got {back!r}"[:400])
+    return captions, [b.strip() for c, b in zip(raw, back) if c.strip()]
 
 
 def _build(name: str, annotation: str, img_dir: str, splits: Dict[str, List[Record]],

@@ -36,6 +36,15 @@ MODEL.TASK 'tbps' (the dual encoder's ``img_feat`` / ``txt_feat``, ``logit_scale
   ``mlm_logits`` / ``mlm_labels`` (the IRR forward, ``model(batch, mlm=True)``, run in epochs
   where 'mlm' weighs > 0; processor.forward_options); logged beside it: ``mlm_acc``. Local batch
   only (a per-token mean: no GATHER);
+- 'nitc' with LOSS.NITC.MVS (MVS-I, TBPS-CLIP ``mvs_image``): 1/2 [N-ITC(I, T) + N-ITC(I~, T)]
+  with I~ the model's ``img_mvs_feat`` (its stop features ``img_mvs_stop``, or detached), the
+  same alpha, targets and text columns; logged as 'nitc' (the average, TBPS-CLIP's ``nitc_loss``)
+  beside ``nitc_mvs`` (the I~ term). An option of N-ITC, not a component of its own: the
+  reference averages the two terms under one weight, so the N-ITC weight keeps its published
+  meaning; MVS-I is scheduled with N-ITC's W / W_SEQ (the MVS view and its forward exist only in
+  epochs where N-ITC weighs > 0);
+- 'ss' (SS-I, TBPS-CLIP): NT-Xent (``losses.simclr.nt_xent_loss``, LOSS.SS.T) on the model's
+  ``ss_z1`` / ``ss_z2`` (the SimCLR views through ``ss_head``), gathered with LOSS.SS.GATHER;
 - 'isgvfc' reads ``img_feat`` (the image tower's global feature);
 - LOSS.<NAME>.GATHER: under DDP the loss's columns are the features of every process
   (``losses.tbps.gather_columns``, gathered once per step and shared by the losses that ask);
@@ -52,7 +61,7 @@ import torch.nn as nn
 from configs.validate import (CIRCLE_FORMS, FEAT_SRCS, LOSS_NAMES, TBPS_LOCAL_ONLY,
                               TBPS_LOSS_NAMES)
 from solver.phase_plan import PhaseState
-from utils.dist import world_info
+from utils.dist import all_gather_with_grad, world_info
 
 from .brightness import brightness_gate, check_gate, route
 from .center import CenterLoss
@@ -60,6 +69,7 @@ from .circle import batch_circle_loss, pairwise_circle_loss
 from .circle_tbps import circle_inmodal_loss, cross_modal_circle_loss, nc_itc_loss
 from .isgvfc import ISGVFCLoss
 from .mlm import mlm_accuracy, mlm_loss
+from .simclr import nt_xent_loss
 from .softmax_ce import cross_entropy_label_smooth
 from .supcon import check_cam_aware_mode, supcon_loss
 from .tbps import (citc_loss, cmpm_loss, cross_modal_id_loss, gather_columns, itc_loss,
@@ -97,6 +107,12 @@ _BRANCH_OF = {
     "mlm_labels": "the dual encoder's IRR / MLM forward (built when LOSS.NAMES has 'mlm'; the "
                   "model called with mlm=True, as processor.forward_options does in epochs "
                   "where 'mlm' weighs > 0)",
+    "ss_z1": "SS-I's forward of the SimCLR views (model called with ss=True; 'ss' in "
+             "LOSS.NAMES)",
+    "img_mvs_feat": "MVS-I's forward of the MVS view (model called with mvs=True; "
+                    "LOSS.NITC.MVS True)",
+    "img_mvs_stop": "MVS-I's stop-gradient forward (model called with mvs=True and "
+                    "stop_features=True; LOSS.NITC.STOP_FEATURES 'second_forward')",
 }
 
 
@@ -199,12 +215,13 @@ class LossComposer(nn.Module):
 
     # -- text-based person search ------------------------------------------------------------
     def _tbps_columns(self, outputs: dict, batch: dict, weights: Dict[str, float]) -> dict:
-        """{'cols': Columns or None, 'stop': Columns or None}: the features of every process,
+        """{'cols': Columns or None, 'stop': Columns or None, 'mvs' / 'mvs_stop': the MVS view's
+        (stop) image features of every process or None}: the features of every process,
         gathered once per step when an active loss has LOSS.<NAME>.GATHER and there are several
-        processes (None = the local batch)."""
-        gathered = {"cols": None, "stop": None}
+        processes (None = the local batch). 'ss' gathers its own projections (not these)."""
+        gathered = {"cols": None, "stop": None, "mvs": None, "mvs_stop": None}
         world, _ = world_info()
-        wanted = [n for n in TBPS_LOSS_NAMES if weights.get(n, 0.0) > 0
+        wanted = [n for n in TBPS_LOSS_NAMES if weights.get(n, 0.0) > 0 and n != "ss"
                   and n not in TBPS_LOCAL_ONLY and self.cfg[n.upper()].GATHER]
         if world == 1 or not wanted:
             return gathered
@@ -213,7 +230,38 @@ class LossComposer(nn.Module):
         gathered["cols"] = gather_columns(img, txt, batch["pid"])
         if "nitc" in wanted and "img_stop" in outputs:
             gathered["stop"] = gather_columns(outputs["img_stop"], outputs["txt_stop"])
+        if "nitc" in wanted and "img_mvs_feat" in outputs:
+            gathered["mvs"] = all_gather_with_grad(outputs["img_mvs_feat"])
+            if "img_mvs_stop" in outputs:
+                gathered["mvs_stop"] = all_gather_with_grad(outputs["img_mvs_stop"])
         return gathered
+
+    def _ss(self, outputs: dict) -> torch.Tensor:
+        """SS-I: NT-Xent on the two SimCLR views' projections, gathered under DDP (GATHER)."""
+        c = self.cfg.SS
+        z1, z2 = output_key(outputs, "ss_z1", "ss"), output_key(outputs, "ss_z2", "ss")
+        cols = gather_columns(z1, z2) if c.GATHER and world_info()[0] > 1 else None
+        return nt_xent_loss(z1, z2, c.T, columns=cols)
+
+    def _nitc_mvs(self, img_mvs: torch.Tensor, txt: torch.Tensor, pids: torch.Tensor, kappa,
+                  alpha: float, txt_stop, cols, stop_cols, outputs: dict,
+                  gathered: dict) -> torch.Tensor:
+        """MVS-I's term N-ITC(I~, T): the MVS view's image features against the same texts,
+        with the same alpha and text (stop) columns; only the image side is the MVS view's."""
+        c = self.cfg.NITC
+        mvs_cols = None if cols is None else cols._replace(img=gathered["mvs"])
+        img_stop = mvs_stop_cols = None
+        if alpha > 0:
+            if c.STOP_FEATURES == "second_forward":
+                img_stop = output_key(outputs, "img_mvs_stop", "nitc")
+                if stop_cols is not None:
+                    mvs_stop_cols = stop_cols._replace(img=gathered["mvs_stop"])
+            else:
+                img_stop = img_mvs.detach()
+                if stop_cols is not None:
+                    mvs_stop_cols = stop_cols._replace(img=gathered["mvs"].detach())
+        return nitc_loss(img_mvs, txt, pids, kappa, alpha=alpha, img_stop=img_stop,
+                         txt_stop=txt_stop, columns=mvs_cols, stop_columns=mvs_stop_cols)
 
     def _tbps_component(self, name: str, outputs: dict, batch: dict, gathered: dict,
                         parts: dict) -> torch.Tensor:
@@ -222,6 +270,8 @@ class LossComposer(nn.Module):
             labels = output_key(outputs, "mlm_labels", name)
             parts["mlm_acc"] = mlm_accuracy(logits, labels)
             return mlm_loss(logits, labels)
+        if name == "ss":
+            return self._ss(outputs)
         img = output_key(outputs, "img_feat", name)
         txt = output_key(outputs, "txt_feat", name)
         pids = batch["pid"]
@@ -255,8 +305,14 @@ class LossComposer(nn.Module):
                     img_stop, txt_stop = img.detach(), txt.detach()
                     if cols is not None:
                         stop_cols = cols._replace(img=cols.img.detach(), txt=cols.txt.detach())
-            return nitc_loss(img, txt, pids, kappa, alpha=alpha, img_stop=img_stop,
-                             txt_stop=txt_stop, columns=cols, stop_columns=stop_cols)
+            value = nitc_loss(img, txt, pids, kappa, alpha=alpha, img_stop=img_stop,
+                              txt_stop=txt_stop, columns=cols, stop_columns=stop_cols)
+            if not c.MVS:
+                return value
+            mvs = self._nitc_mvs(output_key(outputs, "img_mvs_feat", name), txt, pids, kappa,
+                                 alpha, txt_stop, cols, stop_cols, outputs, gathered)
+            parts["nitc_mvs"] = mvs.detach()
+            return 0.5 * (value + mvs)
         if name == "ritc":
             return ritc_loss(img, txt, pids, kappa, eps=c.EPS, columns=cols)
         if name == "citc":

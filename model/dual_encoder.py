@@ -26,6 +26,12 @@ IRR head on their token features and the image's ``[img_feat; img_tokens]``, and
 ``encode_image(img)`` / ``encode_text(text_ids, text_mask)`` give ``img_feat`` / ``txt_feat``
 alone, for the text-to-image evaluation (test images and test captions are encoded separately).
 
+Training-only forward options (decided per epoch by ``processor.processor.forward_options``):
+``stop_features`` (N-ITC's stop-gradient second forward), ``ss`` (SS-I: the batch's SimCLR views
+``img_ss1`` / ``img_ss2`` through the image tower and ``ss_head`` -> ``ss_z1`` / ``ss_z2``) and
+``mvs`` (MVS-I: the batch's ``img_mvs`` through the image tower -> ``img_mvs_feat``, and
+``img_mvs_stop`` under no_grad with ``stop_features``); see :meth:`DualEncoder.forward`.
+
 Towers (MODEL.TBPS.FAMILY):
 
 - ``open_clip``: open_clip's own ``VisionTransformer`` and ``TextTransformer`` of the CLIP
@@ -223,6 +229,9 @@ class DualEncoder(nn.Module):
             are outputs ``id_weight`` / ``id_bias`` for ``losses.tbps.cross_modal_id_loss``).
         mlm_head: IRRA's IRR head (``model.mlm.IRRHead``) for ``forward(batch, mlm=True)``, or
             None. Training-only, like ``id_head``.
+        ss_hidden: > 0 builds ``ss_head``, SS-I's projection MLP Linear(D, ss_hidden) -> ReLU ->
+            Linear(ss_hidden, D) (TBPS-CLIP ``simclr_mlp`` 512 -> 128 -> 512; torch's default
+            Linear init, as there). Training-only, like ``id_head``.
 
     Example:
         >>> out = model({"img": img, "text_ids": ids, "text_mask": mask})
@@ -232,7 +241,8 @@ class DualEncoder(nn.Module):
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, preprocess: nn.Module, *,
                  embed_dim: int, context_length: int, image_grid: Sequence[int], logit_scale: float,
                  logit_bias: Optional[float] = None, lr_scales: Optional[Dict[str, float]] = None,
-                 family: str = "", num_classes: int = 0, mlm_head: Optional[nn.Module] = None):
+                 family: str = "", num_classes: int = 0, mlm_head: Optional[nn.Module] = None,
+                 ss_hidden: int = 0):
         super().__init__()
         self.preprocess = preprocess
         self.image_tower = image_tower
@@ -253,6 +263,10 @@ class DualEncoder(nn.Module):
             nn.init.normal_(self.id_head.weight, std=0.001)
             nn.init.zeros_(self.id_head.bias)
         self.mlm_head = mlm_head
+        self.ss_head = None
+        if ss_hidden > 0:
+            self.ss_head = nn.Sequential(nn.Linear(self.embed_dim, int(ss_hidden)), nn.ReLU(),
+                                         nn.Linear(int(ss_hidden), self.embed_dim))
 
     @property
     def feat_dim(self) -> int:
@@ -296,14 +310,27 @@ class DualEncoder(nn.Module):
         self._check_text(text_ids, text_mask)
         return self.text_tower(text_ids, text_mask)[0]
 
-    def forward(self, batch: dict, stop_features: bool = False,
-                mlm: bool = False) -> Dict[str, torch.Tensor]:
+    def _view(self, batch: dict, key: str, option: str) -> torch.Tensor:
+        if batch.get(key) is None:
+            raise KeyError(f"the dual encoder's {option} forward needs the batch's '{key}' view "
+                           f"(datasets/tbps_augment.py; the trainer asks the training set for it "
+                           f"in epochs where its loss weighs > 0); the batch has {sorted(batch)}")
+        return batch[key]
+
+    def forward(self, batch: dict, stop_features: bool = False, ss: bool = False,
+                mvs: bool = False, mlm: bool = False) -> Dict[str, torch.Tensor]:
         """The outputs of a batch of (image, caption) pairs (module docstring).
 
         ``stop_features=True`` also runs the towers a second time on the same batch under
         ``torch.no_grad`` in the current mode (TBPS-CLIP's stop-gradient forward for N-ITC's soft
         targets; with dropout / drop-path it differs from the first) and returns ``img_stop`` /
         ``txt_stop``. With ``id_head`` the outputs also hold ``id_weight`` / ``id_bias``.
+
+        ``ss=True`` (SS-I): ``ss_z1`` / ``ss_z2`` (B, D) = ``ss_head``(image tower global
+        feature) of the batch's ``img_ss1`` / ``img_ss2`` (one image-tower forward of the 2B
+        views), not normalised. ``mvs=True`` (MVS-I): ``img_mvs_feat`` (B, D) = the image
+        tower's global feature of ``img_mvs``, and with ``stop_features`` its no-grad second
+        forward ``img_mvs_stop`` (TBPS-CLIP's ``image_1_features_s``).
         ``mlm=True`` adds ``mlm_logits`` / ``mlm_labels`` (:meth:`_mlm`; needs ``mlm_head``)."""
         missing = [k for k in ("img", "text_ids", "text_mask") if batch.get(k) is None]
         if missing:
@@ -326,6 +353,20 @@ class DualEncoder(nn.Module):
                 out["txt_stop"] = self.text_tower(ids, mask)[0]
         if mlm:
             out.update(self._mlm(batch, mask, img_feat, img_tokens))
+        if ss:
+            if self.ss_head is None:
+                raise RuntimeError("ss=True (SS-I) but the dual encoder has no ss_head: it is "
+                                   "built with 'ss' in LOSS.NAMES")
+            views = torch.cat([self._view(batch, "img_ss1", "SS-I"),
+                               self._view(batch, "img_ss2", "SS-I")])
+            z = self.ss_head(self.image_tower(self.preprocess(views))[0])
+            out["ss_z1"], out["ss_z2"] = z.chunk(2)
+        if mvs:
+            view = self._view(batch, "img_mvs", "MVS-I")
+            out["img_mvs_feat"] = self.image_tower(self.preprocess(view))[0]
+            if stop_features:
+                with torch.no_grad():
+                    out["img_mvs_stop"] = self.image_tower(self.preprocess(view))[0]
         return out
 
     def _mlm(self, batch: dict, mask: torch.Tensor, img_feat: torch.Tensor,
@@ -623,6 +664,8 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
             (``model.mlm.IRRHead``: width D, LOSS.MLM.HEADS heads (0 = D / 64, IRRA's rule, at
             least 1), LOSS.MLM.LAYERS blocks, the text tower's vocabulary; LR x
             LOSS.MLM.LR_SCALE). Training-only too.
+            With 'ss' in LOSS.NAMES the model gets SS-I's ``ss_head`` (LOSS.SS.HIDDEN_DIM),
+            training-only too (``model.weights.TRAINING_ONLY_PREFIXES``).
         lora: with MODEL.TBPS.LORA.ENABLE, put the LoRA adapters on the towers
             (``model.lora.apply_lora``). False builds the plain towers whatever the config says:
             test.py (a checkpoint holds merged LoRA weights in the plain layout) and
@@ -679,10 +722,11 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
     if "mlm" in cfg.LOSS.NAMES:
         mlm_head = build_mlm_head(cfg, _feature_dim(image), text)
         scales["mlm_head."] = float(cfg.LOSS.MLM.LR_SCALE)
+    ss_hidden = int(cfg.LOSS.SS.HIDDEN_DIM) if "ss" in cfg.LOSS.NAMES else 0
     model = DualEncoder(image, text, preprocess, embed_dim=_feature_dim(image),
                         context_length=length, image_grid=grid, logit_scale=scale,
                         logit_bias=bias, lr_scales=scales, family=t.FAMILY,
-                        num_classes=id_classes, mlm_head=mlm_head)
+                        num_classes=id_classes, mlm_head=mlm_head, ss_hidden=ss_hidden)
     logger.info("Dual encoder (MODEL.TASK 'tbps'): %s; input %dx%d, grid %dx%d, images %s; "
                 "captions of %d tokens; D %d; logit scale %.4g%s%s; LR scales %s", desc, size[0],
                 size[1], grid[0], grid[1], norm, length, model.embed_dim, math.exp(scale),

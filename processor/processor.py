@@ -7,8 +7,9 @@ at the start and gives every epoch its PhaseState. One epoch (1-based ``epoch``)
   state's K (only the sampler/loader is rebuilt, only when K changes) -> set the sampler's
   epoch and the train set's (which draws each image's caption) -> iterate (``model(batch)`` --
   with ``tgmim=True`` in epochs where TG-MIM weighs > 0, or the dual encoder's stop-gradient
-  forward for N-ITC, see :func:`forward_options` --, the composer told the fractional epoch
-  (``set_progress``), composed loss with the state's weights, finite check, backward, frozen
+  forward for N-ITC, SS-I's and MVS-I's view forwards, see :func:`forward_options`; the
+  batches carry those views only then, :func:`batch_views` --, the composer told the fractional
+  epoch (``set_progress``), composed loss with the state's weights, finite check, backward, frozen
   parameters' gradients dropped, optional clipping, step, the dual encoder's logit scale clamped
   to kappa <= 100; the epoch hooks (processor/hooks.py) see the first batch)
   -> one log line with the phase, K and every loss component, lr, time and images/s
@@ -66,17 +67,33 @@ def forward_options(state: PhaseState, cfg=None) -> dict:
     """Keyword options of ``model(batch, ...)`` for an epoch: the masked, text-guided TG-MIM
     forward only when TG-MIM weighs > 0 (epochs without it pay nothing); for the dual encoder
     (MODEL.TASK 'tbps') the stop-gradient second forward only when N-ITC weighs > 0 with soft
-    labels from it (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward'), and IRRA's
-    masked-caption IRR forward (``mlm=True``) only when 'mlm' weighs > 0."""
+    labels from it (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward'), SS-I's forward
+    of the SimCLR views (``ss``) only when 'ss' weighs > 0, MVS-I's forward of the MVS view
+    (``mvs``) only when N-ITC weighs > 0 with LOSS.NITC.MVS, and IRRA's masked-caption IRR
+    forward (``mlm=True``) only when 'mlm' weighs > 0."""
     if cfg is not None and cfg.MODEL.TASK == "tbps":
         n = cfg.LOSS.NITC
-        wanted = (state.weight("nitc") > 0 and n.SOFT_RATIO > 0
-                  and n.STOP_FEATURES == "second_forward")
-        options = {"stop_features": True} if wanted else {}
+        nitc = state.weight("nitc") > 0
+        options = {}
+        if nitc and n.SOFT_RATIO > 0 and n.STOP_FEATURES == "second_forward":
+            options["stop_features"] = True
+        if state.weight("ss") > 0:
+            options["ss"] = True
+        if nitc and n.MVS:
+            options["mvs"] = True
         if state.weight("mlm") > 0:
             options["mlm"] = True
         return options
     return {"tgmim": True} if state.weight("tgmim") > 0 else {}
+
+
+def batch_views(state: PhaseState, cfg) -> tuple:
+    """The extra image views the training batches carry in an epoch (datasets/tbps_augment.py),
+    the ones :func:`forward_options` reads: SS-I's ``img_ss1`` / ``img_ss2`` when 'ss' weighs
+    > 0, MVS-I's ``img_mvs`` when N-ITC weighs > 0 with LOSS.NITC.MVS; none otherwise."""
+    options = forward_options(state, cfg)
+    views = ("img_ss1", "img_ss2") if options.get("ss") else ()
+    return views + (("img_mvs",) if options.get("mvs") else ())
 
 
 class Trainer:
@@ -134,6 +151,9 @@ class Trainer:
         loader = self.train_loader(state.num_instances)
         loader.batch_sampler.set_epoch(epoch)
         self.data.train_set.set_epoch(epoch)   # the caption drawn for each image this epoch
+        views = batch_views(state, cfg)
+        if views or getattr(self.data.train_set, "active_views", ()):
+            self.data.train_set.set_views(views)   # SS-I / MVS-I views, only when they weigh
         self.model.train()
         meters = {"loss": AverageMeter()}
         start, seen = time.time(), 0
@@ -384,4 +404,5 @@ def restore_trainer(trainer: Trainer, state: dict) -> None:
         trainer.scaler.load_state_dict(state["scaler"])
 
 
-__all__ = ["do_train", "do_inference", "Trainer", "check_finite", "forward_options", "unwrap"]
+__all__ = ["do_train", "do_inference", "Trainer", "check_finite", "forward_options",
+           "batch_views", "unwrap"]

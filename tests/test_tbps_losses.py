@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from losses.masks import pid_masks
+from losses.simclr import nt_xent_loss
 from losses.tbps import (Columns, citc_loss, cmpm_loss, cross_modal_id_loss, gather_columns,
                          identity_kl_loss, identity_targets, itc_loss, nitc_alpha_at, nitc_loss,
                          ritc_loss, sdm_loss, sigmoid_identity_loss)
@@ -486,13 +487,15 @@ def _loss(name, model, img, txt, pids, cols, stop):
         return cmpm_loss(img, txt, pids, columns=cols)
     if name == "sigmoid":
         return sigmoid_identity_loss(img, txt, pids, k, model.bias, columns=cols)
+    if name == "ss":     # SS-I's NT-Xent: the two "towers" stand for the two views' heads
+        return nt_xent_loss(img, txt, 0.1, columns=cols)
     if name == "id":     # per-sample: not gathered
         return cross_modal_id_loss(img, txt, pids, model.classifier.weight,
                                    model.classifier.bias)
     raise KeyError(name)
 
 
-DDP_CASES = ("itc", "sdm", "ritc", "nitc", "nitc_soft", "citc", "cmpm", "sigmoid", "id")
+DDP_CASES = ("itc", "sdm", "ritc", "nitc", "nitc_soft", "citc", "cmpm", "sigmoid", "id", "ss")
 
 
 def _ddp_worker(rank, world, init_file):
