@@ -63,15 +63,16 @@ def check_finite(total: torch.Tensor, parts: Dict[str, torch.Tensor], epoch: int
 
 def forward_options(state: PhaseState, cfg=None) -> dict:
     """Keyword options of ``model(batch, ...)`` for an epoch: the masked, text-guided TG-MIM
-    forward only when TG-MIM weighs > 0 (epochs without it pay nothing); for the dual encoder
-    (MODEL.TASK 'tbps') the stop-gradient second forward only when N-ITC weighs > 0 with soft
-    labels from it (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward')."""
+    forward only when TG-MIM weighs > 0 (epochs without it pay nothing; the image re-ID model
+    and the dual encoder alike); for the dual encoder (MODEL.TASK 'tbps') also the
+    stop-gradient second forward only when N-ITC weighs > 0 with soft labels from it
+    (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward')."""
+    options = {"tgmim": True} if state.weight("tgmim") > 0 else {}
     if cfg is not None and cfg.MODEL.TASK == "tbps":
         n = cfg.LOSS.NITC
-        wanted = (state.weight("nitc") > 0 and n.SOFT_RATIO > 0
-                  and n.STOP_FEATURES == "second_forward")
-        return {"stop_features": True} if wanted else {}
-    return {"tgmim": True} if state.weight("tgmim") > 0 else {}
+        if state.weight("nitc") > 0 and n.SOFT_RATIO > 0 and n.STOP_FEATURES == "second_forward":
+            options["stop_features"] = True
+    return options
 
 
 class Trainer:
@@ -334,6 +335,8 @@ class Trainer:
         last_metrics = None
         if self.rank == 0:
             logger.info("%s", self.plan.table())
+        for phase in self.plan.phases:   # every FREEZE_SEQ entry resolves before epoch 1
+            frozen_parameters(unwrap(self.model), phase.freeze)
         for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCHS + 1):
             state = self.plan.state(epoch)
             self.scheduler.step(epoch)
