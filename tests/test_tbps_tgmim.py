@@ -424,3 +424,26 @@ def test_tbps_config_accepts_tgmim_and_still_rejects_image_reid_branches(synth_r
     assert make_model(cfg, 6, 1, 1).tgmim is not None
     with pytest.raises(ConfigError, match="CIRCLE.ENABLE True is an image re-ID branch"):
         load_config(opts=opts + ["LOSS.CIRCLE.ENABLE", "True"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_masked_forward_with_lora_and_gradient_checkpointing(family):
+    """The masked forward is the tower's own forward: it holds with peft's LoRA layers (and
+    open_clip's re-expressed attention) and activation checkpointing, and the mask token and the
+    adapters get gradients."""
+    pytest.importorskip("peft")
+    cfg, model = tgmim_model(family, **{"MODEL.TBPS.LORA.ENABLE": True,
+                                        "MODEL.TBPS.GRAD_CHECKPOINTING": True})
+    img = model.preprocess(batch_of(cfg)["img"])
+    nothing = torch.zeros(2, 4, 2, dtype=torch.bool)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.image_tower.forward_masked(img, nothing, model.tgmim.mask_token),
+                              model.image_tower(img)[1], atol=1e-6)
+    model.train()
+    out = model(batch_of(cfg), tgmim=True)
+    tgmim_loss(out["tgmim_pred"], batch_of(cfg)["img"], out["tgmim_mask"]).backward()
+    assert model.tgmim.mask_token.grad.abs().sum() > 0
+    lora = [p for n, p in model.named_parameters()
+            if n.startswith("image_tower.") and ".lora_A." in n]
+    assert lora and all(p.grad is not None for p in lora)
