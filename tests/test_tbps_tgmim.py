@@ -108,7 +108,8 @@ def test_masked_forward_rejects_a_mask_of_another_grid_and_a_wrong_token():
     with pytest.raises(ValueError, match=r"does not fit the image tower's patch grid"):
         model.image_tower.forward_masked(img, torch.zeros(2, 2, 4, dtype=torch.bool),
                                          model.tgmim.mask_token)
-    with pytest.raises(ValueError, match="mask token of 32 values for patch embeddings of width 64"):
+    with pytest.raises(ValueError,
+                       match="mask token of 32 values for patch embeddings of width 64"):
         model.image_tower.forward_masked(img, torch.zeros(2, 4, 2, dtype=torch.bool),
                                          torch.zeros(1, 1, 32))
     assert not patch_embed_of(model)._forward_hooks   # removed after the error too
@@ -347,7 +348,8 @@ def test_but_last_k_freezes_the_stem_and_the_first_blocks_only(family):
     model = build_dual_encoder(cfg)
     frozen = {id(p) for p in frozen_parameters(model, ["image_tower_but_last1"])}
     names = {n for n, p in model.named_parameters() if id(p) in frozen}
-    blocks = ".visual.transformer.resblocks." if family == "open_clip" else ".vision.encoder.layers."
+    blocks = (".visual.transformer.resblocks." if family == "open_clip"
+              else ".vision.encoder.layers.")
     stem = (("conv1", "class_embedding", "positional_embedding", "ln_pre")
             if family == "open_clip" else ("embeddings",))
     for name, _ in model.named_parameters():
@@ -438,8 +440,8 @@ def test_masked_forward_with_lora_and_gradient_checkpointing(family):
     nothing = torch.zeros(2, 4, 2, dtype=torch.bool)
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(model.image_tower.forward_masked(img, nothing, model.tgmim.mask_token),
-                              model.image_tower(img)[1], atol=1e-6)
+        masked = model.image_tower.forward_masked(img, nothing, model.tgmim.mask_token)
+        assert torch.allclose(masked, model.image_tower(img)[1], atol=1e-6)
     model.train()
     out = model(batch_of(cfg), tgmim=True)
     tgmim_loss(out["tgmim_pred"], batch_of(cfg)["img"], out["tgmim_mask"]).backward()
