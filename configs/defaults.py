@@ -193,7 +193,7 @@ _C.MODEL.TBPS.INIT_LOGIT_BIAS = -10.0
 # ('text_tower.') and the logit scale / bias. New modules (branches, classifiers) are at scale 1,
 # so pretrained towers below 1 (or new modules above, e.g. SOLVER.LR_SCALES ['classifier=5'] as
 # IRRA) give the anchors' split. Freezing a tower for some phases: LOSS.PHASED.FREEZE_SEQ with
-# the prefix 'image_tower' or 'text_tower'.
+# the prefix 'image_tower' or 'text_tower' (all but its last k blocks: 'image_tower_but_last<k>').
 _C.MODEL.TBPS.IMAGE_LR_SCALE = 1.0
 _C.MODEL.TBPS.TEXT_LR_SCALE = 1.0
 _C.MODEL.TBPS.LOGIT_LR_SCALE = 1.0
@@ -524,7 +524,11 @@ _C.LOSS.TGMIM = CN()
 # caption's text tokens (one cross-attention, HEADS heads), a light decoder (3x3 conv of width
 # DECODER_DIM, 1x1 conv, PixelShuffle) reconstructs the pixels, and the loss is L1 on the masked
 # pixels only. NORM_TARGET True = per-patch normalised targets (MAE). Weight W (VFE-TPS: 10),
-# per-phase W_SEQ. Needs DATASETS.CAPTION_SOURCE != 'none' and MODEL.NAME 'transformer'.
+# per-phase W_SEQ. Needs DATASETS.CAPTION_SOURCE != 'none' and, for MODEL.TASK 'reid', MODEL.NAME
+# 'transformer'. MODEL.TASK 'tbps': the same head on the dual encoder's image tower (open_clip ViT,
+# HF SigLIP ViT, tiny towers; mask token before the CLS / position embeddings), the image tokens
+# attend to the text tower's caption tokens of the same forward, target = the INPUT-normalised
+# image (model/dual_encoder.py); HEADS must divide MODEL.TBPS.EMBED_DIM / the towers' width.
 _C.LOSS.TGMIM.ENABLE = False
 _C.LOSS.TGMIM.W = 10.0
 _C.LOSS.TGMIM.W_SEQ = []
@@ -659,6 +663,10 @@ _C.LOSS.PHASED = CN()
 # in epochs <= TRIPLETX_END, then 'triplet' takes its place with the same weight); 0 = never.
 # FREEZE_SEQ: per phase, comma-separated parameter-name prefixes whose updates are skipped
 # (e.g. 'backbone'); [] or '' = nothing frozen. ENABLE False = one phase over the whole run.
+# Dual encoder (MODEL.TASK 'tbps'): 'image_tower' / 'text_tower' freeze a tower whole;
+# 'image_tower_but_last<k>' / 'text_tower_but_last<k>' (e.g. 'image_tower_but_last2') freeze it
+# except its last k transformer blocks and the final LayerNorm / projection / pooling head after
+# them (DualEncoder.freeze_prefixes). Every entry is resolved against the model before epoch 1.
 _C.LOSS.PHASED.ENABLE = False
 _C.LOSS.PHASED.BOUNDARIES = [30, 60]
 _C.LOSS.PHASED.METRIC_SEQ = ["tripletx", "triplet", "triplet"]

@@ -463,10 +463,11 @@ def task_problems(cfg) -> List[str]:
     if reid:
         problems.append(f"LOSS.NAMES {reid} are image re-ID losses; MODEL.TASK 'tbps' composes "
                         f"'id' and {list(TBPS_LOSS_NAMES)}")
-    aux = [k for k in ("TRIPLETX", "SUPCON", "BRIGHTNESS", "CIRCLE", "TGMIM") if loss[k].ENABLE]
+    aux = [k for k in ("TRIPLETX", "SUPCON", "BRIGHTNESS", "CIRCLE") if loss[k].ENABLE]
     if aux:
         problems.append(f"LOSS.{'/'.join(aux)}.ENABLE True is an image re-ID branch, not built "
-                        "for MODEL.TASK 'tbps' (IS-GVFC is: LOSS.ISGVFC.ENABLE reads img_feat)")
+                        "for MODEL.TASK 'tbps' (IS-GVFC and TG-MIM are: LOSS.ISGVFC.ENABLE "
+                        "reads img_feat, LOSS.TGMIM.ENABLE masks the image tower)")
     if not [n for n in loss.NAMES if n in TBPS_LOSS_NAMES + ("id",)] and not loss.ISGVFC.ENABLE:
         problems.append(f"LOSS.NAMES {list(loss.NAMES)} has no text-based person search loss: "
                         f"use some of {list(TBPS_LOSS_NAMES)} (and 'id')")

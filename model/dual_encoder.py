@@ -16,7 +16,9 @@ and returns a dict:
 - ``txt_tokens`` (B, L, D): every caption position after the final LayerNorm, mapped by the same
   projection as ``txt_feat``; padding positions included (``text_mask`` says which are real);
 - ``logit_scale``: kappa (0-dim tensor, = 1 / temperature), the learnable scale (below);
-- ``logit_bias`` (0-dim tensor, hf_siglip only): SigLIP's learnable bias b.
+- ``logit_bias`` (0-dim tensor, hf_siglip only): SigLIP's learnable bias b;
+- ``tgmim_pred`` (B, 3, gh*r, gw*r), ``tgmim_mask`` (B, gh, gw) bool, ``tgmim_attn`` (B, N, L):
+  only from ``model(batch, tgmim=True)`` with LOSS.TGMIM.ENABLE (below).
 
 ``model(batch, mlm=True)`` (IRRA's IRR, model/mlm.py; the model built with 'mlm' in LOSS.NAMES)
 also runs the text tower on the batch's masked captions ``mlm_ids`` (datasets/mlm.py) and the
@@ -83,6 +85,20 @@ merges them under SOLVER.LR_SCALES); the 0-dim logit parameters get no weight de
 SOLVER.NO_DECAY_BIAS_NORM. A tower is frozen for some phases by LOSS.PHASED.FREEZE_SEQ with the
 prefix 'image_tower' or 'text_tower' (the trainer drops those parameters' gradients).
 
+TG-MIM (LOSS.TGMIM.ENABLE; model/tgmim.py, REFERENCES.md section 5): the image re-ID model's
+``TGMIMHead`` on the image tower, built by :func:`build_tgmim_head` (grid = the tower's patch
+grid, stride = its patch size, a mask token of the patch-embedding width). In epochs where
+TG-MIM weighs > 0 the trainer calls ``model(batch, tgmim=True)``: after the clean forward, the
+image tower runs a second time with the masked patches' embeddings replaced by the mask token
+before the class token / position embeddings (SimMIM; ``forward_masked`` of each tower, which
+runs the library's own forward), its final patch tokens (the ``img_tokens`` space) attend to the
+same forward's ``txt_tokens`` (padding from ``text_mask``), and the decoder predicts the
+INPUT-normalised ``batch['img']`` (the target; not the tower-normalised input). The head is
+training-only: ``tgmim.`` is among ``model.weights.TRAINING_ONLY_PREFIXES``, so
+``transformer_<epoch>.pth`` leaves it out and test.py loads checkpoints with or without it.
+FREEZE_SEQ entries 'image_tower_but_last<k>' / 'text_tower_but_last<k>' freeze a tower except its
+last k blocks (:meth:`DualEncoder.freeze_prefixes`).
+
 LoRA (MODEL.TBPS.LORA.ENABLE; model/lora.py): peft adapters on the towers' attention (and MLP)
 Linear layers, applied by :func:`build_dual_encoder` once the model is built; only the adapters
 train in the towers, their parameters get the tower's LR scale and no weight decay
@@ -94,7 +110,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Dict, Optional, Sequence, Tuple
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -113,6 +130,7 @@ from .mlm import IRRHead
 from .tbps_clip_weights import TBPS_CLIP_MEAN, TBPS_CLIP_STD
 from .text_encoder import (CLIP_VOCAB_SIZE, build_text_tower, load_text_weights,
                            text_state_from_clip)
+from .tgmim import TGMIMHead
 
 logger = logging.getLogger("phasereid")
 
@@ -122,6 +140,8 @@ MAX_LN_SCALE = math.log(MAX_LOGIT_SCALE)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 #: CLIP BPE special ids (the tiny towers' tokenizer): start / end of text
 CLIP_SOT_ID, CLIP_EOT_ID = 49406, 49407
+#: LOSS.PHASED.FREEZE_SEQ entries of the dual encoder's own form (DualEncoder.freeze_prefixes)
+_BUT_LAST = re.compile(r"^(image|text)_tower_but_last(\d+)$")
 _KEY = "MODEL.TBPS.PRETRAINED"
 _HF_KEY = "MODEL.TBPS.HF_MODEL"
 _PURPOSE = "dual-encoder (MODEL.TASK 'tbps')"
@@ -149,9 +169,50 @@ def _project(tokens: torch.Tensor, proj) -> torch.Tensor:
     return proj(tokens) if isinstance(proj, nn.Module) else tokens @ proj
 
 
+def masked_patch_forward(tower: nn.Module, patch_embed: nn.Module, img: torch.Tensor,
+                         token_mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+    """The patch tokens (B, N, D) of ``tower(img)`` with the masked patches' embeddings replaced
+    by ``mask_token`` (SimMIM; TG-MIM's masked forward, model/tgmim.py).
+
+    ``patch_embed`` is the tower's patch convolution (open_clip ``conv1``, SigLIP
+    ``embeddings.patch_embedding``): its output (B, width, gh, gw) is taken by a forward hook,
+    the positions where ``token_mask`` (B, gh, gw) is True are set to the mask token (width,),
+    and the library's own forward carries on unchanged: class token and position embeddings
+    added after the replacement, then patch dropout / ln_pre, the blocks (with gradient
+    checkpointing or LoRA where the tower has them), the final LayerNorm and, for open_clip, the
+    projection. So the masked forward is the tower's forward, not a copy of it: with an
+    all-False mask the tokens equal the normal forward's exactly, and the pooled output (unused
+    here) is computed as usual. The hook is removed again on return, also on an error.
+    """
+    width = int(patch_embed.out_channels)
+    if mask_token.numel() != width:
+        raise ValueError(f"TG-MIM mask token of {mask_token.numel()} values for patch embeddings "
+                         f"of width {width}")
+
+    def replace(module, args, output):
+        b, _, gh, gw = output.shape
+        if tuple(token_mask.shape) != (b, gh, gw):
+            raise ValueError(f"TG-MIM token mask of shape {tuple(token_mask.shape)} does not fit "
+                             f"the image tower's patch grid (B, gh, gw) = {(b, gh, gw)}")
+        token = mask_token.reshape(1, width, 1, 1).to(output.dtype)
+        return torch.where(token_mask.unsqueeze(1), token, output)
+
+    handle = patch_embed.register_forward_hook(replace)
+    try:
+        return tower(img)[1]
+    finally:
+        handle.remove()
+
+
 class OpenClipImageTower(nn.Module):
     """open_clip ``VisionTransformer`` (built with ``output_tokens``): global = its pooled,
     projected output; tokens = the LayerNorm-ed patch tokens @ proj."""
+
+    #: FREEZE_SEQ '..._but_last<k>' stages (:meth:`DualEncoder.freeze_prefixes`): the modules
+    #: before the blocks, and the block list
+    STEM = ("visual.conv1.", "visual.class_embedding", "visual.positional_embedding",
+            "visual.ln_pre.")
+    BLOCKS = "visual.transformer.resblocks"
 
     def __init__(self, visual: nn.Module):
         super().__init__()
@@ -161,15 +222,34 @@ class OpenClipImageTower(nn.Module):
     def grid(self) -> Tuple[int, int]:
         return tuple(self.visual.grid_size)
 
+    @property
+    def patch_embed(self) -> nn.Module:
+        """The patch convolution (its output: the patch embeddings before CLS / positions)."""
+        return self.visual.conv1
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(int(p) for p in self.visual.patch_size)
+
     def forward(self, img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         pooled, tokens = self.visual(img)
         return pooled, _project(tokens, self.visual.proj)
+
+    def forward_masked(self, img: torch.Tensor, token_mask: torch.Tensor,
+                       mask_token: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B, N, D) (as ``forward``'s) of the masked image
+        (:func:`masked_patch_forward`): conv1 -> masked patches replaced -> class_embedding /
+        positional_embedding -> patch_dropout -> ln_pre -> transformer -> ln_post -> @ proj."""
+        return masked_patch_forward(self, self.patch_embed, img, token_mask, mask_token)
 
 
 class OpenClipTextTower(nn.Module):
     """open_clip ``TextTransformer`` (built with ``output_tokens``): global = ln_final(x) at the
     end-of-text token @ text_projection; tokens = ln_final(x) @ text_projection. ``text_mask``
     is not needed: CLIP's causal attention keeps padding after EOT out of every real token."""
+
+    STEM = ("text.token_embedding.", "text.positional_embedding", "text.cls_emb")
+    BLOCKS = "text.transformer.resblocks"
 
     def __init__(self, text: nn.Module):
         super().__init__()
@@ -184,19 +264,42 @@ class SiglipImageTower(nn.Module):
     """HF ``SiglipVisionModel``: global = its attention-pooling head (``pooler_output``);
     tokens = post_layernorm(patch tokens) (no projection in SigLIP's vision tower)."""
 
+    STEM = ("vision.embeddings.",)
+    BLOCKS = "vision.encoder.layers"
+
     def __init__(self, vision: nn.Module):
         super().__init__()
         self.vision = vision
 
+    @property
+    def patch_embed(self) -> nn.Module:
+        """The patch convolution (its output: the patch embeddings before the positions)."""
+        return self.vision.embeddings.patch_embedding
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        patch = int(self.vision.embeddings.patch_size)
+        return patch, patch
+
     def forward(self, img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         out = self.vision(pixel_values=img)
         return out.pooler_output, out.last_hidden_state
+
+    def forward_masked(self, img: torch.Tensor, token_mask: torch.Tensor,
+                       mask_token: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B, N, D) (as ``forward``'s) of the masked image
+        (:func:`masked_patch_forward`): embeddings.patch_embedding -> masked patches replaced ->
+        + position_embedding -> encoder -> post_layernorm (no CLS in SigLIP)."""
+        return masked_patch_forward(self, self.patch_embed, img, token_mask, mask_token)
 
 
 class SiglipTextTower(nn.Module):
     """HF ``SiglipTextModel``: global = head(final_layer_norm(x)[last position]) (its
     ``pooler_output``); tokens = head(final_layer_norm(x)). ``use_mask``: pass ``text_mask`` as
     the attention mask (MODEL.TBPS.HF_ATTENTION_MASK)."""
+
+    STEM = ("text.embeddings.",)
+    BLOCKS = "text.encoder.layers"
 
     def __init__(self, text: nn.Module, use_mask: bool):
         super().__init__()
@@ -232,6 +335,8 @@ class DualEncoder(nn.Module):
         ss_hidden: > 0 builds ``ss_head``, SS-I's projection MLP Linear(D, ss_hidden) -> ReLU ->
             Linear(ss_hidden, D) (TBPS-CLIP ``simclr_mlp`` 512 -> 128 -> 512; torch's default
             Linear init, as there). Training-only, like ``id_head``.
+        tgmim: optional :class:`model.tgmim.TGMIMHead` (LOSS.TGMIM.ENABLE): the TG-MIM branch
+            of ``forward(batch, tgmim=True)``; the image tower needs ``forward_masked``.
 
     Example:
         >>> out = model({"img": img, "text_ids": ids, "text_mask": mask})
@@ -242,7 +347,7 @@ class DualEncoder(nn.Module):
                  embed_dim: int, context_length: int, image_grid: Sequence[int], logit_scale: float,
                  logit_bias: Optional[float] = None, lr_scales: Optional[Dict[str, float]] = None,
                  family: str = "", num_classes: int = 0, mlm_head: Optional[nn.Module] = None,
-                 ss_hidden: int = 0):
+                 ss_hidden: int = 0, tgmim: Optional[nn.Module] = None):
         super().__init__()
         self.preprocess = preprocess
         self.image_tower = image_tower
@@ -267,6 +372,10 @@ class DualEncoder(nn.Module):
         if ss_hidden > 0:
             self.ss_head = nn.Sequential(nn.Linear(self.embed_dim, int(ss_hidden)), nn.ReLU(),
                                          nn.Linear(int(ss_hidden), self.embed_dim))
+        if tgmim is not None and not hasattr(image_tower, "forward_masked"):
+            raise ValueError(f"TG-MIM needs an image tower with a masked forward; "
+                             f"{type(image_tower).__name__} has none")
+        self.tgmim = tgmim
 
     @property
     def feat_dim(self) -> int:
@@ -281,6 +390,37 @@ class DualEncoder(nn.Module):
         """Names of the parameters the optimiser never decays, whatever SOLVER.NO_DECAY_BIAS_NORM
         says: the LoRA A / B weights (MODEL.TBPS.LORA; model/lora.py)."""
         return {name for name, _ in self.named_parameters() if is_lora_parameter(name)}
+
+    def freeze_prefixes(self, entry: str) -> Optional[List[str]]:
+        """The parameter-name prefixes a LOSS.PHASED.FREEZE_SEQ entry of the dual encoder's own
+        form stands for, or None for an ordinary prefix (``solver.phase_plan.frozen_parameters``
+        asks the model first).
+
+        'image_tower_but_last<k>' / 'text_tower_but_last<k>' (1 <= k <= the tower's blocks):
+        the tower frozen except its last k transformer blocks and what follows them. Frozen:
+        the stem (open_clip image: conv1, class_embedding, positional_embedding, ln_pre; open_clip
+        text: token_embedding, positional_embedding; SigLIP: embeddings) and blocks 0 .. n-k-1.
+        Trained: blocks n-k .. n-1 and the tower's head (open_clip: ln_post / proj, ln_final /
+        text_projection; SigLIP: post_layernorm and the pooling head, final_layer_norm and head).
+        LoRA parameters inside frozen blocks are frozen with them.
+
+        Raises:
+            ValueError: k outside 1 .. n (the message names the entry and n).
+        """
+        match = _BUT_LAST.match(entry)
+        if not match:
+            return None
+        side, k = match.group(1), int(match.group(2))
+        tower = getattr(self, f"{side}_tower")
+        blocks = tower.get_submodule(tower.BLOCKS)
+        n = len(blocks)
+        if not 1 <= k <= n:
+            raise ValueError(f"LOSS.PHASED.FREEZE_SEQ entry '{entry}': the {side} tower has {n} "
+                             f"blocks, so k must be in 1..{n} ('{side}_tower' freezes it whole)")
+        names = [name for name, _ in tower.named_parameters()]
+        stem = [p for p in tower.STEM if any(name.startswith(p) for name in names)]
+        return [f"{side}_tower.{p}" for p in stem] + \
+            [f"{side}_tower.{tower.BLOCKS}.{i}." for i in range(n - k)]
 
     @property
     def kappa(self) -> torch.Tensor:
@@ -318,7 +458,8 @@ class DualEncoder(nn.Module):
         return batch[key]
 
     def forward(self, batch: dict, stop_features: bool = False, ss: bool = False,
-                mvs: bool = False, mlm: bool = False) -> Dict[str, torch.Tensor]:
+                mvs: bool = False, mlm: bool = False,
+                tgmim: bool = False) -> Dict[str, torch.Tensor]:
         """The outputs of a batch of (image, caption) pairs (module docstring).
 
         ``stop_features=True`` also runs the towers a second time on the same batch under
@@ -331,7 +472,10 @@ class DualEncoder(nn.Module):
         views), not normalised. ``mvs=True`` (MVS-I): ``img_mvs_feat`` (B, D) = the image
         tower's global feature of ``img_mvs``, and with ``stop_features`` its no-grad second
         forward ``img_mvs_stop`` (TBPS-CLIP's ``image_1_features_s``).
-        ``mlm=True`` adds ``mlm_logits`` / ``mlm_labels`` (:meth:`_mlm`; needs ``mlm_head``)."""
+        ``mlm=True`` adds ``mlm_logits`` / ``mlm_labels`` (:meth:`_mlm`; needs ``mlm_head``).
+        ``tgmim=True`` (epochs where the phase plan gives TG-MIM a weight > 0) adds the masked,
+        text-guided forward's ``tgmim_pred``, ``tgmim_mask``, ``tgmim_attn``
+        (:meth:`_masked_image_modelling`)."""
         missing = [k for k in ("img", "text_ids", "text_mask") if batch.get(k) is None]
         if missing:
             raise KeyError(f"the dual encoder (MODEL.TASK 'tbps') needs batch fields {missing}; "
@@ -367,6 +511,8 @@ class DualEncoder(nn.Module):
             if stop_features:
                 with torch.no_grad():
                     out["img_mvs_stop"] = self.image_tower(self.preprocess(view))[0]
+        if tgmim:
+            out.update(self._masked_image_modelling(batch["img"], txt_tokens, mask))
         return out
 
     def _mlm(self, batch: dict, mask: torch.Tensor, img_feat: torch.Tensor,
@@ -391,6 +537,39 @@ class DualEncoder(nn.Module):
         masked_tokens = self.text_tower(mlm_ids, mask)[1]
         image = torch.cat([img_feat.unsqueeze(1), img_tokens], dim=1)
         return {"mlm_logits": self.mlm_head(masked_tokens, image), "mlm_labels": labels}
+
+    def _masked_image_modelling(self, img: torch.Tensor, txt_tokens: torch.Tensor,
+                                text_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """TG-MIM on the image tower (model/tgmim.py, as ``ReIDModel`` does on the TransReID
+        ViT): a token mask of the head's ratio and mode, the tower's masked forward (the masked
+        patch embeddings replaced by the head's mask token before the class token / positions;
+        ``forward_masked``), the final patch tokens (the space of ``img_tokens``) attending to
+        ``txt_tokens`` of the same text forward (not detached: the text tower learns from TG-MIM
+        too; padding from ``text_mask``), the pixel decoder.
+
+        The reconstruction target (the composer's 'tgmim', losses/tgmim.py) is ``batch['img']``
+        as it comes, INPUT.PIXEL_MEAN / STD-normalised, not the tower's input: the decoder learns
+        to predict INPUT-normalised pixels (for pretrained towers ``preprocess`` maps them to the
+        tower's normalisation by a per-channel affine map; for random-init towers the two are the
+        same). So the image must have INPUT.SIZE_TRAIN (the tower's grid times its patch, up to
+        remainder rows / columns that no patch covers): ``preprocess`` would otherwise resize it
+        and the prediction would not line up with the target.
+        """
+        if self.tgmim is None:
+            raise RuntimeError("tgmim=True but the dual encoder has no TG-MIM branch: set "
+                               "LOSS.TGMIM.ENABLE True")
+        stride = self.tgmim.stride
+        cells = (img.shape[-2] // stride, img.shape[-1] // stride)
+        if cells != self.image_grid:
+            raise ValueError(f"TG-MIM: an image of {tuple(img.shape[-2:])} pixels does not give "
+                             f"the image tower's {self.image_grid} grid of {stride}-pixel patches;"
+                             " the reconstruction target is batch['img']: train at "
+                             "INPUT.SIZE_TRAIN")
+        mask = self.tgmim.sample_mask(img.shape[0], img.device)
+        tokens = self.image_tower.forward_masked(self.preprocess(img), mask,
+                                                 self.tgmim.mask_token)
+        pred, attn = self.tgmim(tokens, txt_tokens, text_mask)
+        return {"tgmim_pred": pred, "tgmim_mask": mask, "tgmim_attn": attn}
 
 
 # --------------------------------------------------------------------------------------------
@@ -723,15 +902,23 @@ def build_dual_encoder(cfg, load_weights: bool = True, num_classes: int = 0,
         mlm_head = build_mlm_head(cfg, _feature_dim(image), text)
         scales["mlm_head."] = float(cfg.LOSS.MLM.LR_SCALE)
     ss_hidden = int(cfg.LOSS.SS.HIDDEN_DIM) if "ss" in cfg.LOSS.NAMES else 0
-    model = DualEncoder(image, text, preprocess, embed_dim=_feature_dim(image),
+    embed_dim = _feature_dim(image)
+    tgmim = build_tgmim_head(cfg, image, text, grid, embed_dim) if cfg.LOSS.TGMIM.ENABLE else None
+    model = DualEncoder(image, text, preprocess, embed_dim=embed_dim,
                         context_length=length, image_grid=grid, logit_scale=scale,
                         logit_bias=bias, lr_scales=scales, family=t.FAMILY,
-                        num_classes=id_classes, mlm_head=mlm_head, ss_hidden=ss_hidden)
+                        num_classes=id_classes, mlm_head=mlm_head, ss_hidden=ss_hidden,
+                        tgmim=tgmim)
     logger.info("Dual encoder (MODEL.TASK 'tbps'): %s; input %dx%d, grid %dx%d, images %s; "
                 "captions of %d tokens; D %d; logit scale %.4g%s%s; LR scales %s", desc, size[0],
                 size[1], grid[0], grid[1], norm, length, model.embed_dim, math.exp(scale),
                 f", bias {bias:.4g}" if bias is not None else "",
                 f" ({'; '.join(notes)})" if notes else "", scales)
+    if tgmim is not None:
+        logger.info("TG-MIM head on the image tower (training only): grid %dx%d, stride %d, mask "
+                    "token %d-d, tokens %d-d attend to %d-d caption tokens, target batch['img'] "
+                    "(INPUT-normalised)", grid[0], grid[1], tgmim.stride,
+                    tgmim.mask_token.shape[-1], embed_dim, tgmim.text_proj.in_features)
     if lora and t.LORA.ENABLE:
         apply_lora(model, cfg)
     return model
@@ -753,6 +940,37 @@ def _text_vocab_size(tower: nn.Module) -> int:
     if isinstance(tower, OpenClipTextTower):
         return int(tower.text.token_embedding.num_embeddings)
     return int(tower.text.embeddings.token_embedding.num_embeddings)
+
+
+def _text_token_dim(tower: nn.Module) -> int:
+    """Width of the text tower's ``txt_tokens`` (after its projection, if any)."""
+    if isinstance(tower, OpenClipTextTower):
+        proj = tower.text.text_projection
+        if proj is None:
+            return int(tower.text.width)
+        return int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])
+    return int(tower.text.head.out_features)
+
+
+def build_tgmim_head(cfg, image: nn.Module, text: nn.Module, grid: Sequence[int],
+                     embed_dim: int) -> TGMIMHead:
+    """The TG-MIM head of the dual encoder (LOSS.TGMIM.*; model/tgmim.py): grid = the image
+    tower's patch grid, stride = its (square) patch size, a mask token of the patch-embedding
+    width, queries = ``img_tokens`` (embed_dim), keys / values = ``txt_tokens`` (the text
+    tower's token width). Every image tower of the dual encoder (open_clip ViT, HF SigLIP ViT,
+    their tiny forms) has a masked forward; anything else is an error."""
+    if not hasattr(image, "forward_masked"):
+        raise ValueError(f"LOSS.TGMIM.ENABLE True: the image tower {type(image).__name__} has no "
+                         "masked forward (TG-MIM runs on the open_clip ViT and HF SigLIP ViT "
+                         "towers); set LOSS.TGMIM.ENABLE False")
+    ph, pw = image.patch_size
+    if ph != pw:
+        raise ValueError(f"LOSS.TGMIM.ENABLE True: TG-MIM decodes square stride cells; the image "
+                         f"tower's patch {[ph, pw]} is not square")
+    g = cfg.LOSS.TGMIM
+    return TGMIMHead(embed_dim, _text_token_dim(text), tuple(grid), ph,
+                     decoder_dim=g.DECODER_DIM, heads=g.HEADS, mask_ratio=g.MASK_RATIO,
+                     mask_mode=g.MASK_MODE, mask_dim=int(image.patch_embed.out_channels))
 
 
 def _feature_dim(tower: nn.Module) -> int:

@@ -99,6 +99,11 @@ class TGMIMHead(nn.Module):
         decoder_dim: width of the 3x3 decoder conv (LOSS.TGMIM.DECODER_DIM).
         heads: cross-attention heads (LOSS.TGMIM.HEADS; must divide D).
         mask_ratio, mask_mode: LOSS.TGMIM.MASK_RATIO, LOSS.TGMIM.MASK_MODE ('random' | 'block').
+        mask_dim: width of the learned mask token, i.e. of the patch embeddings it replaces;
+            None = ``dim``. The TransReID ViT keeps one width from the patch embedding to its
+            final tokens; the dual encoder's open_clip towers project their final tokens
+            (ViT-B/16: 768-d patch embeddings, 512-d ``img_tokens``), so there the mask token
+            has the patch-embedding width and the head reads the projected tokens.
 
     Call: ``pred, attn = head(patch_tokens, text_tokens, text_mask)`` with patch tokens
     (B, N, D) of the masked forward, text tokens (B, L, text_dim), text_mask (B, L) bool (True =
@@ -107,7 +112,7 @@ class TGMIMHead(nn.Module):
 
     def __init__(self, dim: int, text_dim: int, grid: Tuple[int, int], stride: int,
                  decoder_dim: int = 256, heads: int = 8, mask_ratio: float = 0.6,
-                 mask_mode: str = "random"):
+                 mask_mode: str = "random", mask_dim: Optional[int] = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"LOSS.TGMIM.HEADS {heads} must divide the image width {dim}")
@@ -120,7 +125,7 @@ class TGMIMHead(nn.Module):
         self.stride = int(stride)
         self.mask_ratio = float(mask_ratio)
         self.mask_mode = mask_mode
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, int(mask_dim or dim)))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.text_proj = nn.Linear(text_dim, dim)
         self.norm_query = nn.LayerNorm(dim)

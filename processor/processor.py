@@ -65,16 +65,17 @@ def check_finite(total: torch.Tensor, parts: Dict[str, torch.Tensor], epoch: int
 
 def forward_options(state: PhaseState, cfg=None) -> dict:
     """Keyword options of ``model(batch, ...)`` for an epoch: the masked, text-guided TG-MIM
-    forward only when TG-MIM weighs > 0 (epochs without it pay nothing); for the dual encoder
-    (MODEL.TASK 'tbps') the stop-gradient second forward only when N-ITC weighs > 0 with soft
-    labels from it (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward'), SS-I's forward
-    of the SimCLR views (``ss``) only when 'ss' weighs > 0, MVS-I's forward of the MVS view
-    (``mvs``) only when N-ITC weighs > 0 with LOSS.NITC.MVS, and IRRA's masked-caption IRR
-    forward (``mlm=True``) only when 'mlm' weighs > 0."""
+    forward only when TG-MIM weighs > 0 (epochs without it pay nothing; the image re-ID model
+    and the dual encoder alike); for the dual encoder (MODEL.TASK 'tbps') also the
+    stop-gradient second forward only when N-ITC weighs > 0 with soft labels from it
+    (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward'), SS-I's forward of the SimCLR
+    views (``ss``) only when 'ss' weighs > 0, MVS-I's forward of the MVS view (``mvs``) only
+    when N-ITC weighs > 0 with LOSS.NITC.MVS, and IRRA's masked-caption IRR forward
+    (``mlm=True``) only when 'mlm' weighs > 0."""
+    options = {"tgmim": True} if state.weight("tgmim") > 0 else {}
     if cfg is not None and cfg.MODEL.TASK == "tbps":
         n = cfg.LOSS.NITC
         nitc = state.weight("nitc") > 0
-        options = {}
         if nitc and n.SOFT_RATIO > 0 and n.STOP_FEATURES == "second_forward":
             options["stop_features"] = True
         if state.weight("ss") > 0:
@@ -83,8 +84,7 @@ def forward_options(state: PhaseState, cfg=None) -> dict:
             options["mvs"] = True
         if state.weight("mlm") > 0:
             options["mlm"] = True
-        return options
-    return {"tgmim": True} if state.weight("tgmim") > 0 else {}
+    return options
 
 
 def batch_views(state: PhaseState, cfg) -> tuple:
@@ -366,6 +366,8 @@ class Trainer:
         last_metrics = None
         if self.rank == 0:
             logger.info("%s", self.plan.table())
+        for phase in self.plan.phases:   # every FREEZE_SEQ entry resolves before epoch 1
+            frozen_parameters(unwrap(self.model), phase.freeze)
         for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCHS + 1):
             state = self.plan.state(epoch)
             self.scheduler.step(epoch)

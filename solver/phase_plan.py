@@ -32,7 +32,8 @@ Rules (the Model B README's keys, with one boundary rule everywhere):
 - K (DATALOADER.PHASED.ENABLE): K_WHEN_TRIPLETX while TripletX is active (its weight > 0), else
   K_WHEN_SUPCON while SupCon's weight > 0, else K_OTHER; DATALOADER.NUM_INSTANCE when disabled.
 - Freezing (LOSS.PHASED.FREEZE_SEQ): per phase, comma-separated parameter-name prefixes whose
-  updates are skipped in that phase.
+  updates are skipped in that phase (or entries the model resolves to prefixes itself, e.g. the
+  dual encoder's 'image_tower_but_last<k>': :func:`frozen_parameters`).
 
 Where Model B's released code does otherwise: docs/reference_differences.md (solver/phase_plan.py).
 """
@@ -378,10 +379,21 @@ class PhasePlan:
 
 
 def frozen_parameters(model, prefixes: Sequence[str]) -> list:
-    """The parameters whose names match any prefix; a prefix matching nothing is an error."""
+    """The parameters whose names match any prefix; a prefix matching nothing is an error.
+
+    An entry the model resolves itself stands for the prefixes it returns: a model with a
+    ``freeze_prefixes(entry)`` method (the dual encoder: 'image_tower_but_last<k>',
+    'text_tower_but_last<k>'; ``model.dual_encoder.DualEncoder.freeze_prefixes``) gives a list
+    for its own entries and None for ordinary prefixes."""
     named = list(model.named_parameters())
-    for prefix in prefixes:
-        if not any(n.startswith(prefix) for n, _ in named):
-            raise ValueError(f"LOSS.PHASED.FREEZE_SEQ prefix '{prefix}' matches no parameter of "
-                             f"the model (e.g. {', '.join(n for n, _ in named[:3])}, ...)")
-    return [p for n, p in named if n.startswith(tuple(prefixes))]
+    resolve = getattr(model, "freeze_prefixes", None)
+    expanded = []
+    for entry in prefixes:
+        own = resolve(entry) if callable(resolve) else None
+        for prefix in ([entry] if own is None else own):
+            if not any(n.startswith(prefix) for n, _ in named):
+                what = f"prefix '{prefix}'" + ("" if own is None else f" (of '{entry}')")
+                raise ValueError(f"LOSS.PHASED.FREEZE_SEQ {what} matches no parameter of the "
+                                 f"model (e.g. {', '.join(n for n, _ in named[:3])}, ...)")
+            expanded.append(prefix)
+    return [p for n, p in named if n.startswith(tuple(expanded))]
