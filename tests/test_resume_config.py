@@ -37,14 +37,17 @@ def run_dir(trained, tmp_path):
 
 
 def test_resume_pth_stores_the_config_and_history_records_the_first_segment(run_dir):
-    from utils.provenance import config_fingerprint
+    from utils.provenance import code_version, config_fingerprint
     stored = load_checkpoint(os.path.join(run_dir, "resume.pth"))["config"]
     assert stored == open(os.path.join(run_dir, "config.yaml")).read()
     history = json.load(open(os.path.join(run_dir, "history.json")))
     assert history["segments"] == [{
         "segment": 1, "first_epoch": 1, "last_epoch": 1,
         "config_sha256": config_fingerprint(stored), "config_file": "config.yaml",
-        "changed_keys": {}, "command": history["segments"][0]["command"]}]
+        "changed_keys": {}, "command": history["segments"][0]["command"],
+        "code": code_version()}]
+    # the code that ran: this checkout's commit (tests run in a git checkout)
+    assert len(history["segments"][0]["code"]["commit"]) == 40
 
 
 @pytest.mark.parametrize("changes, named", [
@@ -120,6 +123,9 @@ def test_runtime_only_change_resumes_without_a_flag(synth_root, run_dir):
     assert "Runtime-only keys differ" in log and "TEST.DISTANCE: 'euclidean' -> 'cosine'" in log
     segments = json.load(open(os.path.join(run_dir, "history.json")))["segments"]
     assert len(segments) == 2   # no new segment: the weights' config did not change
+    # the resume is recorded with the code that continued the run
+    assert [r["from_epoch"] for r in segments[1]["resumes"]] == [2]
+    assert len(segments[1]["resumes"][0]["code"]["commit"]) == 40
 
 
 def test_resume_file_without_a_config_is_refused_unless_allowed(synth_root, run_dir):
@@ -136,6 +142,8 @@ def test_resume_file_without_a_config_is_refused_unless_allowed(synth_root, run_
     assert train_script.main(["--allow-extend"] + opts) == 0
     segments = json.load(open(os.path.join(run_dir, "history.json")))["segments"]
     assert segments[0]["config_sha256"] is None and segments[0]["last_epoch"] == 1
+    assert segments[0]["code"] is None   # not known for a segment trained before the record
+    assert len(segments[1]["code"]["commit"]) == 40
     assert segments[1]["changed_keys"] == "unknown" and segments[1]["first_epoch"] == 2
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import yaml
 
@@ -210,3 +211,33 @@ def compare_configs(old: ConfigLike, new: ConfigLike) -> ConfigComparison:
 __all__ = ["RUNTIME_ONLY", "TEST_RUNTIME_ONLY", "EXTENSION_KEYS", "ABSENT", "is_runtime_only",
            "is_test_runtime_only", "flatten_config", "training_config", "config_fingerprint",
            "evaluation_fingerprint", "compare_configs", "ConfigComparison"]
+
+
+def code_version(root: Optional[str] = None) -> dict:
+    """Which code produced a run: ``{"commit": HEAD's sha or None, "dirty": tracked files differ
+    from HEAD (True / False / None), "diff_sha256": sha256 of ``git diff HEAD`` when dirty}`` of
+    the checkout at ``root`` (default: this repository). None fields when git or the checkout is
+    not there (a copied tree): the record then says so instead of guessing. Untracked files (run
+    outputs, data) do not count as dirty.
+
+    Example:
+        >>> code_version()["commit"]   # e.g. '4336089...'
+    """
+    import subprocess
+
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> Optional[bytes]:
+        try:
+            done = subprocess.run(("git",) + args, cwd=root, capture_output=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if head is None:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    diff = git("diff", "HEAD", "--no-ext-diff", "--binary")
+    dirty = None if diff is None else bool(diff.strip())
+    return {"commit": head.decode().strip(), "dirty": dirty,
+            "diff_sha256": hashlib.sha256(diff).hexdigest() if dirty else None}

@@ -12,10 +12,13 @@ resume.pth stores the resolved config it was trained with. Rerunning train.py:
 
 The record: ``config.yaml`` is the first segment's config and is never rewritten while the run
 lives; ``history.json`` lists the segments, ``{"segment", "first_epoch", "last_epoch",
-"config_sha256", "config_file", "changed_keys", "command"}`` (``last_epoch`` is the segment's
+"config_sha256", "config_file", "changed_keys", "command", "code"}`` (``last_epoch`` is the segment's
 MAX_EPOCHS until a later segment starts, then the last epoch it completed; ``config_sha256`` is
 :func:`utils.provenance.config_fingerprint`; ``changed_keys`` {key: [old, new]} against the
-previous segment). Later segments' configs are ``config_history/segment_<k>.yaml``.
+previous segment; ``code`` is :func:`utils.provenance.code_version`, the commit and whether the
+tracked files differed from it). A plain resume of a segment appends ``{"from_epoch", "code"}``
+to that segment's ``resumes``, so a run continued under other code says so. Later segments'
+configs are ``config_history/segment_<k>.yaml``.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from utils.provenance import EXTENSION_KEYS, ConfigComparison, compare_configs, config_fingerprint
+from utils.provenance import (EXTENSION_KEYS, ConfigComparison, code_version, compare_configs,
+                              config_fingerprint)
 
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "config.yaml"
@@ -106,10 +110,11 @@ def read_history(output_dir: str) -> Optional[dict]:
 
 
 def _entry(k: int, first: int, last: int, config: Optional[str], config_file: Optional[str],
-           changed: dict, command: str) -> dict:
+           changed: dict, command: str, known_code: bool = True) -> dict:
     return {"segment": k, "first_epoch": first, "last_epoch": last,
             "config_sha256": config_fingerprint(config) if config is not None else None,
-            "config_file": config_file, "changed_keys": changed, "command": command}
+            "config_file": config_file, "changed_keys": changed, "command": command,
+            "code": code_version() if known_code else None}
 
 
 def record_segment(cfg, segment: Segment, command: str, write_text) -> List[str]:
@@ -133,15 +138,17 @@ def record_segment(cfg, segment: Segment, command: str, write_text) -> List[str]
     if history is None:   # a run started before history.json existed: its first segment
         known = segment.stored_config is not None and os.path.isfile(config_path)
         history = {"segments": [_entry(1, 1, segment.resume_epoch, segment.stored_config,
-                                       CONFIG_FILE if known else None, {}, "")]}
+                                       CONFIG_FILE if known else None, {}, "",
+                                       known_code=False)]}
         written.append(history_path)
     if segment.kind == "resume":
         if not os.path.isfile(config_path):
             write_text(config_path, text)
             written.append(config_path)
-        if written:
-            write_text(history_path, json.dumps(history, indent=2))
-        return written
+        history["segments"][-1].setdefault("resumes", []).append(
+            {"from_epoch": segment.resume_epoch + 1, "code": code_version()})
+        write_text(history_path, json.dumps(history, indent=2))
+        return written + [history_path]
     segments = history["segments"]
     segments[-1]["last_epoch"] = segment.resume_epoch
     k = segments[-1]["segment"] + 1
