@@ -26,9 +26,9 @@ from .dual_encoder import DualEncoder
 
 #: Parameter-name prefixes of the training-only modules: the SupCon projection, the TG-MIM head
 #: and the text encoder (image re-ID), the identity classifier of the dual encoder (MODEL.TASK
-#: 'tbps') and of LGUR, LGUR's text-guided block (model/lgur.py). They do not contribute to the test feature, so ``transformer_<epoch>.pth`` leaves
-#: them out (``resume.pth`` keeps them) and :func:`load_for_test` accepts a checkpoint with or
-#: without them.
+#: 'tbps') and of LGUR, LGUR's text-guided block (model/lgur.py). They do not contribute to the
+#: test feature, so ``transformer_<epoch>.pth`` leaves them out (``resume.pth`` keeps them) and
+#: :func:`load_for_test` accepts a checkpoint with or without them.
 TRAINING_ONLY_PREFIXES = ("projection.", "tgmim.", "text_encoder.", "id_head.", "text_guided.")
 #: CLIP fusion (MODEL.USE_CLIP): a checkpoint trained with it may be tested without it ("train
 #: with fusion, test without", MODEL.USE_CLIP False); its keys are then dropped, reported.

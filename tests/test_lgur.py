@@ -117,7 +117,8 @@ def test_random_semi_hard_draws_uniformly_among_the_semi_hard_negatives():
     expected = 0.0
     for mat in (s, _transpose(s)):
         for i, row in enumerate(mat):
-            cands = [j for j in range(len(row)) if y[j] != y[i] and row[i] - margin < row[j] < row[i]]
+            cands = [j for j in range(len(row))
+                     if y[j] != y[i] and row[i] - margin < row[j] < row[i]]
             if cands:
                 expected += sum(margin - row[i] + row[j] for j in cands) / len(cands)
     gen = torch.Generator().manual_seed(0)
@@ -244,7 +245,8 @@ def test_model_shapes_and_inference_features_are_the_reconstructed_parts():
                               out["txt_feat"], atol=1e-6)
         assert torch.equal(out["img_feat"], out["lgur_v_re"].flatten(1))
         # the text-guided branch changes V_g, not V_re: other captions, same image features
-        other = dict(batch, text_ids=batch["text_ids"].flip(0), text_mask=batch["text_mask"].flip(0))
+        other = dict(batch, text_ids=batch["text_ids"].flip(0),
+                     text_mask=batch["text_mask"].flip(0))
         out2 = model(other)
         assert torch.allclose(out2["img_feat"], out["img_feat"], atol=1e-6)
         assert not torch.allclose(out2["lgur_v_g"], out["lgur_v_g"], atol=1e-4)
