@@ -172,7 +172,8 @@ def evaluate_checkpoint(cfg, ckpt, meta, weight_file: dict, summary_path: str, l
     # a checkpoint replaces the towers' weights: do not read (or download) the pretrained ones.
     # No LoRA adapters (MODEL.TBPS.LORA): a checkpoint holds them merged, in the plain layout
     # (model/lora.py), and zero-shot they would start at B = 0, i.e. as the plain towers
-    model = make_model(cfg, *counts, load_weights=zero_shot or meta is None, lora=False)
+    model = make_model(cfg, *counts, load_weights=zero_shot or meta is None, lora=False,
+                       training=False)
     if cfg.MODEL.TASK == "tbps" and cfg.MODEL.TBPS.LORA.ENABLE:
         logger.info("MODEL.TBPS.LORA: evaluating the plain towers (%s)",
                     "zero-shot: LoRA starts as the base model" if zero_shot else

@@ -149,6 +149,13 @@ _C.MODEL.TBPS = CN()
 # FAMILY: 'open_clip' (open_clip's CLIP architectures: OPEN_CLIP_MODEL + PRETRAINED) or
 # 'hf_siglip' (a Hugging Face transformers SiglipModel and its tokenizer: HF_MODEL).
 _C.MODEL.TBPS.FAMILY = "open_clip"
+# The model of MODEL.TASK 'tbps': 'dual_encoder' (the towers of FAMILY, model/dual_encoder.py) or
+# 'lgur' (LGUR, ACM MM 2022: image / text token encoders + DGA + PGU, model/lgur.py, settings
+# MODEL.LGUR.*, losses 'lgur_id' / 'lgur_rank_m' / 'lgur_rank_g'). With 'lgur' the FAMILY /
+# OPEN_CLIP_MODEL / PRETRAINED / TINY keys describe its image tower only when
+# MODEL.LGUR.IMAGE_BACKBONE is 'open_clip'; IMAGE_LR_SCALE / TEXT_LR_SCALE / ID_LR_SCALE apply to
+# its image tower, its text tower (the BiLSTM; BERT is frozen) and its ID classifiers.
+_C.MODEL.TBPS.ARCH = "dual_encoder"
 # open_clip architecture (open_clip.list_models(): 'ViT-B-16', 'ViT-B-16-quickgelu', 'ViT-L-14',
 # ...; towers of open_clip's own VisionTransformer / TextTransformer) and its weights: a
 # pretrained tag (e.g. 'openai', as IRRA and TBPS-CLIP; QuickGELU follows the tag; downloaded
@@ -243,6 +250,51 @@ _C.MODEL.TBPS.LORA.TARGETS = ["q", "k", "v", "out"]
 # The towers that get LoRA: 'image', 'text' (a tower left out is frozen).
 _C.MODEL.TBPS.LORA.TOWERS = ["image", "text"]
 
+_C.MODEL.LGUR = CN()
+# LGUR (MODEL.TBPS.ARCH 'lgur'; model/lgur.py, losses/lgur.py; the paper's settings are the
+# defaults, the released code's where the paper is silent). Image encoder IMAGE_BACKBONE:
+# 'deit_small' (timm deit_small_patch16_224 at INPUT.SIZE_TRAIN, the paper), 'resnet50' (its final
+# map, last stride 1), 'transreid' (the TransReID ViT of MODEL.TRANSFORMER_TYPE / STRIDE_SIZE /
+# VIT_DEPTH) or 'open_clip' (the image tower of MODEL.TBPS.OPEN_CLIP_MODEL / PRETRAINED / TINY);
+# its patch tokens, mapped by a Linear to DICT_DIM when their width differs.
+_C.MODEL.LGUR.IMAGE_BACKBONE = "deit_small"
+# Weights of 'deit_small' / 'resnet50' / 'transreid': a local file or 'timm:<model name>' (timm
+# hub, needs internet or timm's cache), '' = random init.
+_C.MODEL.LGUR.IMAGE_PRETRAINED = "timm:deit_small_patch16_224.fb_in1k"
+# The frozen BERT before the BiLSTM: a Hugging Face hub id or local folder (weights, config and
+# tokenizer), or 'tiny' (random-init 2-layer BERT of width 64 on a built-in vocabulary: tests and
+# SynthPedes only). Tokens per caption CONTEXT_LENGTH (LGUR: 100), [CLS] and [SEP] included.
+_C.MODEL.LGUR.TEXT_MODEL = "bert-base-uncased"
+_C.MODEL.LGUR.CONTEXT_LENGTH = 100
+# Dropout on the BERT features entering the BiLSTM (the released code declares 0.3 but never
+# applies it: 0.0 reproduces it).
+_C.MODEL.LGUR.TEXT_DROPOUT = 0.3
+# DGA: dictionary of DICT_SIZE atoms of DICT_DIM (also the width of T, V and the PGU input);
+# its cross-attention blocks: DGA_DEPTH blocks, DGA_HEADS heads, MLP width DGA_MLP_DIM (released
+# code: 1 / 6 / 768). SHARE_DGA_BLOCK True = one block for the visual and text reconstruction and
+# the text guidance (the released code); False = three blocks (the paper's T_V, T_T, MHA).
+_C.MODEL.LGUR.DICT_SIZE = 400
+_C.MODEL.LGUR.DICT_DIM = 384
+_C.MODEL.LGUR.DGA_DEPTH = 1
+_C.MODEL.LGUR.DGA_HEADS = 6
+_C.MODEL.LGUR.DGA_MLP_DIM = 768
+_C.MODEL.LGUR.SHARE_DGA_BLOCK = False
+# PGU: NUM_PROTOTYPES shared queries, a decoder of PGU_DEPTH cross-attention blocks of PGU_HEADS
+# heads and MLP width PGU_MLP_DIM (released code: 2 / 6 / 512), one projection per prototype to
+# OUT_DIM. Inference feature: the NUM_PROTOTYPES x OUT_DIM parts of T_re / V_re, concatenated.
+_C.MODEL.LGUR.NUM_PROTOTYPES = 6
+_C.MODEL.LGUR.OUT_DIM = 512
+_C.MODEL.LGUR.PGU_DEPTH = 2
+_C.MODEL.LGUR.PGU_HEADS = 6
+_C.MODEL.LGUR.PGU_MLP_DIM = 512
+# The ranking loss of 'lgur_rank_m' / 'lgur_rank_g' (losses/lgur.py): margin alpha; negative
+# 'hardest' (the paper: the hardest in-batch negative of another identity) or 'random_semi_hard'
+# (the released code: one drawn at random among s_ii - m < s_ij < s_ii); 'sum' over anchors (the
+# released code) or 'mean'.
+_C.MODEL.LGUR.RANK_MARGIN = 0.3
+_C.MODEL.LGUR.RANK_NEGATIVE = "hardest"
+_C.MODEL.LGUR.RANK_REDUCTION = "sum"
+
 # ---------------------------------------------------------------------------
 # INPUT
 # ---------------------------------------------------------------------------
@@ -329,6 +381,10 @@ _C.DATASETS.VAL_SEED = 0
 # (e.g. 0.1 = 10 % of CUHK-PEDES, as seeds/001 reports). Test and val splits are unchanged.
 _C.DATASETS.TRAIN_ID_FRACTION = 1.0
 _C.DATASETS.TRAIN_ID_SEED = 0
+# CUHK-PEDES: True drops annotation ids 1369, 4116 and 6116 (one image each) from the training
+# split, as LGUR's released code does (processed_data_singledata_CUHK.py; 11,000 classes);
+# False = every identity (11,003), the other methods' protocol.
+_C.DATASETS.CUHKPEDES_LGUR_DROP_IDS = False
 
 # ---------------------------------------------------------------------------
 # DATALOADER
@@ -652,6 +708,22 @@ _C.LOSS.MLM.P = 0.15
 _C.LOSS.MLM.HEADS = 0
 _C.LOSS.MLM.LAYERS = 4
 _C.LOSS.MLM.LR_SCALE = 1.0
+
+# ---- LGUR (MODEL.TBPS.ARCH 'lgur'; losses/lgur.py): put them in LOSS.NAMES; weight W, W_SEQ.
+# L = L_M + L_G of the paper = all three at weight 1 (the released code sums the same terms).
+_C.LOSS.LGUR_ID = CN()
+# L_ID(T_re) + L_ID(V_re) + L_ID(T) + L_ID(V_g), each the mean over the prototypes of CE(W_k
+# part_k); one classifier per prototype (LR x MODEL.TBPS.ID_LR_SCALE).
+_C.LOSS.LGUR_ID.W = 1.0
+_C.LOSS.LGUR_ID.W_SEQ = []
+_C.LOSS.LGUR_RANK_M = CN()
+# L_RK(T_re, V_re) + L_RK(T, V_g): the cross-modal ranking terms of L_M.
+_C.LOSS.LGUR_RANK_M.W = 1.0
+_C.LOSS.LGUR_RANK_M.W_SEQ = []
+_C.LOSS.LGUR_RANK_G = CN()
+# L_G = L_RK(T_re, T) + L_RK(V_re, V_g): reconstructed features pulled to the guidance features.
+_C.LOSS.LGUR_RANK_G.W = 1.0
+_C.LOSS.LGUR_RANK_G.W_SEQ = []
 
 _C.LOSS.PHASED = CN()
 # The phase plan (processor/phases.py; printed at the start of training). Epochs are 1-based and

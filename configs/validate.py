@@ -44,6 +44,16 @@ from typing import Dict, List, Optional, Sequence
 MODEL_NAMES = ("transformer", "resnet50", "timm")
 TASKS = ("reid", "tbps")
 TBPS_FAMILIES = ("open_clip", "hf_siglip")
+#: MODEL.TBPS.ARCH: the dual encoder (model/dual_encoder.py) or LGUR (model/lgur.py)
+TBPS_ARCHS = ("dual_encoder", "lgur")
+#: MODEL.LGUR.IMAGE_BACKBONE (model/lgur.py build_image_tower)
+LGUR_IMAGE_BACKBONES = ("deit_small", "resnet50", "transreid", "open_clip")
+#: MODEL.LGUR.RANK_NEGATIVE / RANK_REDUCTION (losses/lgur.py)
+LGUR_RANK_NEGATIVES = ("hardest", "random_semi_hard")
+LGUR_RANK_REDUCTIONS = ("sum", "mean")
+#: LGUR's loss components (MODEL.TBPS.ARCH 'lgur'; losses/lgur.py): read the part features of
+#: one local batch (in-batch negatives), so they have no LOSS.<NAME>.GATHER
+LGUR_LOSS_NAMES = ("lgur_id", "lgur_rank_m", "lgur_rank_g")
 #: what MODEL.TBPS.LORA.TARGETS may name (model/lora.py maps them to each family's modules)
 LORA_TARGETS = ("q", "k", "v", "out", "mlp")
 LORA_TOWERS = ("image", "text")
@@ -67,11 +77,12 @@ REID_LOSS_NAMES = ("id", "triplet", "center")
 #: the text-based person search losses (MODEL.TASK 'tbps'; losses/tbps.py, losses/circle_tbps.py);
 #: 'id' is shared
 TBPS_LOSS_NAMES = ("itc", "sdm", "nitc", "ritc", "citc", "cmpm", "sigmoid_id", "circle_inmodal",
-                   "circle_cross", "nc_itc", "mlm", "ss")
+                   "circle_cross", "nc_itc", "mlm", "ss") + LGUR_LOSS_NAMES
 #: the TBPS losses without LOSS.<NAME>.GATHER: one logsumexp over the local batch, not a mean
 #: over rows, so a gathered batch would change the loss (losses/circle_tbps.py); IRRA's
-#: masked-token loss 'mlm' compares no features across the batch (losses/mlm.py)
-TBPS_LOCAL_ONLY = ("circle_inmodal", "circle_cross", "mlm")
+#: masked-token loss 'mlm' compares no features across the batch (losses/mlm.py); LGUR's
+#: ranking and ID losses are the paper's in-batch losses (losses/lgur.py)
+TBPS_LOCAL_ONLY = ("circle_inmodal", "circle_cross", "mlm") + LGUR_LOSS_NAMES
 LOSS_NAMES = REID_LOSS_NAMES + TBPS_LOSS_NAMES
 NITC_STOP_FEATURES = ("second_forward", "detached")
 #: INPUT.TBPS_AUG.MAIN (datasets/tbps_augment.py MAIN_PIPELINES)
@@ -208,6 +219,26 @@ RULES: Dict[str, object] = {
     "MODEL.NAME": OneOf(MODEL_NAMES),
     "MODEL.TASK": OneOf(TASKS),
     "MODEL.TBPS.FAMILY": OneOf(TBPS_FAMILIES),
+    "MODEL.TBPS.ARCH": OneOf(TBPS_ARCHS),
+    "MODEL.LGUR.IMAGE_BACKBONE": OneOf(LGUR_IMAGE_BACKBONES),
+    "MODEL.LGUR.TEXT_DROPOUT": RATE,
+    "MODEL.LGUR.CONTEXT_LENGTH": Number(2, integer=True),
+    "MODEL.LGUR.DICT_SIZE": POSITIVE_INT,
+    "MODEL.LGUR.DICT_DIM": POSITIVE_INT,
+    "MODEL.LGUR.DGA_DEPTH": POSITIVE_INT,
+    "MODEL.LGUR.DGA_HEADS": POSITIVE_INT,
+    "MODEL.LGUR.DGA_MLP_DIM": POSITIVE_INT,
+    "MODEL.LGUR.NUM_PROTOTYPES": POSITIVE_INT,
+    "MODEL.LGUR.OUT_DIM": POSITIVE_INT,
+    "MODEL.LGUR.PGU_DEPTH": POSITIVE_INT,
+    "MODEL.LGUR.PGU_HEADS": POSITIVE_INT,
+    "MODEL.LGUR.PGU_MLP_DIM": POSITIVE_INT,
+    "MODEL.LGUR.RANK_NEGATIVE": OneOf(LGUR_RANK_NEGATIVES),
+    "MODEL.LGUR.RANK_MARGIN": NON_NEGATIVE,
+    "MODEL.LGUR.RANK_REDUCTION": OneOf(LGUR_RANK_REDUCTIONS),
+    "LOSS.LGUR_ID.W": NON_NEGATIVE,
+    "LOSS.LGUR_RANK_M.W": NON_NEGATIVE,
+    "LOSS.LGUR_RANK_G.W": NON_NEGATIVE,
     "MODEL.TBPS.EMBED_DIM": POSITIVE_INT,
     "MODEL.TBPS.CONTEXT_LENGTH": ZeroOr(Number(2, integer=True)),
     "MODEL.TBPS.INIT_TEMPERATURE": Number(1 / MAX_LOGIT_SCALE),
@@ -532,9 +563,10 @@ def init_checkpoint_problems(cfg) -> List[str]:
         return []
     key = f"MODEL.TBPS.INIT_CHECKPOINT {t.INIT_CHECKPOINT!r}"
     problems = []
-    if m.TASK != "tbps" or t.FAMILY != "open_clip":
+    if m.TASK != "tbps" or t.FAMILY != "open_clip" or t.ARCH != "dual_encoder":
         problems.append(f"{key} is a TBPS-CLIP dual-encoder checkpoint: it needs MODEL.TASK "
-                        "'tbps' and MODEL.TBPS.FAMILY 'open_clip'")
+                        "'tbps', MODEL.TBPS.ARCH 'dual_encoder' and MODEL.TBPS.FAMILY "
+                        "'open_clip'")
     if t.PRETRAINED:
         problems.append(f"{key} replaces the towers' weights, so MODEL.TBPS.PRETRAINED "
                         f"{t.PRETRAINED!r} would be read for nothing: set MODEL.TBPS.PRETRAINED ''")
@@ -588,6 +620,38 @@ def lora_problems(cfg) -> List[str]:
     return problems
 
 
+def lgur_problems(cfg) -> List[str]:
+    """MODEL.TBPS.ARCH 'lgur' (model/lgur.py): MODEL.TASK 'tbps', LGUR's own losses only (the
+    dual encoder's read its logit scale / ID head), no LoRA, widths divisible by the heads; and
+    LGUR's losses only with ARCH 'lgur'."""
+    m, names = cfg.MODEL, list(cfg.LOSS.NAMES)
+    lgur_names = [n for n in names if n in LGUR_LOSS_NAMES]
+    if m.TBPS.ARCH != "lgur" or m.TASK != "tbps":
+        if lgur_names:
+            return [f"LOSS.NAMES {lgur_names} are LGUR's losses: set MODEL.TASK 'tbps' and "
+                    "MODEL.TBPS.ARCH 'lgur', or remove them"]
+        return []
+    g = m.LGUR
+    problems = []
+    others = [n for n in names if n not in LGUR_LOSS_NAMES]
+    if others:
+        problems.append(f"LOSS.NAMES {others} with MODEL.TBPS.ARCH 'lgur': LGUR composes "
+                        f"{list(LGUR_LOSS_NAMES)} (the dual encoder's losses read its logit "
+                        "scale / ID head, which LGUR has not); use MODEL.TBPS.ARCH "
+                        "'dual_encoder' for them")
+    if not lgur_names:
+        problems.append(f"MODEL.TBPS.ARCH 'lgur' but LOSS.NAMES has none of "
+                        f"{list(LGUR_LOSS_NAMES)} (the paper: all three)")
+    if m.TBPS.LORA.ENABLE:
+        problems.append("MODEL.TBPS.LORA.ENABLE True is built for the dual encoder, not for "
+                        "MODEL.TBPS.ARCH 'lgur'; set it False")
+    for key in ("DGA_HEADS", "PGU_HEADS"):
+        if g[key] > 0 and g.DICT_DIM % g[key]:
+            problems.append(f"MODEL.LGUR.DICT_DIM {g.DICT_DIM} is not divisible by "
+                            f"MODEL.LGUR.{key} {g[key]}")
+    return problems
+
+
 def path_problems(cfg) -> List[str]:
     """Paths the config will read that do not exist (see the module docstring)."""
     m = cfg.MODEL
@@ -606,6 +670,12 @@ def path_problems(cfg) -> List[str]:
             not os.path.isfile(os.path.expanduser(t.INIT_CHECKPOINT)):
         problems.append(f"MODEL.TBPS.INIT_CHECKPOINT {t.INIT_CHECKPOINT!r} does not exist (a "
                         "released TBPS-CLIP checkpoint file, or '' for none)")
+    g = m.LGUR
+    if m.TASK == "tbps" and t.ARCH == "lgur" and g.IMAGE_BACKBONE != "open_clip" and \
+            g.IMAGE_PRETRAINED and not g.IMAGE_PRETRAINED.startswith(TIMM_PREFIX) and \
+            not os.path.isfile(os.path.expanduser(g.IMAGE_PRETRAINED)):
+        problems.append(f"MODEL.LGUR.IMAGE_PRETRAINED {g.IMAGE_PRETRAINED!r} does not exist (a "
+                        "weight file, 'timm:<model name>', or '' for random init)")
     if m.PRETRAIN_CHOICE in ("imagenet", "self"):
         path = m.PRETRAIN_PATH
         hub_tag = m.PRETRAIN_CHOICE == "imagenet" and path.startswith(TIMM_PREFIX)
@@ -624,7 +694,8 @@ def path_problems(cfg) -> List[str]:
 def check_config(cfg, check_paths: bool = True) -> None:
     """Raise :class:`ConfigError` listing every invalid value of ``cfg`` (and, with
     ``check_paths``, every missing path it reads)."""
-    problems = value_problems(cfg) + timm_problems(cfg) + task_problems(cfg) + lora_problems(cfg)
+    problems = (value_problems(cfg) + timm_problems(cfg) + task_problems(cfg) + lora_problems(cfg)
+                + lgur_problems(cfg))
     problems += tbps_augment_problems(cfg)
     if check_paths:
         problems += path_problems(cfg)

@@ -45,6 +45,8 @@ def loader_options(cfg, name: str) -> dict:
                 "caption_lang": d.CAPTION_LANG}
     if name == "vn3k":
         return {"caption_lang": d.CAPTION_LANG}
+    if name == "cuhkpedes":
+        return {"lgur_drop_ids": d.CUHKPEDES_LGUR_DROP_IDS}
     return {}
 
 

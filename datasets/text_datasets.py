@@ -212,11 +212,17 @@ def _dataset_paths(root: str, folder: str, name: str, layout: str,
         "Set DATASETS.ROOT_DIR to the folder that contains the dataset folder.")
 
 
-def load_cuhkpedes(root: str) -> ReIDDataset:
+#: the CUHK-PEDES annotation ids LGUR's released code drops (one image each; 11,000 classes)
+LGUR_DROPPED_CUHKPEDES_IDS = (1369, 4116, 6116)
+
+
+def load_cuhkpedes(root: str, lgur_drop_ids: bool = False) -> ReIDDataset:
     """CUHK-PEDES (Li et al., CVPR 2017) from ``<root>/CUHK-PEDES`` (module docstring).
 
     Public split: train 11,003 ids / 34,054 images / 68,108 captions; val 1,000 / 3,078 / 6,158;
-    test 1,000 / 3,074 / 6,156. ``id`` is 1-based.
+    test 1,000 / 3,074 / 6,156. ``id`` is 1-based. ``lgur_drop_ids`` (DATASETS.
+    CUHKPEDES_LGUR_DROP_IDS): leave the training records of :data:`LGUR_DROPPED_CUHKPEDES_IDS`
+    out before relabelling, as LGUR's released ``processed_data_singledata_CUHK.py``.
 
     Example:
         >>> ds = load_cuhkpedes("./data")   # doctest: +SKIP
@@ -226,6 +232,9 @@ def load_cuhkpedes(root: str) -> ReIDDataset:
                                             ("reid_raw.json",))
     splits = parse_caption_entries(annotation, "cuhkpedes", img_dir, "file_path", "captions",
                                    {"train": "train", "val": "val", "test": "test"})
+    if lgur_drop_ids:
+        splits["train"] = [r for r in splits["train"]
+                           if r.attrs["raw_id"] not in LGUR_DROPPED_CUHKPEDES_IDS]
     return _build("cuhkpedes", annotation, img_dir, splits, "en", "captions")
 
 

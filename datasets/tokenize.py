@@ -252,6 +252,8 @@ def tbps_context_length(cfg) -> int:
             config cannot be loaded (see ``utils.hf_hub``).
     """
     t = cfg.MODEL.TBPS
+    if t.ARCH == "lgur":
+        return int(cfg.MODEL.LGUR.CONTEXT_LENGTH)
     if t.CONTEXT_LENGTH:
         return int(t.CONTEXT_LENGTH)
     if t.TINY:
@@ -279,6 +281,8 @@ def build_tbps_tokenizer(cfg):
     """
     t = cfg.MODEL.TBPS
     length = tbps_context_length(cfg)
+    if t.ARCH == "lgur":
+        return build_lgur_tokenizer(cfg)
     if t.TINY:
         return build_tokenizer_for(CLIP_BPE_MODEL, length, section="MODEL.TBPS")
     if t.FAMILY == "open_clip":
@@ -288,6 +292,52 @@ def build_tbps_tokenizer(cfg):
     from transformers import AutoTokenizer
     tokenizer = hf_from_pretrained(AutoTokenizer, t.HF_MODEL, "MODEL.TBPS.HF_MODEL", "tokenizer")
     return HFCaptionTokenizer(tokenizer, length, t.HF_MODEL)
+
+
+def tiny_bert_vocab() -> dict:
+    """The vocabulary of the tiny test BERT (MODEL.LGUR.TEXT_MODEL 'tiny'): BERT's special
+    tokens, words of pedestrian descriptions, and every ASCII letter / digit / punctuation mark
+    alone and as a '##' continuation, so any English caption tokenises without [UNK] (unknown
+    words fall back to pieces). Fixed in the code: no files, the same at train and test."""
+    words = (
+        "a an the this that is are was has have with without and or of in on at to from by "
+        "for his her he she they it its who wearing wears wear dressed carrying carries "
+        "carry holding holds hold walking walks standing looking man woman lady guy girl boy "
+        "person pedestrian young old tall short slim heavy thin fat long hair head face "
+        "shirt t top blouse sweater jacket coat vest dress skirt shorts pants trousers jeans "
+        "leggings shoes boots sneakers sandals socks bag backpack handbag shoulder purse "
+        "hat cap beanie glasses sunglasses scarf belt logo chest front back side sleeve "
+        "sleeves sleeveless stripes striped checked plain dark light bright colored color "
+        "colour red orange yellow green blue navy purple pink brown beige white grey gray "
+        "black blond golden silver horizontal vertical set no also something").split()
+    chars = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += sorted(set(words) | set(chars))
+    tokens += ["##" + c for c in chars]
+    return {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+
+
+def build_lgur_tokenizer(cfg) -> HFCaptionTokenizer:
+    """LGUR's caption tokenizer (MODEL.TBPS.ARCH 'lgur'; model/lgur.py): the WordPiece tokenizer
+    of its BERT, MODEL.LGUR.TEXT_MODEL (``transformers`` ``BertTokenizer``, lower-cased,
+    ``[CLS] ... [SEP]``, padded / truncated to MODEL.LGUR.CONTEXT_LENGTH, mask = the attention
+    mask), read from the same hub id / folder as the weights; for 'tiny' a tokenizer on the
+    built-in vocabulary of the tiny BERT (:func:`tiny_bert_vocab`; no files).
+
+    Raises:
+        OSError / FileNotFoundError: TEXT_MODEL's tokenizer is not on disk and cannot be
+            downloaded; the message names MODEL.LGUR.TEXT_MODEL.
+    """
+    from transformers import AutoTokenizer, BertTokenizer
+
+    g = cfg.MODEL.LGUR
+    length = int(g.CONTEXT_LENGTH)
+    if g.TEXT_MODEL == "tiny":
+        return HFCaptionTokenizer(BertTokenizer(vocab=tiny_bert_vocab(), do_lower_case=True),
+                                  length, "LGUR tiny BERT vocabulary")
+    tokenizer = hf_from_pretrained(AutoTokenizer, g.TEXT_MODEL, "MODEL.LGUR.TEXT_MODEL",
+                                   "tokenizer")
+    return HFCaptionTokenizer(tokenizer, length, g.TEXT_MODEL)
 
 
 def build_tokenizer_for(model_name: str, context_length: int,

@@ -49,7 +49,11 @@ MODEL.TASK 'tbps' (the dual encoder's ``img_feat`` / ``txt_feat``, ``logit_scale
 - LOSS.<NAME>.GATHER: under DDP the loss's columns are the features of every process
   (``losses.tbps.gather_columns``, gathered once per step and shared by the losses that ask);
   the two circle losses have no GATHER (local batch only, ``TBPS_LOCAL_ONLY``);
-- logged beside the losses: ``kappa`` (the logit scale) and, with N-ITC, ``nitc_alpha``.
+- logged beside the losses: ``kappa`` (the logit scale) and, with N-ITC, ``nitc_alpha``;
+- MODEL.TBPS.ARCH 'lgur' (losses/lgur.py): 'lgur_id', 'lgur_rank_m', 'lgur_rank_g' on LGUR's
+  part features ``lgur_v_re`` / ``lgur_t_re`` / ``lgur_t`` / ``lgur_v_g`` (and its ID
+  classifiers ``lgur_id_weight`` / ``lgur_id_bias``); ranking settings MODEL.LGUR.RANK_*; local
+  batch only (in-batch negatives, no GATHER).
 """
 from __future__ import annotations
 
@@ -58,8 +62,8 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
-from configs.validate import (CIRCLE_FORMS, FEAT_SRCS, LOSS_NAMES, TBPS_LOCAL_ONLY,
-                              TBPS_LOSS_NAMES)
+from configs.validate import (CIRCLE_FORMS, FEAT_SRCS, LGUR_LOSS_NAMES, LOSS_NAMES,
+                              TBPS_LOCAL_ONLY, TBPS_LOSS_NAMES)
 from solver.phase_plan import PhaseState
 from utils.dist import all_gather_with_grad, world_info
 
@@ -70,6 +74,7 @@ from .circle_tbps import circle_inmodal_loss, cross_modal_circle_loss, nc_itc_lo
 from .isgvfc import ISGVFCLoss
 from .mlm import mlm_accuracy, mlm_loss
 from .simclr import nt_xent_loss
+from .lgur import lgur_components
 from .softmax_ce import cross_entropy_label_smooth
 from .supcon import check_cam_aware_mode, supcon_loss
 from .tbps import (citc_loss, cmpm_loss, cross_modal_id_loss, gather_columns, itc_loss,
@@ -113,7 +118,12 @@ _BRANCH_OF = {
                     "LOSS.NITC.MVS True)",
     "img_mvs_stop": "MVS-I's stop-gradient forward (model called with mvs=True and "
                     "stop_features=True; LOSS.NITC.STOP_FEATURES 'second_forward')",
+    **{k: "LGUR (MODEL.TBPS.ARCH 'lgur')" for k in ("lgur_v_re", "lgur_t_re", "lgur_t")},
+    "lgur_v_g": "LGUR's text-guided branch (built for training: model.lgur.build_lgur "
+                "training=True)",
+    "lgur_id_weight": "LGUR's ID classifiers (built for training when LOSS.NAMES has 'lgur_id')",
 }
+_LGUR_FEATURES = ("lgur_v_re", "lgur_t_re", "lgur_t", "lgur_v_g")
 
 
 def output_key(outputs: dict, key: str, loss: str) -> torch.Tensor:
@@ -187,6 +197,7 @@ class LossComposer(nn.Module):
             raise ValueError(f"LOSS.NAMES has unknown losses {unknown}; known: {KNOWN_LOSSES}"
                              + hint)
         self.cfg = cfg.LOSS
+        self.lgur = cfg.MODEL.LGUR
         self.task = cfg.MODEL.TASK
         self.progress = 0.0   # epochs done, fractional (N-ITC's soft-label ramp)
         self.center = CenterLoss(num_classes, feat_dim) if "center" in cfg.LOSS.NAMES else None
@@ -263,8 +274,20 @@ class LossComposer(nn.Module):
         return nitc_loss(img_mvs, txt, pids, kappa, alpha=alpha, img_stop=img_stop,
                          txt_stop=txt_stop, columns=mvs_cols, stop_columns=mvs_stop_cols)
 
+    def _lgur_component(self, name: str, outputs: dict, batch: dict) -> torch.Tensor:
+        """'lgur_id' / 'lgur_rank_m' / 'lgur_rank_g' (losses/lgur.py) of LGUR's outputs."""
+        feats = {k: output_key(outputs, k, name) for k in _LGUR_FEATURES}
+        if name == "lgur_id":
+            feats["lgur_id_weight"] = output_key(outputs, "lgur_id_weight", name)
+            feats["lgur_id_bias"] = outputs.get("lgur_id_bias")
+        g = self.lgur
+        return lgur_components(feats, batch["pid"], name, margin=g.RANK_MARGIN,
+                               negative=g.RANK_NEGATIVE, reduction=g.RANK_REDUCTION)
+
     def _tbps_component(self, name: str, outputs: dict, batch: dict, gathered: dict,
                         parts: dict) -> torch.Tensor:
+        if name in LGUR_LOSS_NAMES:
+            return self._lgur_component(name, outputs, batch)
         if name == "mlm":
             logits = output_key(outputs, "mlm_logits", name)
             labels = output_key(outputs, "mlm_labels", name)

@@ -50,7 +50,8 @@ from .backbones.timm_net import build_timm_backbone
 from .backbones.vit_transreid import build_transreid_backbone
 from .backbones.vit_weights import load_vit_pretrained
 from .clip_fusion import build_clip_fusion
-from .dual_encoder import DualEncoder, build_dual_encoder
+from .dual_encoder import build_dual_encoder
+from .lgur import build_lgur
 from .lora import apply_lora
 from .tbps_clip_weights import load_init_checkpoint
 from .text_encoder import build_text_encoder
@@ -257,7 +258,7 @@ def build_tgmim(cfg, backbone: nn.Module):
 
 
 def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True,
-                    lora: bool = True) -> DualEncoder:
+                    lora: bool = True, training: bool = True) -> nn.Module:
     """The dual encoder of MODEL.TASK 'tbps' (model/dual_encoder.py). Its towers take their
     weights from MODEL.TBPS (PRETRAINED / HF_MODEL); MODEL.PRETRAIN_CHOICE 'self' then loads a
     PhaseReID checkpoint over them (matching keys, reported), 'none' adds nothing, 'imagenet'
@@ -265,15 +266,21 @@ def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True,
     checkpoint is loaded over the towers instead (model/tbps_clip_weights.py, reported in
     OUTPUT_DIR/init_checkpoint.txt). With MODEL.TBPS.LORA.ENABLE (and ``lora``) the LoRA adapters go on last, so
     'self' weights (a checkpoint's plain layout; LoRA checkpoints hold merged weights) load into
-    the plain towers and the new adapters start on top of them (model/lora.py)."""
+    the plain towers and the new adapters start on top of them (model/lora.py).
+    MODEL.TBPS.ARCH 'lgur': LGUR (model/lgur.py) instead of the dual encoder; ``training`` False
+    (test.py) leaves its training-only modules (text-guided block, ID classifiers) unbuilt."""
     choice = cfg.MODEL.PRETRAIN_CHOICE
-    init = load_weights and bool(cfg.MODEL.TBPS.INIT_CHECKPOINT)
-    model = build_dual_encoder(cfg, load_weights=load_weights, num_classes=num_classes,
-                               lora=lora and choice != "self" and not init)
-    if init:   # a released TBPS-CLIP checkpoint over the towers, then the LoRA adapters
-        load_init_checkpoint(model, cfg)
-        if lora and cfg.MODEL.TBPS.LORA.ENABLE:
-            apply_lora(model, cfg)
+    if cfg.MODEL.TBPS.ARCH == "lgur":
+        model = build_lgur(cfg, load_weights=load_weights, num_classes=num_classes,
+                           training=training)
+    else:
+        init = load_weights and bool(cfg.MODEL.TBPS.INIT_CHECKPOINT)
+        model = build_dual_encoder(cfg, load_weights=load_weights, num_classes=num_classes,
+                                   lora=lora and choice != "self" and not init)
+        if init:   # a released TBPS-CLIP checkpoint over the towers, then the LoRA adapters
+            load_init_checkpoint(model, cfg)
+            if lora and cfg.MODEL.TBPS.LORA.ENABLE:
+                apply_lora(model, cfg)
     if choice == "self":
         report = load_model_weights(model, cfg.MODEL.PRETRAIN_PATH)
         logger.info("Loaded PhaseReID weights from %s\n%s", cfg.MODEL.PRETRAIN_PATH, report)
@@ -287,7 +294,7 @@ def make_tbps_model(cfg, num_classes: int = 0, load_weights: bool = True,
 
 
 def make_model(cfg, num_classes: int, num_cams: int, num_views: int, load_weights: bool = True,
-               lora: bool = True):
+               lora: bool = True, training: bool = True):
     """Build the model of a config and load MODEL.PRETRAIN_CHOICE weights.
 
     MODEL.TASK 'reid' (a :class:`ReIDModel`): 'imagenet' loads a timm ViT/DeiT (or ResNet-50)
@@ -298,11 +305,12 @@ def make_model(cfg, num_classes: int, num_cams: int, num_views: int, load_weight
     view counts are not used; ``load_weights`` False builds the towers at random init without
     reading MODEL.TBPS.PRETRAINED / HF_MODEL weights, for test.py, which loads a checkpoint over
     them; ``lora`` False leaves MODEL.TBPS.LORA's adapters out, for test.py, whose checkpoints
-    hold merged LoRA weights in the plain layout).
+    hold merged LoRA weights in the plain layout; ``training`` False: an evaluation build,
+    without LGUR's training-only modules, for test.py).
     """
     m = cfg.MODEL
     if m.TASK == "tbps":
-        return make_tbps_model(cfg, num_classes, load_weights, lora)
+        return make_tbps_model(cfg, num_classes, load_weights, lora, training)
     if m.TASK != "reid":
         raise ValueError(f"MODEL.TASK '{m.TASK}' is not one of {list(TASKS)}")
     if m.NAME == "transformer" and tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):

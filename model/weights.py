@@ -26,11 +26,12 @@ from .dual_encoder import DualEncoder
 
 #: Parameter-name prefixes of the training-only modules: the SupCon projection, the TG-MIM head
 #: and the text encoder (image re-ID), the identity classifier, the IRR / MLM head and SS-I's
-#: projection head of the dual encoder (MODEL.TASK 'tbps'). They do not contribute to the test
-#: feature, so ``transformer_<epoch>.pth`` leaves them out (``resume.pth`` keeps them) and
+#: projection head of the dual encoder (MODEL.TASK 'tbps'), LGUR's identity classifiers and its
+#: text-guided block (model/lgur.py). They do not contribute to the test feature, so
+#: ``transformer_<epoch>.pth`` leaves them out (``resume.pth`` keeps them) and
 #: :func:`load_for_test` accepts a checkpoint with or without them.
 TRAINING_ONLY_PREFIXES = ("projection.", "tgmim.", "text_encoder.", "id_head.", "mlm_head.",
-                          "ss_head.")
+                          "ss_head.", "text_guided.")
 #: CLIP fusion (MODEL.USE_CLIP): a checkpoint trained with it may be tested without it ("train
 #: with fusion, test without", MODEL.USE_CLIP False); its keys are then dropped, reported.
 CLIP_FUSION_PREFIX = "clip_fusion."

@@ -39,9 +39,14 @@ logger = logging.getLogger("phasereid")
 T2I_FEATURE = "img_feat / txt_feat (projected global features)"
 
 
+#: the same for LGUR (MODEL.TBPS.ARCH 'lgur'; model/lgur.py)
+T2I_FEATURE_LGUR = "LGUR T_re / V_re parts, concatenated (encode_text / encode_image)"
+
+
 def describe_t2i(cfg) -> Dict[str, object]:
     """What a text-to-image evaluation computes (summary.json fields, logs)."""
-    return {"feature": T2I_FEATURE, "feat_norm": True, "distance": "cosine",
+    feature = T2I_FEATURE_LGUR if cfg.MODEL.TBPS.ARCH == "lgur" else T2I_FEATURE
+    return {"feature": feature, "feat_norm": True, "distance": "cosine",
             "re_ranking": "none", "max_rank": int(cfg.TEST.MAX_RANK)}
 
 

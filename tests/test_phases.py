@@ -81,7 +81,8 @@ def test_plan_off_is_one_phase_with_the_configured_weights():
                          "supcon": 0.0, "isgvfc": 0.0, "circle": 0.0, "tgmim": 0.0,
                          "itc": 0.0, "sdm": 0.0, "nitc": 0.0, "ritc": 0.0, "citc": 0.0,
                          "cmpm": 0.0, "sigmoid_id": 0.0, "circle_inmodal": 0.0,
-                         "circle_cross": 0.0, "nc_itc": 0.0, "mlm": 0.0, "ss": 0.0}
+                         "circle_cross": 0.0, "nc_itc": 0.0, "mlm": 0.0, "ss": 0.0,
+                         "lgur_id": 0.0, "lgur_rank_m": 0.0, "lgur_rank_g": 0.0}
     sup = plan_of("LOSS.SUPCON.ENABLE", "True", "LOSS.SUPCON.W", "0.3").state(1)
     assert sup.weight("supcon") == pytest.approx(0.3)
     routed = plan_of("LOSS.BRIGHTNESS.ENABLE", "True", "LOSS.TRIPLETX.ENABLE", "True",

@@ -211,7 +211,7 @@ class Toy(nn.Module):
 
 def test_training_only_modules_may_be_absent_on_either_side(caplog):
     assert TRAINING_ONLY_PREFIXES == ("projection.", "tgmim.", "text_encoder.", "id_head.",
-                                      "mlm_head.", "ss_head.")
+                                      "mlm_head.", "ss_head.", "text_guided.")
     logger = logging.getLogger("phasereid.test_weights_io")
     trained, tested = Toy(extra=True), Toy(extra=False)
     with caplog.at_level(logging.INFO, logger=logger.name):
