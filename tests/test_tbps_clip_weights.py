@@ -219,9 +219,10 @@ def test_other_layouts_and_missing_files_are_clear_errors(tmp_path):
         cfg_of(str(tmp_path / "nope.pth"), tmp_path)
     with pytest.raises(ConfigError, match="set MODEL.TBPS.PRETRAINED ''"):
         cfg_of(path, tmp_path, **{"MODEL.TBPS.PRETRAINED": path})
-    with pytest.raises(ConfigError, match="needs MODEL.TASK 'tbps' and MODEL.TBPS.FAMILY "
-                                          "'open_clip'"):
-        cfg_of(path, tmp_path, **{"MODEL.TBPS.FAMILY": "hf_siglip"})
+    for key, value in (("MODEL.TBPS.FAMILY", "hf_siglip"), ("MODEL.TBPS.ARCH", "lgur")):
+        with pytest.raises(ConfigError, match="needs MODEL.TASK 'tbps', MODEL.TBPS.ARCH "
+                                              "'dual_encoder' and MODEL.TBPS.FAMILY 'open_clip'"):
+            cfg_of(path, tmp_path, **{key: value})
     with pytest.raises(ConfigError, match="INIT_CHECKPOINT_FORMAT 'irra' is not one of"):
         cfg_of(path, tmp_path, **{"MODEL.TBPS.INIT_CHECKPOINT_FORMAT": "irra"})
 
