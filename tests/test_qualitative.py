@@ -166,3 +166,27 @@ def test_attention_maps_cosine_and_tgmim_contract(two_runs, tmp_path):
     ref[0] = 2.0
     assert np.allclose(amap.ravel(), ref / ref.sum())
     assert len(files) == 1 and is_png(files[0])
+
+
+def test_a_real_tgmim_run_shows_its_tgmim_attention(synth_root, two_runs, tmp_path):
+    """A dual encoder trained with TG-MIM: test.py's checkpoints leave the head out, the figure
+    takes it from resume.pth (same epoch) and shows the head's attention, not the cosine map."""
+    out = str(tmp_path / "tg" / "train")
+    assert train.main(["--config_file", QUICKSTART, *TINY, "DATASETS.ROOT_DIR", synth_root,
+                       "OUTPUT_DIR", out, "LOSS.TGMIM.ENABLE", "True", "LOSS.TGMIM.W", "0.1",
+                       "LOSS.TGMIM.DECODER_DIM", "8", "LOSS.TGMIM.HEADS", "2"]) == 0
+    run = Q.load_run(str(tmp_path / "tg"), "tg")
+    assert run.has_tgmim and run.model.tgmim is not None
+    resume = torch.load(os.path.join(out, "resume.pth"), map_location="cpu", weights_only=False)
+    for key, value in run.model.tgmim.state_dict().items():
+        assert torch.equal(value, resume["model"]["tgmim." + key]), key
+    fig = tmp_path / "fig"
+    assert Q.main(["--runs", two_runs[0], str(tmp_path / "tg"), "--names", "base", "tg",
+                   "--out", str(fig), "--failures", "1", "--topk", "2", "--neighbours", "1",
+                   "--attention", "1"]) == 0
+    index = json.load(open(fig / "index.json"))
+    assert [r["attention"] for r in index["runs"]] == ["cosine", "tgmim"]
+    assert any(f.startswith("tgmim_tokens_tg_q") for f in index["files"])
+    # a head of another epoch is never drawn beside these weights
+    with pytest.raises(ValueError, match="holds the TG-MIM head of epoch 1"):
+        Q.load_tgmim_head(run.model, os.path.join(out, "transformer_1.pth"), 2)

@@ -57,6 +57,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from datasets.make_dataloader import build_dataset_rank0_first, build_test_loader
 from datasets.t2i import T2ISet, t2i_sets
@@ -158,15 +159,53 @@ def load_run(path: str, name: str, opts: Sequence[str] = (), epoch: Optional[int
     if key not in _DATASETS:
         _DATASETS[key] = build_dataset_rank0_first(cfg)
     dataset = _DATASETS[key]
+    # test.py's config switches TG-MIM off (training-only); a run trained with it gets its head
+    # back, from resume.pth (transformer_<epoch>.pth leaves training-only modules out)
+    trained_tgmim = trained_with_tgmim(meta.get("config"))
+    if trained_tgmim:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.LOSS.TGMIM.ENABLE = True
+        cfg.freeze()
     model = make_model(cfg, meta["num_classes"], meta["num_cams"], meta["num_views"],
                        load_weights=False, lora=False)
     load_for_test(model, ckpt, meta, weight, logger)
+    if trained_tgmim:
+        load_tgmim_head(model, weight, meta.get("epoch"))
     model.to(device).eval()
     tokenizer = build_tokenizer(cfg)
     t2i = t2i_sets(dataset)["test"]
     evaluation = evaluate_t2i(cfg, model, t2i, device, tokenizer, i2t=False)
     return Run(name=name, weight=os.path.abspath(weight), epoch=meta.get("epoch"), cfg=cfg,
                model=model, device=device, tokenizer=tokenizer, t2i=t2i, evaluation=evaluation)
+
+
+def trained_with_tgmim(config_text: Optional[str]) -> bool:
+    """Whether the stored training config had LOSS.TGMIM.ENABLE (False without a stored config)."""
+    if not config_text:
+        return False
+    tree = yaml.safe_load(config_text) or {}
+    return bool(((tree.get("LOSS") or {}).get("TGMIM") or {}).get("ENABLE", False))
+
+
+def load_tgmim_head(model: torch.nn.Module, weight: str, epoch: Optional[int]) -> None:
+    """The TG-MIM head (``tgmim.*``) of the run's ``resume.pth`` beside ``weight``: the
+    checkpoints test.py reads leave training-only modules out, resume.pth keeps them -- but only
+    for its own (the last trained) epoch, so another epoch is an error, not a head of a different
+    epoch drawn beside these weights."""
+    resume = os.path.join(os.path.dirname(os.path.abspath(weight)), "resume.pth")
+    if not os.path.isfile(resume):
+        raise FileNotFoundError(f"{weight}: the run was trained with TG-MIM but {resume} (which "
+                                "holds the TG-MIM head) is missing; the attention figure needs it")
+    state = load_checkpoint(resume)
+    if epoch is not None and state.get("epoch") != epoch:
+        raise ValueError(f"{weight} is epoch {epoch} but {resume} holds the TG-MIM head of "
+                         f"epoch {state.get('epoch')}: use --epoch {state.get('epoch')} (the head "
+                         "of other epochs is not kept)")
+    head = {k[len("tgmim."):]: v for k, v in state["model"].items() if k.startswith("tgmim.")}
+    if not head:
+        raise KeyError(f"{resume} has no tgmim.* weights although the run's config enables TG-MIM")
+    model.tgmim.load_state_dict(head)
 
 
 def check_same_test_set(runs: Sequence[Run]) -> None:
@@ -219,10 +258,19 @@ def choose(total: int, count: int, seed: int, salt: int) -> List[int]:
 
 # -- figures ------------------------------------------------------------------------------------
 def save_png(fig, path: str) -> None:
+    """The figure at 80 dpi as a 256-colour palette PNG (figures meant for docs/ stay small:
+    about a third of the RGB file)."""
+    from PIL import Image
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    atomic_write(path, "wb", lambda f: f.write(buf.getvalue()))
+    buf.seek(0)
+    with Image.open(buf) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    atomic_write(path, "wb", lambda f: f.write(out.getvalue()))
 
 
 def failure_figure(run: Run, sim: np.ndarray, queries: Sequence[int], topk: int):
