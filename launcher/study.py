@@ -197,14 +197,26 @@ def evaluation_settings(row: Row) -> Dict[str, object]:
     return out
 
 
-def check_evaluation(rows: Sequence[Row]) -> List[str]:
+#: the evaluation field that names the model's retrieval feature: it differs whenever the rows
+#: are different models (LGUR's parts vs a dual encoder's global features), which --models-differ
+#: allows (the table lists each row's feature); every other field must still agree
+FEATURE_FIELD = "evaluation.feature"
+
+
+def check_evaluation(rows: Sequence[Row], models_differ: bool = False) -> List[str]:
     """Raise :class:`StudyError` when rows differ in any evaluation field (all differences in
-    one message); returns notes on fields some rows do not record."""
+    one message); returns notes on fields some rows do not record. ``models_differ`` accepts a
+    differing retrieval feature (:data:`FEATURE_FIELD`, rows of different architectures) and
+    notes each row's."""
     settings = {r.name: evaluation_settings(r) for r in rows}
     fields_ = sorted({f for s in settings.values() for f in s})
     differ, notes = [], []
     for f in fields_:
         have = {name: s[f] for name, s in settings.items() if f in s}
+        if models_differ and f == FEATURE_FIELD:
+            notes.append("different models (--models-differ): retrieval features " + "; ".join(
+                f"{name} = {v}" for name, v in have.items()))
+            continue
         if len({json.dumps(v, sort_keys=True) for v in have.values()}) > 1:
             differ.append(f"  {f}: " + "; ".join(f"{name} = {json.dumps(v)}"
                                                  for name, v in have.items()))
@@ -273,7 +285,8 @@ def metric_values(entries: Dict[int, dict], seeds: Sequence[int], scope: str, ro
 
 
 def build_table(rows: Sequence[Row], baseline: str, subset: Optional[str] = None,
-                pair_on: str = "strict", command: str = "", title: str = "") -> dict:
+                pair_on: str = "strict", command: str = "", title: str = "",
+                models_differ: bool = False) -> dict:
     """The table (a JSON-ready dict; :func:`table_markdown` / :func:`table_csv` render it).
 
     Raises :class:`StudyError` for repeated row names, an unknown baseline, rows evaluated
@@ -286,7 +299,7 @@ def build_table(rows: Sequence[Row], baseline: str, subset: Optional[str] = None
         raise StudyError(f"--baseline {baseline!r} is not a row (rows: {', '.join(names)})")
     if pair_on not in PAIR_POLICIES:
         raise StudyError(f"--pair-on {pair_on!r} is not one of {PAIR_POLICIES}")
-    notes = check_evaluation(rows)
+    notes = check_evaluation(rows, models_differ)
     base = next(r for r in rows if r.name == baseline)
     scopes = [OVERALL] + ([subset] if subset else [])
     table = {"title": title or f"Study table ({len(rows)} rows, baseline {baseline})",
@@ -508,6 +521,10 @@ def parse_args(argv=None):
     p.add_argument("--pair-on", choices=PAIR_POLICIES, default="strict",
                    help="strict (default): rows with different seed sets are an error; "
                         "intersection: every row over the seeds all rows have (the table says so)")
+    p.add_argument("--models-differ", action="store_true",
+                   help="the rows are different models (e.g. LGUR vs a dual encoder): their "
+                        "retrieval features may differ (listed in the table); every other "
+                        "evaluation field must still agree")
     p.add_argument("--title", default="", help="the table's title")
     p.add_argument("--out", default=None, help="output path without extension: OUT.md/.csv/.json")
     p.add_argument("--check", default=None, metavar="TABLE_JSON",
@@ -537,7 +554,8 @@ def main(argv=None) -> int:
     rows = [load_row(*spec) for spec in args.row]
     baseline = args.baseline or rows[0].name
     command = " ".join(["python -m launcher.study"] + [shlex.quote(a) for a in argv])
-    table = build_table(rows, baseline, args.subset, args.pair_on, command, args.title)
+    table = build_table(rows, baseline, args.subset, args.pair_on, command, args.title,
+                        args.models_differ)
     paths = write_table(table, args.out)
     print(table_markdown(table))
     print("Written: " + ", ".join(paths))

@@ -58,11 +58,12 @@ def flags_of(mode, supcon, tripletx):
 
 
 def recipes(repo_root):
-    """The image re-ID recipes the toggles apply to (the TBPS ones, tbps_*.yml, have no SupCon,
-    TripletX or CE + Triplet baseline: a toggle on them is refused at config load)."""
+    """The image re-ID recipes the toggles apply to (the text-based person search ones,
+    MODEL.TASK 'tbps', have no SupCon, TripletX or CE + Triplet baseline: a toggle on them is
+    refused at config load)."""
     return sorted(p for p in glob.glob(os.path.join(repo_root, "configs", "Synth", "*.yml"))
                   + glob.glob(os.path.join(repo_root, "configs", "Market", "*.yml"))
-                  if not os.path.basename(p).startswith("tbps_"))
+                  if load_config(p, check_paths=False).MODEL.TASK == "reid")
 
 
 def test_toggle_overlays_give_the_configs_of_the_hand_written_rewrite(repo_root):

@@ -28,14 +28,15 @@ def numbers(base: float) -> dict:
                                                                    "num_skipped": 0}
 
 
-def make_summary(epoch, test, val, twin, dataset="synth", cost=None):
+def make_summary(epoch, test, val, twin, dataset="synth", cost=None, feature=None):
     return TestSummary(protocol="text-to-image", metrics=numbers(test), weight=f"/w/{epoch}.pth",
                        weight_size=1, weight_mtime_ns=1, test_config_sha256="x" * 64,
                        epoch=epoch, dataset=dataset, split=["test"], seconds=1.0,
                        extra_metrics={"val": MetricSet(split=["val"], metrics=numbers(val)),
                                       "test-near_twin": MetricSet(split=["test"],
                                                                   metrics=numbers(twin))},
-                       select_on="val", cost=cost, **EVAL)
+                       select_on="val", cost=cost,
+                       **{**EVAL, **({"feature": feature} if feature else {})})
 
 
 def cost(s_iter):
@@ -46,7 +47,7 @@ def cost(s_iter):
 
 
 def write_launcher_summary(tmp_path, monkeypatch, name, per_seed, dataset="synth",
-                           run_config=None, s_iter=0.1):
+                           run_config=None, s_iter=0.1, feature=None):
     """A launcher summary of experiment ``name`` through report.build_summary / write_summaries.
 
     per_seed: {seed: {epoch: (test, val, twin)}} (base numbers of each tested epoch; the best
@@ -63,7 +64,7 @@ def write_launcher_summary(tmp_path, monkeypatch, name, per_seed, dataset="synth
         cfg["DATASETS"].update(run_config or {})
         (run_dir / "run_config.yaml").write_text(yaml.safe_dump(cfg))
         (run_dir / "launcher.json").write_text(json.dumps({"config_sha256": f"{name}{seed}" * 8}))
-        summaries = {e: make_summary(e, *v, dataset=dataset, cost=cost(s_iter))
+        summaries = {e: make_summary(e, *v, dataset=dataset, cost=cost(s_iter), feature=feature)
                      for e, v in epochs.items()}
         best = max(sorted(summaries), key=lambda e: (summaries[e].selection_metrics()["mAP"],
                                                      summaries[e].selection_metrics()["R1"], -e))
@@ -215,6 +216,21 @@ def test_refuses_rows_evaluated_on_another_dataset(tmp_path, monkeypatch):
         study.build_table([study.load_row("Base", a), study.load_row("+X", b)], "Base")
     assert "evaluation.dataset" in str(err.value)
     assert 'Base = "synth"' in str(err.value) and '+X = "cuhkpedes"' in str(err.value)
+
+
+def test_different_models_need_models_differ_and_are_named(tmp_path, monkeypatch):
+    a = write_launcher_summary(tmp_path, monkeypatch, "a", BASE)
+    b = write_launcher_summary(tmp_path, monkeypatch, "b", PLUS, feature="LGUR parts")
+    rows = [study.load_row("ITC", a), study.load_row("LGUR", b)]
+    with pytest.raises(study.StudyError, match="evaluation.feature"):
+        study.build_table(rows, "ITC")
+    table = study.build_table(rows, "ITC", models_differ=True)
+    assert any("LGUR = LGUR parts" in n for n in table["notes"])
+    # only the feature may differ: another dataset is still refused
+    c = write_launcher_summary(tmp_path, monkeypatch, "c", PLUS, dataset="cuhkpedes",
+                               feature="LGUR parts")
+    with pytest.raises(study.StudyError, match="evaluation.dataset"):
+        study.build_table([rows[0], study.load_row("X", c)], "ITC", models_differ=True)
 
 
 def test_refuses_rows_whose_run_configs_name_another_test_split(tmp_path, monkeypatch):
