@@ -28,7 +28,7 @@ def recipes(repo_root, synth=False):
     return sorted(p for p in glob.glob(os.path.join(repo_root, "configs", "*", "*.yml"))
                   if (synth or "Synth" not in p)
                   and os.path.basename(os.path.dirname(p)) not in TBPS_FOLDERS
-                  and not os.path.basename(p).startswith("tbps_"))
+                  and load_config(p, check_paths=False).MODEL.TASK == "reid")
 
 
 @pytest.mark.slow
