@@ -309,7 +309,8 @@ def build_table(rows: Sequence[Row], baseline: str, subset: Optional[str] = None
              "std": "sample standard deviation (ddof=1) over the paired seeds; null when n = 1",
              "test": "Δ = mean over seeds of (row - baseline); p: two-sided paired t-test "
                      "(scipy.stats.ttest_rel, utils.stats.paired_ttest), seeds paired by number",
-             "evaluation": {k: v for k, v in evaluation_settings(base).items()},
+             "evaluation": {k: v for k, v in evaluation_settings(base).items()
+                            if not (models_differ and k == FEATURE_FIELD)},
              "selected_on": base.summary.get("selected_on", "test"),
              "selection": base.summary.get("selection"),
              "inputs": [{"row": r.name, "summary": r.path, "sha256": r.sha256, "mtime": r.mtime,

@@ -226,6 +226,7 @@ def test_different_models_need_models_differ_and_are_named(tmp_path, monkeypatch
         study.build_table(rows, "ITC")
     table = study.build_table(rows, "ITC", models_differ=True)
     assert any("LGUR = LGUR parts" in n for n in table["notes"])
+    assert study.FEATURE_FIELD not in table["evaluation"]   # not shown as "every row's"
     # only the feature may differ: another dataset is still refused
     c = write_launcher_summary(tmp_path, monkeypatch, "c", PLUS, dataset="cuhkpedes",
                                feature="LGUR parts")
