@@ -204,6 +204,19 @@ def masked_patch_forward(tower: nn.Module, patch_embed: nn.Module, img: torch.Te
         handle.remove()
 
 
+def check_text_shape(ids: torch.Tensor, mask: Optional[torch.Tensor], context_length: int,
+                     built: str, key: str) -> None:
+    """Tokenised captions must be (B, context_length) with a mask of the same shape; the error
+    says what the model is ``built`` for and the config ``key`` of its context length (the dual
+    encoder's and LGUR's text sides share it)."""
+    if ids.ndim != 2 or ids.shape[1] != context_length:
+        raise ValueError(f"text_ids of shape {tuple(ids.shape)}: {built} (B, {context_length}) "
+                         f"({key}; tokenise with datasets.tokenize.build_tokenizer of the same "
+                         "config)")
+    if mask is None or mask.shape != ids.shape:
+        raise ValueError("text_mask must be given with the shape of text_ids")
+
+
 class OpenClipImageTower(nn.Module):
     """open_clip ``VisionTransformer`` (built with ``output_tokens``): global = its pooled,
     projected output; tokens = the LayerNorm-ed patch tokens @ proj."""
@@ -434,12 +447,8 @@ class DualEncoder(nn.Module):
         self.logit_scale.clamp_(0.0, MAX_LN_SCALE)
 
     def _check_text(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        if ids.ndim != 2 or ids.shape[1] != self.context_length:
-            raise ValueError(f"text_ids of shape {tuple(ids.shape)}: the text tower is built for "
-                             f"(B, {self.context_length}) (MODEL.TBPS.CONTEXT_LENGTH; tokenise "
-                             "with datasets.tokenize.build_tokenizer of the same config)")
-        if mask is None or mask.shape != ids.shape:
-            raise ValueError("text_mask must be given with the shape of text_ids")
+        check_text_shape(ids, mask, self.context_length, "the text tower is built for",
+                         "MODEL.TBPS.CONTEXT_LENGTH")
 
     def encode_image(self, img: torch.Tensor) -> torch.Tensor:
         """img_feat (B, D), not normalised, of INPUT-normalised images (B, 3, H, W)."""

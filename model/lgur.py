@@ -71,6 +71,8 @@ from datasets.tokenize import tiny_bert_vocab
 from utils.hf_hub import hf_from_pretrained
 from utils.weights_io import LoadReport, read_weights, unwrap
 
+from .dual_encoder import check_text_shape
+
 logger = logging.getLogger("phasereid")
 
 _IMG_KEY = "MODEL.LGUR.IMAGE_PRETRAINED"
@@ -287,12 +289,8 @@ class LGURModel(nn.Module):
         return dict(self._lr_scales)
 
     def _check_text(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        if ids.ndim != 2 or ids.shape[1] != self.context_length:
-            raise ValueError(f"text_ids of shape {tuple(ids.shape)}: LGUR's tokenizer gives "
-                             f"(B, {self.context_length}) (MODEL.LGUR.CONTEXT_LENGTH; tokenise "
-                             "with datasets.tokenize.build_tokenizer of the same config)")
-        if mask is None or mask.shape != ids.shape:
-            raise ValueError("text_mask must be given with the shape of text_ids")
+        check_text_shape(ids, mask, self.context_length, "LGUR's tokenizer gives",
+                         "MODEL.LGUR.CONTEXT_LENGTH")
 
     def image_tokens(self, img: torch.Tensor) -> torch.Tensor:
         """V (B, N, DICT_DIM)."""
