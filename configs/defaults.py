@@ -319,7 +319,7 @@ _C.INPUT.TBPS_AUG = CN()
 # (TBPS-CLIP: MVS_OPS operations drawn with replacement from its pool of ColorJitter 0.1,
 # rotation 15 deg, RandomResizedCrop 0.9-1, grayscale 0.1, flip, random erasing 0.10-0.20). The
 # extra views (SS-I's two SimCLR views, MVS-I's second MVS draw) are built when their loss is on
-# (LOSS.NAMES 'ss', LOSS.NITC.MVS) and carried only in epochs where it weighs > 0.
+# (LOSS.NAMES 'ss', LOSS.<NAME>.MVS) and carried only in epochs where it weighs > 0.
 _C.INPUT.TBPS_AUG.MAIN = "standard"
 _C.INPUT.TBPS_AUG.MVS_OPS = 2
 _C.INPUT.TEXT_AUG = CN()
@@ -668,6 +668,11 @@ _C.LOSS.SIGMOID_ID = CN()
 _C.LOSS.SIGMOID_ID.W = 1.0
 _C.LOSS.SIGMOID_ID.W_SEQ = []
 _C.LOSS.SIGMOID_ID.GATHER = True
+# MVS (the mSigLIP circle study's 'MVS'): 1/2 [L(I, T) + L(I~, T)], I~ the MVS-pool view of the
+# image (as LOSS.NITC.MVS; one more image-tower forward in epochs where the loss weighs > 0).
+# DIFFERENCE: the repos pass the original image features in the second term of their sigmoid loss
+# (a no-op that costs a forward); here the term is on I~, as their MVS for NC-ITC and the circle.
+_C.LOSS.SIGMOID_ID.MVS = False
 # ---- circle-loss strategies on the dual encoder (losses/circle_tbps.py; the mSigLIP circle-loss
 # study, REFERENCES.md section 5): circle margin M and scale GAMMA (its yaml: 0.25 / 64), weight W
 # and per-phase W_SEQ. The two circle losses are one logsumexp over the local batch: no GATHER.
@@ -684,6 +689,9 @@ _C.LOSS.CIRCLE_CROSS.W = 0.1
 _C.LOSS.CIRCLE_CROSS.W_SEQ = []
 _C.LOSS.CIRCLE_CROSS.M = 0.25
 _C.LOSS.CIRCLE_CROSS.GAMMA = 64.0
+# MVS: 1/2 [Circle(V T^T) + Circle(V~ T^T)], V~ the MVS-pool view's features (the mSigLIP circle
+# study's strategies 'circle_only' and 'auxiliary_cross' with MVS).
+_C.LOSS.CIRCLE_CROSS.MVS = False
 _C.LOSS.NC_ITC = CN()
 # NC-ITC: BCE-with-logits against the identity indicator on circle-shaped logits of S and S^T,
 # mean over all pairs (strategy 'intrinsic', in place of the sigmoid identity loss).
@@ -692,6 +700,8 @@ _C.LOSS.NC_ITC.W_SEQ = []
 _C.LOSS.NC_ITC.M = 0.25
 _C.LOSS.NC_ITC.GAMMA = 64.0
 _C.LOSS.NC_ITC.GATHER = True
+# MVS: 1/2 [NC-ITC(I, T) + NC-ITC(I~, T)] (the mSigLIP circle study's 'intrinsic' with MVS).
+_C.LOSS.NC_ITC.MVS = False
 _C.LOSS.MLM = CN()
 # IRRA's implicit relation reasoning (IRR), 'mlm' in LOSS.NAMES: captions masked BERT-style
 # (each ordinary token chosen with probability P = 0.15 -> 80 % mask token, 10 % random token,

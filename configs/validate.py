@@ -38,7 +38,7 @@ from __future__ import annotations
 import numbers
 import os
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # ---------------------------------------------------------------- enumerations (stated once)
 MODEL_NAMES = ("transformer", "resnet50", "timm")
@@ -84,6 +84,10 @@ TBPS_LOSS_NAMES = ("itc", "sdm", "nitc", "ritc", "citc", "cmpm", "sigmoid_id", "
 #: ranking and ID losses are the paper's in-batch losses (losses/lgur.py)
 TBPS_LOCAL_ONLY = ("circle_inmodal", "circle_cross", "mlm") + LGUR_LOSS_NAMES
 LOSS_NAMES = REID_LOSS_NAMES + TBPS_LOSS_NAMES
+#: the TBPS losses with an MVS option (LOSS.<NAME>.MVS: the loss averaged with the same loss on a
+#: second, MVS-pool view of the image; TBPS-CLIP's MVS-I for N-ITC, the mSigLIP circle study's MVS
+#: for its sigmoid loss, NC-ITC and the cross-modal circle loss; losses/make_loss.py)
+MVS_LOSSES = ("nitc", "sigmoid_id", "nc_itc", "circle_cross")
 NITC_STOP_FEATURES = ("second_forward", "detached")
 #: INPUT.TBPS_AUG.MAIN (datasets/tbps_augment.py MAIN_PIPELINES)
 TBPS_AUG_MAIN = ("standard", "mvs")
@@ -577,18 +581,25 @@ def init_checkpoint_problems(cfg) -> List[str]:
     return problems
 
 
+def mvs_losses(cfg) -> Tuple[str, ...]:
+    """The losses of LOSS.NAMES that run with MVS (LOSS.<NAME>.MVS True; :data:`MVS_LOSSES`)."""
+    return tuple(n for n in MVS_LOSSES if n in cfg.LOSS.NAMES and cfg.LOSS[n.upper()].MVS)
+
+
 def tbps_augment_problems(cfg) -> List[str]:
-    """TBPS-CLIP's augmentation keys (datasets/tbps_augment.py): the image pools and MVS-I belong
-    to MODEL.TASK 'tbps', MVS-I to N-ITC, the caption augmentation to training captions, and
+    """TBPS-CLIP's augmentation keys (datasets/tbps_augment.py): the image pools and MVS belong
+    to MODEL.TASK 'tbps', each LOSS.<NAME>.MVS to its loss in LOSS.NAMES, the caption augmentation to training captions, and
     back-translations to a caption file."""
     problems = []
     task, loss, aug = cfg.MODEL.TASK, cfg.LOSS, cfg.INPUT
     if aug.TBPS_AUG.MAIN != "standard" and task != "tbps":
         problems.append(f"INPUT.TBPS_AUG.MAIN '{aug.TBPS_AUG.MAIN}' is TBPS-CLIP's pool for "
                         "MODEL.TASK 'tbps': set 'standard' for image re-ID")
-    if loss.NITC.MVS and "nitc" not in loss.NAMES:
-        problems.append("LOSS.NITC.MVS True (MVS-I, an option of N-ITC) but 'nitc' is not in "
-                        f"LOSS.NAMES {list(loss.NAMES)}: add 'nitc' or set LOSS.NITC.MVS False")
+    for name in MVS_LOSSES:
+        key = f"LOSS.{name.upper()}.MVS"
+        if loss[name.upper()].MVS and name not in loss.NAMES:
+            problems.append(f"{key} True (MVS, an option of '{name}') but '{name}' is not in "
+                            f"LOSS.NAMES {list(loss.NAMES)}: add '{name}' or set {key} False")
     text = aug.TEXT_AUG
     if (text.DELETE_P > 0 or text.BACKTRANS_P > 0) and cfg.DATASETS.CAPTION_SOURCE == "none":
         problems.append("INPUT.TEXT_AUG.DELETE_P / BACKTRANS_P > 0 but DATASETS.CAPTION_SOURCE "

@@ -55,7 +55,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.v2.functional as F2
 
-from configs.validate import TBPS_AUG_MAIN
+from configs.validate import TBPS_AUG_MAIN, mvs_losses
 
 from .transforms import Compose, RandomHorizontalFlip, UInt8ToFloat, _randint, _uniform
 
@@ -297,15 +297,15 @@ def mvs_pool(cfg) -> Compose:
 
 def view_pipelines(cfg) -> Dict[str, Compose]:
     """The extra views a config can ask for, by batch key: ``img_ss1`` / ``img_ss2`` (the SimCLR
-    pool) with 'ss' in LOSS.NAMES, ``img_mvs`` (the MVS pool) with LOSS.NITC.MVS and 'nitc' in
-    LOSS.NAMES. Which of them a batch carries is decided per epoch (``ImageDataset.set_views``,
+    pool) with 'ss' in LOSS.NAMES, ``img_mvs`` (the MVS pool) when a loss of LOSS.NAMES runs
+    with MVS (LOSS.<NAME>.MVS; ``configs.validate.mvs_losses``). Which of them a batch carries is decided per epoch (``ImageDataset.set_views``,
     from ``processor.processor.batch_views``)."""
     if cfg.MODEL.TASK != "tbps":
         return {}
     views = {}
     if "ss" in cfg.LOSS.NAMES:
         views["img_ss1"] = views["img_ss2"] = simclr_pool(cfg)
-    if cfg.LOSS.NITC.MVS and "nitc" in cfg.LOSS.NAMES:
+    if mvs_losses(cfg):
         views["img_mvs"] = mvs_pool(cfg)
     return views
 

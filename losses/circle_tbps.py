@@ -40,9 +40,11 @@ mean over its rows, so it takes ``columns=gather_columns(img, txt, pids)``.
 
 Not here (REFERENCES.md section 5): the strategies' "NITC" is ``losses.tbps.
 sigmoid_identity_loss`` (``compute_constrative`` with ``use_sigmoid`` from the m_siglip
-backbone config, softlabel_ratio 0), C-ITC is ``losses.tbps.citc_loss``; SimCLR self-supervision
-(SS) and multi-view supervision (MVS, the losses repeated on an augmented image view and
-averaged) are not implemented in PhaseReID.
+backbone config, softlabel_ratio 0), C-ITC is ``losses.tbps.citc_loss``, SimCLR
+self-supervision (SS) is 'ss' (``losses.simclr``), and multi-view supervision (MVS: the loss
+averaged with the same loss on an augmented image view) is LOSS.<NAME>.MVS, applied by
+losses/make_loss.py to the cross-modal circle loss and NC-ITC (and the sigmoid loss) as the
+reference; the in-modal circle loss has no MVS there and none here.
 """
 from __future__ import annotations
 

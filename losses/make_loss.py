@@ -43,6 +43,12 @@ MODEL.TASK 'tbps' (the dual encoder's ``img_feat`` / ``txt_feat``, ``logit_scale
   reference averages the two terms under one weight, so the N-ITC weight keeps its published
   meaning; MVS-I is scheduled with N-ITC's W / W_SEQ (the MVS view and its forward exist only in
   epochs where N-ITC weighs > 0);
+- 'sigmoid_id', 'nc_itc', 'circle_cross' with LOSS.<NAME>.MVS (the mSigLIP circle study's MVS,
+  ``configs.validate.MVS_LOSSES``): 1/2 [L(I, T) + L(I~, T)], the same loss with the MVS view's
+  image features ``img_mvs_feat`` (gathered the same way under GATHER), logged as '<name>' (the
+  average) beside '<name>_mvs' (the I~ term); scheduled with the loss's W / W_SEQ. The sigmoid
+  loss's second term is on I~ (the repos pass the original features there: a no-op), as their
+  MVS for NC-ITC and the cross-modal circle;
 - 'ss' (SS-I, TBPS-CLIP): NT-Xent (``losses.simclr.nt_xent_loss``, LOSS.SS.T) on the model's
   ``ss_z1`` / ``ss_z2`` (the SimCLR views through ``ss_head``), gathered with LOSS.SS.GATHER;
 - 'isgvfc' reads ``img_feat`` (the image tower's global feature);
@@ -63,7 +69,7 @@ import torch
 import torch.nn as nn
 
 from configs.validate import (CIRCLE_FORMS, FEAT_SRCS, LGUR_LOSS_NAMES, LOSS_NAMES,
-                              TBPS_LOCAL_ONLY, TBPS_LOSS_NAMES)
+                              MVS_LOSSES, TBPS_LOCAL_ONLY, TBPS_LOSS_NAMES)
 from solver.phase_plan import PhaseState
 from utils.dist import all_gather_with_grad, world_info
 
@@ -114,8 +120,8 @@ _BRANCH_OF = {
                   "where 'mlm' weighs > 0)",
     "ss_z1": "SS-I's forward of the SimCLR views (model called with ss=True; 'ss' in "
              "LOSS.NAMES)",
-    "img_mvs_feat": "MVS-I's forward of the MVS view (model called with mvs=True; "
-                    "LOSS.NITC.MVS True)",
+    "img_mvs_feat": "the forward of the MVS view (model called with mvs=True; "
+                    "LOSS.<NAME>.MVS True)",
     "img_mvs_stop": "MVS-I's stop-gradient forward (model called with mvs=True and "
                     "stop_features=True; LOSS.NITC.STOP_FEATURES 'second_forward')",
     **{k: "LGUR (MODEL.TBPS.ARCH 'lgur')" for k in ("lgur_v_re", "lgur_t_re", "lgur_t")},
@@ -241,9 +247,10 @@ class LossComposer(nn.Module):
         gathered["cols"] = gather_columns(img, txt, batch["pid"])
         if "nitc" in wanted and "img_stop" in outputs:
             gathered["stop"] = gather_columns(outputs["img_stop"], outputs["txt_stop"])
-        if "nitc" in wanted and "img_mvs_feat" in outputs:
+        if "img_mvs_feat" in outputs and any(n in MVS_LOSSES and self.cfg[n.upper()].MVS
+                                             for n in wanted):
             gathered["mvs"] = all_gather_with_grad(outputs["img_mvs_feat"])
-            if "img_mvs_stop" in outputs:
+            if "nitc" in wanted and "img_mvs_stop" in outputs:
                 gathered["mvs_stop"] = all_gather_with_grad(outputs["img_mvs_stop"])
         return gathered
 
@@ -304,9 +311,25 @@ class LossComposer(nn.Module):
                                        outputs.get("id_bias"), label_smoothing=c.LABEL_SMOOTH)
         if name == "circle_inmodal":
             return circle_inmodal_loss(img, txt, pids, margin=c.M, gamma=c.GAMMA)
+        cols = gathered["cols"] if name not in TBPS_LOCAL_ONLY and c.GATHER else None
+        if name == "nitc":
+            return self._nitc(img, txt, pids, outputs, gathered, cols, parts)
+        value = self._pair_loss(name, img, txt, pids, outputs, cols)
+        if name in MVS_LOSSES and c.MVS:
+            img_mvs = output_key(outputs, "img_mvs_feat", name)
+            mvs_cols = None if cols is None else cols._replace(img=gathered["mvs"])
+            mvs = self._pair_loss(name, img_mvs, txt, pids, outputs, mvs_cols)
+            parts[f"{name}_mvs"] = mvs.detach()
+            return 0.5 * (value + mvs)
+        return value
+
+    def _pair_loss(self, name: str, img: torch.Tensor, txt: torch.Tensor, pids: torch.Tensor,
+                   outputs: dict, cols) -> torch.Tensor:
+        """One image-text loss of (img, txt) against the columns ``cols`` (None = the local
+        batch): every TBPS loss but N-ITC, 'id', 'circle_inmodal', 'mlm', 'ss' and LGUR's."""
+        c = self.cfg[name.upper()]
         if name == "circle_cross":
             return cross_modal_circle_loss(img, txt, pids, margin=c.M, gamma=c.GAMMA)
-        cols = gathered["cols"] if c.GATHER else None
         if name == "nc_itc":
             return nc_itc_loss(img, txt, pids, margin=c.M, gamma=c.GAMMA, columns=cols)
         kappa = output_key(outputs, "logit_scale", name)
@@ -315,27 +338,6 @@ class LossComposer(nn.Module):
         if name == "sdm":
             scale = 1.0 / c.TEMPERATURE if c.TEMPERATURE > 0 else kappa
             return sdm_loss(img, txt, pids, scale, eps=c.EPS, columns=cols)
-        if name == "nitc":
-            alpha = nitc_alpha_at(self.progress, c.SOFT_RATIO)
-            parts["nitc_alpha"] = torch.tensor(alpha)
-            img_stop = txt_stop = stop_cols = None
-            if alpha > 0:
-                if c.STOP_FEATURES == "second_forward":
-                    img_stop = output_key(outputs, "img_stop", name)
-                    txt_stop = output_key(outputs, "txt_stop", name)
-                    stop_cols = gathered["stop"] if cols is not None else None
-                else:
-                    img_stop, txt_stop = img.detach(), txt.detach()
-                    if cols is not None:
-                        stop_cols = cols._replace(img=cols.img.detach(), txt=cols.txt.detach())
-            value = nitc_loss(img, txt, pids, kappa, alpha=alpha, img_stop=img_stop,
-                              txt_stop=txt_stop, columns=cols, stop_columns=stop_cols)
-            if not c.MVS:
-                return value
-            mvs = self._nitc_mvs(output_key(outputs, "img_mvs_feat", name), txt, pids, kappa,
-                                 alpha, txt_stop, cols, stop_cols, outputs, gathered)
-            parts["nitc_mvs"] = mvs.detach()
-            return 0.5 * (value + mvs)
         if name == "ritc":
             return ritc_loss(img, txt, pids, kappa, eps=c.EPS, columns=cols)
         if name == "citc":
@@ -347,6 +349,32 @@ class LossComposer(nn.Module):
             return sigmoid_identity_loss(img, txt, pids, kappa,
                                          output_key(outputs, "logit_bias", name), columns=cols)
         raise ValueError(f"unknown text-based person search loss '{name}'")
+
+    def _nitc(self, img: torch.Tensor, txt: torch.Tensor, pids: torch.Tensor, outputs: dict,
+              gathered: dict, cols, parts: dict) -> torch.Tensor:
+        """N-ITC with its soft-label ratio and stop features, and MVS-I with LOSS.NITC.MVS."""
+        c = self.cfg.NITC
+        kappa = output_key(outputs, "logit_scale", "nitc")
+        alpha = nitc_alpha_at(self.progress, c.SOFT_RATIO)
+        parts["nitc_alpha"] = torch.tensor(alpha)
+        img_stop = txt_stop = stop_cols = None
+        if alpha > 0:
+            if c.STOP_FEATURES == "second_forward":
+                img_stop = output_key(outputs, "img_stop", "nitc")
+                txt_stop = output_key(outputs, "txt_stop", "nitc")
+                stop_cols = gathered["stop"] if cols is not None else None
+            else:
+                img_stop, txt_stop = img.detach(), txt.detach()
+                if cols is not None:
+                    stop_cols = cols._replace(img=cols.img.detach(), txt=cols.txt.detach())
+        value = nitc_loss(img, txt, pids, kappa, alpha=alpha, img_stop=img_stop,
+                          txt_stop=txt_stop, columns=cols, stop_columns=stop_cols)
+        if not c.MVS:
+            return value
+        mvs = self._nitc_mvs(output_key(outputs, "img_mvs_feat", "nitc"), txt, pids, kappa,
+                             alpha, txt_stop, cols, stop_cols, outputs, gathered)
+        parts["nitc_mvs"] = mvs.detach()
+        return 0.5 * (value + mvs)
 
     # -- components ---------------------------------------------------------------------
     def _triplet(self, feat: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,9 @@ alone, for the text-to-image evaluation (test images and test captions are encod
 Training-only forward options (decided per epoch by ``processor.processor.forward_options``):
 ``stop_features`` (N-ITC's stop-gradient second forward), ``ss`` (SS-I: the batch's SimCLR views
 ``img_ss1`` / ``img_ss2`` through the image tower and ``ss_head`` -> ``ss_z1`` / ``ss_z2``) and
-``mvs`` (MVS-I: the batch's ``img_mvs`` through the image tower -> ``img_mvs_feat``, and
-``img_mvs_stop`` under no_grad with ``stop_features``); see :meth:`DualEncoder.forward`.
+``mvs`` (the MVS view, for the losses with LOSS.<NAME>.MVS: the batch's ``img_mvs`` through the
+image tower -> ``img_mvs_feat``, and ``img_mvs_stop`` under no_grad with ``stop_features``
+unless ``mvs_stop`` False); see :meth:`DualEncoder.forward`.
 
 Towers (MODEL.TBPS.FAMILY):
 
@@ -467,8 +468,8 @@ class DualEncoder(nn.Module):
         return batch[key]
 
     def forward(self, batch: dict, stop_features: bool = False, ss: bool = False,
-                mvs: bool = False, mlm: bool = False,
-                tgmim: bool = False) -> Dict[str, torch.Tensor]:
+                mvs: bool = False, mlm: bool = False, tgmim: bool = False,
+                mvs_stop: Optional[bool] = None) -> Dict[str, torch.Tensor]:
         """The outputs of a batch of (image, caption) pairs (module docstring).
 
         ``stop_features=True`` also runs the towers a second time on the same batch under
@@ -479,8 +480,9 @@ class DualEncoder(nn.Module):
         ``ss=True`` (SS-I): ``ss_z1`` / ``ss_z2`` (B, D) = ``ss_head``(image tower global
         feature) of the batch's ``img_ss1`` / ``img_ss2`` (one image-tower forward of the 2B
         views), not normalised. ``mvs=True`` (MVS-I): ``img_mvs_feat`` (B, D) = the image
-        tower's global feature of ``img_mvs``, and with ``stop_features`` its no-grad second
-        forward ``img_mvs_stop`` (TBPS-CLIP's ``image_1_features_s``).
+        tower's global feature of ``img_mvs``, and with ``mvs_stop`` (None = ``stop_features``)
+        its no-grad second forward ``img_mvs_stop`` (TBPS-CLIP's ``image_1_features_s``; only
+        N-ITC's MVS-I reads it).
         ``mlm=True`` adds ``mlm_logits`` / ``mlm_labels`` (:meth:`_mlm`; needs ``mlm_head``).
         ``tgmim=True`` (epochs where the phase plan gives TG-MIM a weight > 0) adds the masked,
         text-guided forward's ``tgmim_pred``, ``tgmim_mask``, ``tgmim_attn``
@@ -517,7 +519,7 @@ class DualEncoder(nn.Module):
         if mvs:
             view = self._view(batch, "img_mvs", "MVS-I")
             out["img_mvs_feat"] = self.image_tower(self.preprocess(view))[0]
-            if stop_features:
+            if stop_features if mvs_stop is None else mvs_stop:
                 with torch.no_grad():
                     out["img_mvs_stop"] = self.image_tower(self.preprocess(view))[0]
         if tgmim:

@@ -7,7 +7,7 @@ at the start and gives every epoch its PhaseState. One epoch (1-based ``epoch``)
   state's K (only the sampler/loader is rebuilt, only when K changes) -> set the sampler's
   epoch and the train set's (which draws each image's caption) -> iterate (``model(batch)`` --
   with ``tgmim=True`` in epochs where TG-MIM weighs > 0, or the dual encoder's stop-gradient
-  forward for N-ITC, SS-I's and MVS-I's view forwards, see :func:`forward_options`; the
+  forward for N-ITC, SS-I's and the MVS view's forwards, see :func:`forward_options`; the
   batches carry those views only then, :func:`batch_views` --, the composer told the fractional
   epoch (``set_progress``), composed loss with the state's weights, finite check, backward, frozen
   parameters' gradients dropped, optional clipping, step, the dual encoder's logit scale clamped
@@ -33,6 +33,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from configs.validate import mvs_losses
 from datasets.make_dataloader import build_train_loader
 from model.lora import has_lora, merged_state_dict
 from model.weights import TRAINING_ONLY_PREFIXES
@@ -69,9 +70,10 @@ def forward_options(state: PhaseState, cfg=None) -> dict:
     and the dual encoder alike); for the dual encoder (MODEL.TASK 'tbps') also the
     stop-gradient second forward only when N-ITC weighs > 0 with soft labels from it
     (LOSS.NITC.SOFT_RATIO > 0, STOP_FEATURES 'second_forward'), SS-I's forward of the SimCLR
-    views (``ss``) only when 'ss' weighs > 0, MVS-I's forward of the MVS view (``mvs``) only
-    when N-ITC weighs > 0 with LOSS.NITC.MVS, and IRRA's masked-caption IRR forward
-    (``mlm=True``) only when 'mlm' weighs > 0."""
+    views (``ss``) only when 'ss' weighs > 0, the forward of the MVS view (``mvs``) only when a
+    loss with LOSS.<NAME>.MVS weighs > 0 (``configs.validate.mvs_losses``; its stop-gradient
+    forward only for N-ITC's MVS-I: ``mvs_stop`` False otherwise), and IRRA's masked-caption IRR
+    forward (``mlm=True``) only when 'mlm' weighs > 0."""
     options = {"tgmim": True} if state.weight("tgmim") > 0 else {}
     if cfg is not None and cfg.MODEL.TASK == "tbps":
         n = cfg.LOSS.NITC
@@ -80,8 +82,11 @@ def forward_options(state: PhaseState, cfg=None) -> dict:
             options["stop_features"] = True
         if state.weight("ss") > 0:
             options["ss"] = True
-        if nitc and n.MVS:
+        mvs = [name for name in mvs_losses(cfg) if state.weight(name) > 0]
+        if mvs:
             options["mvs"] = True
+            if options.get("stop_features") and "nitc" not in mvs:
+                options["mvs_stop"] = False   # the stop forward is N-ITC's; its MVS is off
         if state.weight("mlm") > 0:
             options["mlm"] = True
     return options
@@ -90,7 +95,7 @@ def forward_options(state: PhaseState, cfg=None) -> dict:
 def batch_views(state: PhaseState, cfg) -> tuple:
     """The extra image views the training batches carry in an epoch (datasets/tbps_augment.py),
     the ones :func:`forward_options` reads: SS-I's ``img_ss1`` / ``img_ss2`` when 'ss' weighs
-    > 0, MVS-I's ``img_mvs`` when N-ITC weighs > 0 with LOSS.NITC.MVS; none otherwise."""
+    > 0, the MVS view ``img_mvs`` when a loss with LOSS.<NAME>.MVS weighs > 0; none otherwise."""
     options = forward_options(state, cfg)
     views = ("img_ss1", "img_ss2") if options.get("ss") else ()
     return views + (("img_mvs",) if options.get("mvs") else ())

@@ -276,3 +276,113 @@ def test_circle_strategies_are_tbps_losses_only(synth_root, tmp_path):
     with pytest.raises(ConfigError, match="text-based person search losses"):
         load_config(opts=tiny_opts(synth_root, str(tmp_path),
                                    **{"LOSS.NAMES": "['id', 'circle_cross']"}))
+
+
+# -- MVS on the strategies' losses --------------------------------------------------------------
+MVS_OPTS = {"LOSS.SIGMOID_ID.MVS": "True", "LOSS.CIRCLE_CROSS.MVS": "True",
+            "LOSS.NC_ITC.MVS": "True"}
+
+
+def _with_mvs_view(out, seed=7):
+    g = torch.Generator().manual_seed(seed)
+    return {**out, "img_mvs_feat": torch.randn(out["img_feat"].shape, generator=g,
+                                               requires_grad=True)}
+
+
+def test_mvs_averages_each_loss_with_the_same_loss_on_the_mvs_view(synth_root, tmp_path):
+    """sigmoid_id, circle_cross and nc_itc with LOSS.<NAME>.MVS: 1/2 [L(I, T) + L(I~, T)]; the
+    in-modal circle (no MVS in the reference) is unchanged."""
+    names = ["sigmoid_id", "circle_inmodal", "circle_cross", "nc_itc"]
+    cfg, composer, plan = composer_of(synth_root, tmp_path, names, **OPTS, **MVS_OPTS)
+    out, batch = _with_mvs_view(outputs_of()), {"pid": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
+    y, t, vm = batch["pid"], out["txt_feat"], out["img_mvs_feat"]
+    total, parts = composer(out, batch, plan.state(1))
+    plain = {**_expected(out, y), "sigmoid_id": M.sigmoid_identity_loss(
+        out["img_feat"], t, y, out["logit_scale"], out["logit_bias"])}
+    on_view = {"circle_cross": cross_modal_circle_loss(vm, t, y, margin=0.35, gamma=128.0),
+               "nc_itc": nc_itc_loss(vm, t, y, margin=0.2, gamma=32.0),
+               "sigmoid_id": M.sigmoid_identity_loss(vm, t, y, out["logit_scale"],
+                                                     out["logit_bias"])}
+    for name, mvs in on_view.items():
+        assert not torch.allclose(mvs, plain[name]), name
+        assert torch.allclose(parts[f"{name}_mvs"], mvs.detach(), atol=1e-6), name
+        assert torch.allclose(parts[name], 0.5 * (plain[name] + mvs).detach(), atol=1e-6), name
+    assert torch.allclose(parts["circle_inmodal"], plain["circle_inmodal"].detach(), atol=1e-6)
+    assert "circle_inmodal_mvs" not in parts
+    assert torch.allclose(total, parts["sigmoid_id"] + 0.1 * parts["circle_inmodal"]
+                          + 0.5 * parts["circle_cross"] + parts["nc_itc"], atol=1e-5)
+    total.backward()
+    assert vm.grad is not None and vm.grad.abs().sum() > 0
+    missing = {k: x for k, x in out.items() if k != "img_mvs_feat"}
+    with pytest.raises(KeyError, match="forward of the MVS view"):
+        composer(missing, batch, plan.state(1))
+
+
+def test_gathered_mvs_takes_the_mvs_view_of_every_process(synth_root, tmp_path, monkeypatch):
+    """Under DDP the MVS term of a GATHER loss compares the local MVS rows with the MVS view's
+    features of every process (text columns unchanged); the circle loss stays local."""
+    cfg, composer, plan = composer_of(synth_root, tmp_path, ["nc_itc", "circle_cross"], **OPTS,
+                                      **{"LOSS.NC_ITC.MVS": "True",
+                                         "LOSS.CIRCLE_CROSS.MVS": "True"})
+    out, batch = _with_mvs_view(outputs_of()), {"pid": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
+    other = _with_mvs_view(outputs_of(seed=5), seed=9)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 0, 1, 2, 3])
+    cols = Columns(torch.cat([out["img_feat"], other["img_feat"]]),
+                   torch.cat([out["txt_feat"], other["txt_feat"]]), pids, 0)
+    mvs_all = torch.cat([out["img_mvs_feat"], other["img_mvs_feat"]])
+    monkeypatch.setattr(M, "world_info", lambda: (2, 0))
+    monkeypatch.setattr(M, "gather_columns", lambda img, txt, pids=None: cols)
+    monkeypatch.setattr(M, "all_gather_with_grad", lambda x: mvs_all)
+    _, parts = composer(out, batch, plan.state(1))
+    y, t, vm = batch["pid"], out["txt_feat"], out["img_mvs_feat"]
+    want = nc_itc_loss(vm, t, y, margin=0.2, gamma=32.0, columns=cols._replace(img=mvs_all))
+    assert torch.allclose(parts["nc_itc_mvs"], want.detach(), atol=1e-6)
+    assert torch.allclose(parts["circle_cross_mvs"], cross_modal_circle_loss(
+        vm, t, y, margin=0.35, gamma=128.0).detach(), atol=1e-6)
+
+
+def test_mvs_view_and_forward_only_in_epochs_where_an_mvs_loss_weighs(synth_root, tmp_path):
+    from datasets.tbps_augment import view_pipelines
+    from processor.processor import batch_views, forward_options
+    phased = {"SOLVER.MAX_EPOCHS": "3", "LOSS.PHASED.ENABLE": "True",
+              "LOSS.PHASED.BOUNDARIES": "[1, 2]",
+              "LOSS.PHASED.METRIC_SEQ": "['none', 'none', 'none']",
+              "LOSS.PHASED.W_METRIC_SEQ": "[0, 0, 0]",
+              "LOSS.PHASED.W_SUP_SPEC": "['const:0', 'const:0', 'const:0']",
+              "LOSS.CIRCLE_CROSS.W_SEQ": "['const:0', 'const:0.1', 'const:0']",
+              "LOSS.CIRCLE_CROSS.MVS": "True"}
+    cfg, _, plan = composer_of(synth_root, tmp_path, ["nitc", "circle_cross"], **phased)
+    assert list(view_pipelines(cfg)) == ["img_mvs"]
+    assert batch_views(plan.state(1), cfg) == () and batch_views(plan.state(3), cfg) == ()
+    assert batch_views(plan.state(2), cfg) == ("img_mvs",)
+    # N-ITC's stop-gradient forward is on, but its MVS-I is off: no stop forward of the view
+    assert forward_options(plan.state(2), cfg) == {"stop_features": True, "mvs": True,
+                                                   "mvs_stop": False}
+    cfg, _, plan = composer_of(synth_root, tmp_path, ["nitc", "circle_cross"],
+                               **{**phased, "LOSS.NITC.MVS": "True"})
+    assert forward_options(plan.state(2), cfg) == {"stop_features": True, "mvs": True}
+    cfg, _, plan = composer_of(synth_root, tmp_path, ["sigmoid_id", "circle_cross"])
+    assert view_pipelines(cfg) == {} and forward_options(plan.state(1), cfg) == {}
+
+
+def test_the_model_skips_the_mvs_stop_forward_when_told(synth_root, tmp_path):
+    from model.make_model import make_model
+    cfg = load_config(opts=tbps_opts(synth_root, str(tmp_path), **{
+        "LOSS.NAMES": "['nitc', 'nc_itc']", "LOSS.NC_ITC.MVS": "True"}))
+    model = make_model(cfg, 6, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    batch = {"img": torch.randn(2, 3, 64, 32, generator=g), "img_mvs":
+             torch.randn(2, 3, 64, 32, generator=g), "text_ids": torch.zeros(2, 77,
+                                                                             dtype=torch.long),
+             "text_mask": torch.ones(2, 77, dtype=torch.bool)}
+    out = model(batch, stop_features=True, mvs=True, mvs_stop=False)
+    assert "img_mvs_feat" in out and "img_stop" in out and "img_mvs_stop" not in out
+    assert "img_mvs_stop" in model(batch, stop_features=True, mvs=True)
+
+
+@pytest.mark.parametrize("key", ["LOSS.SIGMOID_ID.MVS", "LOSS.CIRCLE_CROSS.MVS",
+                                 "LOSS.NC_ITC.MVS"])
+def test_mvs_of_a_loss_that_is_off_is_an_error(synth_root, tmp_path, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + " True"):
+        load_config(opts=tbps_opts(synth_root, str(tmp_path),
+                                   **{"LOSS.NAMES": "['itc']", key: "True"}))

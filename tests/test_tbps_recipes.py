@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from configs import load_config
+from configs.validate import mvs_losses
 from losses.make_loss import make_loss
 from model.make_model import make_model
 from solver.make_optimizer import make_optimizer
@@ -25,13 +26,18 @@ TINY = ["MODEL.TBPS.TINY", "True", "MODEL.TBPS.PRETRAINED", "", "MODEL.DEVICE", 
 
 #: seeds/001's strategies -> (LOSS.NAMES, {name: (W, M, GAMMA)} of the circle losses)
 CIRCLE_STRATEGIES = {
-    "baseline": (["sigmoid_id", "citc"], {}),
-    "auxiliary": (["sigmoid_id", "circle_inmodal", "citc"], {"circle_inmodal": (0.1, 0.25, 64.0)}),
-    "intrinsic": (["nc_itc", "citc"], {"nc_itc": (1.0, 0.25, 64.0)}),
-    "circle_only": (["circle_cross", "citc"], {"circle_cross": (1.0, 0.25, 64.0)}),
-    "auxiliary_cross": (["sigmoid_id", "circle_cross", "citc"],
+    "baseline": (["sigmoid_id", "citc", "ss"], {}),
+    "auxiliary": (["sigmoid_id", "circle_inmodal", "citc", "ss"],
+                  {"circle_inmodal": (0.1, 0.25, 64.0)}),
+    "intrinsic": (["nc_itc", "citc", "ss"], {"nc_itc": (1.0, 0.25, 64.0)}),
+    "circle_only": (["circle_cross", "citc", "ss"], {"circle_cross": (1.0, 0.25, 64.0)}),
+    "auxiliary_cross": (["sigmoid_id", "circle_cross", "citc", "ss"],
                         {"circle_cross": (0.1, 0.25, 64.0)}),
 }
+#: the losses with MVS on, per strategy (the reference scripts: MVS on every "NITC" / circle
+#: term of the strategy; the in-modal circle has none)
+CIRCLE_MVS = {"baseline": ("sigmoid_id",), "auxiliary": ("sigmoid_id",), "intrinsic": ("nc_itc",),
+              "circle_only": ("circle_cross",), "auxiliary_cross": ("sigmoid_id", "circle_cross")}
 
 
 def tbps_batch(cfg, n, classes, size):
@@ -91,6 +97,8 @@ def test_circle_recipes_have_the_study_settings(repo_root):
         cfg = load(f"VN3K/circle_{strategy}.yml")
         assert list(cfg.LOSS.NAMES) == names, strategy
         assert (cfg.LOSS.CITC.W, cfg.LOSS.CITC.INMODAL, cfg.LOSS.CITC.CROSSMODAL) == (0.1, 0.25, 0.25)
+        assert (cfg.LOSS.SS.W, cfg.LOSS.SS.T, cfg.LOSS.SS.HIDDEN_DIM) == (0.4, 0.1, 768)
+        assert mvs_losses(cfg) == CIRCLE_MVS[strategy], strategy
         for name, wmg in circles.items():
             c = cfg.LOSS[name.upper()]
             assert (c.W, c.M, c.GAMMA) == wmg and list(c.W_SEQ) == [], (strategy, name)
@@ -125,11 +133,14 @@ def test_recipe_builds_model_loss_and_solver_and_trains_a_step(repo_root, rel, e
     scheduler = make_scheduler(cfg, optimizer)
     scheduler.step(epoch)
     state = plan.state(epoch)
-    from processor.processor import forward_options
+    from processor.processor import batch_views, forward_options
     batch = tbps_batch(cfg, 8, classes, (64, 32))
+    for view in batch_views(state, cfg):   # SS-I / MVS views (datasets/tbps_augment.py)
+        batch[view] = torch.randn_like(batch["img"])
     out = model(batch, **forward_options(state, cfg))
     total, parts = composer(out, batch, state)
     assert set(cfg.LOSS.NAMES) <= set(parts) and torch.isfinite(total)
+    assert {f"{n}_mvs" for n in mvs_losses(cfg) if state.weight(n) > 0} <= set(parts)
     optimizer.zero_grad()
     total.backward()
     optimizer.step()

@@ -112,7 +112,7 @@ def test_mvs_nitc_is_the_average_of_two_nitc_calls(synth_root, tmp_path, stop):
     total.backward()
     assert vm.grad is not None and vm.grad.abs().sum() > 0 and out["ss_z1"].grad is not None
     missing = {k: x for k, x in out.items() if k != "img_mvs_feat"}
-    with pytest.raises(KeyError, match="MVS-I's forward"):
+    with pytest.raises(KeyError, match="forward of the MVS view"):
         composer(missing, batch, plan.state(2))
 
 
