@@ -41,6 +41,18 @@ def near_twin_pairs(dataset_dir):
     return [(p["pid"], p["twin_of"], p["detail"]) for p in _synth_meta(dataset_dir)["near_twin_pairs"]]
 
 
+def three_phase_opts(boundaries="[1, 2]", **w_seqs):
+    """KEY VALUE overrides for a three-phase plan with no metric loss and no SupCon (the TBPS
+    tests schedule only their own losses): ``w_seqs`` maps a loss's key (``"SS"``, ``"NITC"``,
+    ...) to its three-phase ``W_SEQ`` list, e.g. ``three_phase_opts(SS=['const:0', ...])``."""
+    opts = {"LOSS.PHASED.ENABLE": "True", "LOSS.PHASED.BOUNDARIES": boundaries,
+            "LOSS.PHASED.METRIC_SEQ": "['none', 'none', 'none']",
+            "LOSS.PHASED.W_METRIC_SEQ": "[0, 0, 0]",
+            "LOSS.PHASED.W_SUP_SPEC": "['const:0', 'const:0', 'const:0']"}
+    opts.update({f"LOSS.{name}.W_SEQ": str(list(seq)) for name, seq in w_seqs.items()})
+    return opts
+
+
 def tiny_opts(synth_root, output_dir, **overrides):
     """KEY VALUE overrides for a tiny CPU training run on the tiny SynthPedes."""
     opts = {

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from configs import ConfigError, load_config
+from conftest import three_phase_opts
 from losses import make_loss as M
 from losses.circle_tbps import circle_inmodal_loss, cross_modal_circle_loss, nc_itc_loss
 from losses.tbps import Columns
@@ -244,12 +245,10 @@ def test_under_ddp_only_nc_itc_takes_the_gathered_columns(synth_root, tmp_path, 
 
 
 def test_follow_up_curriculum_is_a_phase_plan_weight_spec(synth_root, tmp_path):
-    cfg, composer, plan = composer_of(synth_root, tmp_path, ["sigmoid_id", "circle_cross"], **{
-        "SOLVER.MAX_EPOCHS": "30", "LOSS.PHASED.ENABLE": "True", "LOSS.PHASED.BOUNDARIES": "[5, 20]",
-        "LOSS.PHASED.METRIC_SEQ": "['none', 'none', 'none']",
-        "LOSS.PHASED.W_METRIC_SEQ": "[0, 0, 0]",
-        "LOSS.PHASED.W_SUP_SPEC": "['const:0', 'const:0', 'const:0']",
-        "LOSS.CIRCLE_CROSS.W_SEQ": "['const:0', 'linear:0->0.1', 'const:0.1']"})
+    cfg, composer, plan = composer_of(
+        synth_root, tmp_path, ["sigmoid_id", "circle_cross"], **{"SOLVER.MAX_EPOCHS": "30"},
+        **three_phase_opts("[5, 20]",
+                           CIRCLE_CROSS=["const:0", "linear:0->0.1", "const:0.1"]))
     w = {e: plan.state(e).weight("circle_cross") for e in (1, 5, 6, 13, 20, 21, 30)}
     assert w == pytest.approx({1: 0, 5: 0, 6: 0, 13: 0.05, 20: 0.1, 21: 0.1, 30: 0.1})
     out, batch = outputs_of(), {"pid": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
@@ -344,13 +343,8 @@ def test_gathered_mvs_takes_the_mvs_view_of_every_process(synth_root, tmp_path, 
 def test_mvs_view_and_forward_only_in_epochs_where_an_mvs_loss_weighs(synth_root, tmp_path):
     from datasets.tbps_augment import view_pipelines
     from processor.processor import batch_views, forward_options
-    phased = {"SOLVER.MAX_EPOCHS": "3", "LOSS.PHASED.ENABLE": "True",
-              "LOSS.PHASED.BOUNDARIES": "[1, 2]",
-              "LOSS.PHASED.METRIC_SEQ": "['none', 'none', 'none']",
-              "LOSS.PHASED.W_METRIC_SEQ": "[0, 0, 0]",
-              "LOSS.PHASED.W_SUP_SPEC": "['const:0', 'const:0', 'const:0']",
-              "LOSS.CIRCLE_CROSS.W_SEQ": "['const:0', 'const:0.1', 'const:0']",
-              "LOSS.CIRCLE_CROSS.MVS": "True"}
+    phased = {"SOLVER.MAX_EPOCHS": "3", "LOSS.CIRCLE_CROSS.MVS": "True",
+              **three_phase_opts(CIRCLE_CROSS=["const:0", "const:0.1", "const:0"])}
     cfg, _, plan = composer_of(synth_root, tmp_path, ["nitc", "circle_cross"], **phased)
     assert list(view_pipelines(cfg)) == ["img_mvs"]
     assert batch_views(plan.state(1), cfg) == () and batch_views(plan.state(3), cfg) == ()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from configs import ConfigError, load_config
-from conftest import tiny_opts
+from conftest import three_phase_opts, tiny_opts
 from datasets.bases import Record, ReIDDataset
 from datasets.make_dataloader import (ImageDataset, caption_pairs, check_back_translations,
                                       make_dataloader)
@@ -247,12 +247,8 @@ def test_mvs_pool_draws_two_ops_with_replacement_and_simclr_pool_changes_the_ima
 
 
 def test_batches_carry_the_views_only_when_a_loss_needs_them(synth_root, tmp_path):
-    phased = {"LOSS.PHASED.ENABLE": "True", "LOSS.PHASED.BOUNDARIES": "[1, 2]",
-              "LOSS.PHASED.METRIC_SEQ": "['none', 'none', 'none']",
-              "LOSS.PHASED.W_METRIC_SEQ": "[0, 0, 0]",
-              "LOSS.PHASED.W_SUP_SPEC": "['const:0', 'const:0', 'const:0']",
-              "LOSS.SS.W_SEQ": "['const:0', 'const:0.4', 'const:0']",
-              "LOSS.NITC.W_SEQ": "['const:1', 'const:1', 'const:0']",
+    phased = {**three_phase_opts(SS=["const:0", "const:0.4", "const:0"],
+                                 NITC=["const:1", "const:1", "const:0"]),
               "LOSS.NAMES": "['nitc', 'ss', 'ritc']", "SOLVER.MAX_EPOCHS": "3"}
     cfg = cfg_of(synth_root, tmp_path, **phased)
     plan = PhasePlan(cfg)
