@@ -37,7 +37,8 @@ gives the same weights for any worker count:
 The training loop calls ``data.train_set.set_epoch(epoch)`` before iterating; the DataLoader is
 not built with ``persistent_workers``, so its workers are re-created (forked / pickled from the
 main process's dataset) at the start of every epoch and see the new epoch. Tokenisation runs in
-``__getitem__``, i.e. in the workers.
+``__getitem__``, i.e. in the workers. Workers die with the process that started them
+(:func:`worker_init`), so a killed trainer leaves none behind.
 
 The training loader is rebuilt only when K of the P x K sampler changes (the phase plan decides
 K); the parsed dataset and the image dataset object are reused.
@@ -45,7 +46,10 @@ K); the parsed dataset and the image dataset object are reused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -58,6 +62,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from configs.validate import SAMPLERS
 from utils.dist import world_info
+from utils.process import die_with_parent
 
 from .bases import Record, ReIDDataset, unseen_test_ids
 from .factory import build_dataset
@@ -306,7 +311,7 @@ def build_train_loader(cfg, train_set: ImageDataset, num_instances: int) -> Data
                          f"{list(SAMPLERS)}")
     # No persistent_workers: workers are re-created each epoch, so they see train_set.set_epoch.
     return DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init())
 
 
 def build_test_loader(cfg, records: List[Record]) -> DataLoader:
@@ -315,7 +320,18 @@ def build_test_loader(cfg, records: List[Record]) -> DataLoader:
                             cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
     return DataLoader(test_set, batch_size=cfg.TEST.IMS_PER_BATCH, shuffle=False,
                       num_workers=cfg.DATALOADER.NUM_WORKERS,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init())
+
+
+def _init_worker(parent: int, worker_id: int) -> None:
+    die_with_parent(parent, signal.SIGKILL)
+
+
+def worker_init():
+    """The loaders' ``worker_init_fn``: each worker is SIGKILLed by Linux when the process that
+    started it dies (``utils.process.die_with_parent``), so no worker outlives a killed or
+    crashed trainer. It draws no random number (the items' randomness is seeded per item)."""
+    return functools.partial(_init_worker, os.getpid())
 
 
 def build_dataset_rank0_first(cfg) -> ReIDDataset:

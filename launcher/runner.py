@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import codecs
-import ctypes
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from utils.atomic import atomic_write_text
+from utils.process import die_with_parent
 from utils.provenance import config_fingerprint
 from utils.results import METRIC_KEYS
 from utils.run_files import RESUME_FILE, checkpoint_name, checkpoint_path, list_checkpoints
@@ -77,21 +77,16 @@ def resume_epoch(train_dir: str) -> int:
     return int(state.get("epoch", 0))
 
 
-PR_SET_PDEATHSIG = 1      # linux/prctl.h
 STOP_GRACE_S = 30.0       # how long a child may take to stop after SIGTERM before SIGKILL
 
 
 def _die_with_parent(parent: int):
     """``preexec_fn`` of a child: Linux sends it SIGTERM when the launcher dies, even by SIGKILL
-    (prctl PR_SET_PDEATHSIG), so no training or test outlives its launcher. Elsewhere (no
-    prctl) this does nothing and a SIGKILLed launcher can leave its child running."""
+    (``utils.process.die_with_parent``), so no training or test outlives its launcher (and the
+    trainer's DataLoader workers die with the trainer). Elsewhere (no prctl) this does nothing
+    and a SIGKILLed launcher can leave its child running."""
     def setup() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:   # the launcher died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+        die_with_parent(parent, signal.SIGTERM)
     return setup
 
 
