@@ -118,6 +118,23 @@ def test_circle_recipes_have_the_study_settings(repo_root):
     assert all(w["sigmoid_id"] == 1.0 and w["citc"] == 0.1 for w in weights)
 
 
+def test_synth_circle_recipes_are_the_strategies_without_ss(repo_root):
+    """The SynthPedes circle study (docs/circle_study.md): each strategy's losses, weights and
+    MVS as the VN3K recipe's, without SS (the same in every strategy), on the tiny open_clip
+    towers; the near-twin subset is tested beside the whole split."""
+    for strategy, (names, circles) in CIRCLE_STRATEGIES.items():
+        cfg = load_config(os.path.join(repo_root, "configs", "Synth", f"circle_{strategy}.yml"),
+                          check_paths=False)
+        assert list(cfg.LOSS.NAMES) == [n for n in names if n != "ss"], strategy
+        assert mvs_losses(cfg) == CIRCLE_MVS[strategy], strategy
+        assert (cfg.LOSS.CITC.W, cfg.LOSS.CITC.INMODAL, cfg.LOSS.CITC.CROSSMODAL) == (0.1, 0.25, 0.25)
+        for name, wmg in circles.items():
+            c = cfg.LOSS[name.upper()]
+            assert (c.W, c.M, c.GAMMA) == wmg and list(c.W_SEQ) == [], (strategy, name)
+        assert (cfg.MODEL.TBPS.FAMILY, cfg.MODEL.TBPS.TINY) == ("open_clip", True), strategy
+        assert list(cfg.TEST.QUERY_SUBSETS) == ["near_twin"] and not cfg.LOSS.PHASED.ENABLE
+
+
 @pytest.mark.parametrize("rel, epoch", [
     ("CUHK-PEDES/clip_itc.yml", 1), ("CUHK-PEDES/irra_sdm_id.yml", 1),
     ("ICFG-PEDES/tbps_clip_simplified.yml", 1), ("VN3K/msiglip_sigmoid.yml", 1),
