@@ -42,6 +42,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 # ---------------------------------------------------------------- enumerations (stated once)
 MODEL_NAMES = ("transformer", "resnet50", "timm")
+#: MODEL.VIT_STEM: the TransReID ViT's tokenizer (model/backbones/vit_transreid.py)
+VIT_STEMS = ("patch", "conv")
 TASKS = ("reid", "tbps")
 TBPS_FAMILIES = ("open_clip", "hf_siglip")
 #: MODEL.TBPS.ARCH: the dual encoder (model/dual_encoder.py) or LGUR (model/lgur.py)
@@ -254,6 +256,8 @@ RULES: Dict[str, object] = {
     "DATASETS.NAMES": OneOf(DATASET_NAMES),
     "INPUT.INTERPOLATION": OneOf(INTERPOLATIONS),
     "MODEL.VIT_DEPTH": NON_NEGATIVE_INT,
+    "MODEL.VIT_MLP_RATIO": POSITIVE,
+    "MODEL.VIT_STEM": OneOf(VIT_STEMS),
     "MODEL.PRETRAIN_CHOICE": OneOf(PRETRAIN_CHOICES),
     "MODEL.STRIDE_SIZE": Numbers(2, low=1, integer=True),
     "MODEL.DROP_PATH": RATE,
@@ -488,6 +492,14 @@ def task_problems(cfg) -> List[str]:
                         f"{d.SYNTH_VAL_IDS} both hold out SynthPedes identities: set one")
     loss = cfg.LOSS
     problems += cross_domain_problems(cfg) + init_checkpoint_problems(cfg)
+    if m.VIT_STEM == "conv" and m.PRETRAIN_CHOICE == "imagenet" and m.NAME == "transformer":
+        problems.append("MODEL.VIT_STEM 'conv' is random init only: no released ViT checkpoint has "
+                        "the conv stem; use MODEL.VIT_STEM 'patch' with MODEL.PRETRAIN_CHOICE "
+                        "'imagenet', or PRETRAIN_CHOICE 'none' / 'self'")
+    if m.VIT_STEM == "conv" and list(m.STRIDE_SIZE) != [16, 16] and m.NAME == "transformer":
+        problems.append(f"MODEL.VIT_STEM 'conv' has stride 16; MODEL.STRIDE_SIZE "
+                        f"{list(m.STRIDE_SIZE)} (overlapping patches) applies to the 'patch' "
+                        "stem only: set it to [16, 16]")
     if m.TASK != "tbps":
         tbps = [n for n in loss.NAMES if n in TBPS_LOSS_NAMES]
         if tbps:

@@ -9,7 +9,7 @@ Encoders
     (MODEL.LGUR.IMAGE_BACKBONE: 'deit_small' = timm ``deit_small_patch16_224`` built for
     INPUT.SIZE_TRAIN, the paper's default; 'resnet50' = the ResNet-50 final map (last stride 1),
     row-major; 'transreid' = the TransReID ViT of MODEL.TRANSFORMER_TYPE / STRIDE_SIZE /
-    VIT_DEPTH; 'open_clip' = the open_clip image tower of MODEL.TBPS (OPEN_CLIP_MODEL,
+    VIT_DEPTH, VIT_MLP_RATIO, VIT_STEM; 'open_clip' = the open_clip image tower of MODEL.TBPS (OPEN_CLIP_MODEL,
     PRETRAINED, TINY), its projected patch tokens). Weights: MODEL.LGUR.IMAGE_PRETRAINED
     (a file or 'timm:<name>'; '' = random init) for the first three, MODEL.TBPS.PRETRAINED for
     'open_clip'. Tokens of another width than DICT_DIM go through a Linear to DICT_DIM
@@ -384,8 +384,8 @@ def build_image_tower(cfg, load_weights: bool) -> Tuple[nn.Module, int, nn.Modul
         from .backbones.vit_weights import load_vit_pretrained
         backbone = build_transreid_backbone(
             m.TRANSFORMER_TYPE, img_size=size, stride_size=tuple(m.STRIDE_SIZE),
-            depth=m.VIT_DEPTH, drop_rate=m.DROP_OUT, attn_drop_rate=m.ATT_DROP_RATE,
-            drop_path_rate=m.DROP_PATH)
+            depth=m.VIT_DEPTH, mlp_ratio=m.VIT_MLP_RATIO, drop_rate=m.DROP_OUT,
+            attn_drop_rate=m.ATT_DROP_RATE, drop_path_rate=m.DROP_PATH, stem=m.VIT_STEM)
         if state is not None:
             loaded = f"{loaded}: {len(load_vit_pretrained(backbone, state).loaded)} tensors loaded"
         desc = f"TransReID {m.TRANSFORMER_TYPE} (stride {list(m.STRIDE_SIZE)})"

@@ -225,11 +225,11 @@ def build_backbone(cfg, num_cams: int, num_views: int) -> nn.Module:
         raise ValueError(f"MODEL.NAME '{m.NAME}' is not one of {list(MODEL_NAMES)}")
     return build_transreid_backbone(
         m.TRANSFORMER_TYPE, img_size=tuple(cfg.INPUT.SIZE_TRAIN),
-        stride_size=tuple(m.STRIDE_SIZE), depth=m.VIT_DEPTH, drop_rate=m.DROP_OUT,
-        attn_drop_rate=m.ATT_DROP_RATE, drop_path_rate=m.DROP_PATH,
+        stride_size=tuple(m.STRIDE_SIZE), depth=m.VIT_DEPTH, mlp_ratio=m.VIT_MLP_RATIO,
+        drop_rate=m.DROP_OUT, attn_drop_rate=m.ATT_DROP_RATE, drop_path_rate=m.DROP_PATH,
         camera_num=num_cams if m.SIE_CAMERA else 0, view_num=num_views if m.SIE_VIEW else 0,
         sie_coe=m.SIE_COE, jpm=m.JPM, shift_num=m.SHIFT_NUM, shuffle_groups=m.SHUFFLE_GROUP,
-        divide_length=m.DEVIDE_LENGTH, rearrange=m.RE_ARRANGE)
+        divide_length=m.DEVIDE_LENGTH, rearrange=m.RE_ARRANGE, stem=m.VIT_STEM)
 
 
 def build_tgmim(cfg, backbone: nn.Module):

@@ -9,6 +9,7 @@ embeddings when SOLVER.NO_DECAY_BIAS_NORM is True, and 0 always for the paramete
 in its ``no_weight_decay()`` (the dual encoder's LoRA A / B weights, model/lora.py). Parameters
 with the same (scale, decay) share one group; each group keeps its ``lr_scale`` so the scheduler
 can set lr = base(epoch) * scale.
+SOLVER.FUSED_OPTIMIZER selects torch's fused kernel of the same optimizer (``fused=True``).
 The center-loss centres get their own SGD (LOSS.CENTER.LR), as reid-strong-baseline.
 """
 from __future__ import annotations
@@ -88,12 +89,13 @@ def make_optimizer(cfg, model: torch.nn.Module, center_loss: Optional[torch.nn.M
     """(optimizer, center_optimizer or None) for SOLVER.OPTIMIZER_NAME 'SGD' | 'Adam' | 'AdamW'."""
     s = cfg.SOLVER
     groups = param_groups(cfg, model)
+    fused = {"fused": True} if s.FUSED_OPTIMIZER else {}
     if s.OPTIMIZER_NAME == "SGD":
-        optimizer = torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+        optimizer = torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, **fused)
     elif s.OPTIMIZER_NAME == "Adam":
-        optimizer = torch.optim.Adam(groups, lr=s.BASE_LR)
+        optimizer = torch.optim.Adam(groups, lr=s.BASE_LR, **fused)
     elif s.OPTIMIZER_NAME == "AdamW":
-        optimizer = torch.optim.AdamW(groups, lr=s.BASE_LR)
+        optimizer = torch.optim.AdamW(groups, lr=s.BASE_LR, **fused)
     else:
         raise ValueError(f"SOLVER.OPTIMIZER_NAME '{s.OPTIMIZER_NAME}' is not one of "
                          f"{list(OPTIMIZERS)}")

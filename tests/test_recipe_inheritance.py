@@ -37,10 +37,15 @@ def write(path, text):
 
 
 # Deliberate recipe changes made after the rewrite (recipe path prefix -> keys): the quickstart
-# trains at 64x32 from decoded images (issue 13, item 11); the SynthPedes recipes built on it keep
-# 128x64 (synth_baseline.yml pins it) and inherit the cache, which does not change the weights.
+# trains at 64x32 from decoded images, then a conv-stem ViT for 16 epochs (issue 13, item 11);
+# the SynthPedes recipes built on it keep 128x64 and the patch-stem model (synth_baseline.yml
+# pins both) and inherit the cache, which does not change the weights.
 CHANGED_SINCE = (
-    ("configs/Synth/quickstart.yml", {"INPUT": {"SIZE_TRAIN": [64, 32], "SIZE_TEST": [64, 32]}}),
+    ("configs/Synth/quickstart.yml", {
+        "INPUT": {"SIZE_TRAIN": [64, 32], "SIZE_TEST": [64, 32]},
+        "MODEL": {"VIT_STEM": "conv", "DROP_PATH": 0.0},
+        "SOLVER": {"FUSED_OPTIMIZER": True, "WARMUP_EPOCHS": 2, "MAX_EPOCHS": 16,
+                   "CHECKPOINT_PERIOD": 16, "EVAL_PERIOD": 16}}),
     ("configs/Synth/", {"DATALOADER": {"CACHE_IMAGES": True}}),
 )
 

@@ -64,3 +64,28 @@ def test_multistep_schedule():
     sched = make_scheduler(cfg, opt)
     lrs = [sched.step(e) for e in range(1, 8)]
     assert lrs == pytest.approx([0.55, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_fused_optimizer_is_the_same_update_rule(name):
+    """SOLVER.FUSED_OPTIMIZER picks torch's fused kernel; three steps match the default
+    implementation up to rounding, group settings included."""
+    torch.manual_seed(0)
+    models = [Tiny(), Tiny()]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = []
+    for model, fused in zip(models, ("False", "True")):
+        cfg = load_config(opts=["SOLVER.OPTIMIZER_NAME", name, "SOLVER.BASE_LR", "0.01",
+                                "SOLVER.WEIGHT_DECAY", "0.05", "SOLVER.FUSED_OPTIMIZER", fused])
+        opts.append(make_optimizer(cfg, model)[0])
+    assert not opts[0].defaults.get("fused") and opts[1].defaults["fused"] is True
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        for model, opt in zip(models, opts):
+            opt.zero_grad()
+            model.classifier(model.norm(model.backbone(x))).square().sum().backward()
+            model.pos_embed.grad = torch.ones_like(model.pos_embed)
+            opt.step()
+    for (name_a, a), (_, b) in zip(models[0].named_parameters(), models[1].named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name_a
+    assert not torch.equal(models[0].backbone.weight, Tiny().backbone.weight)

@@ -135,6 +135,51 @@ def test_strict_load_errors(timm_vit_tiny, tmp_path):
         load_vit_pretrained(tiny(depth=1), "timm:no_such_model_xyz")
 
 
+def test_mlp_ratio_sets_the_hidden_width_of_every_block():
+    model = build_transreid_backbone("vit_tiny", img_size=(64, 32), depth=2, mlp_ratio=2.0)
+    assert [b.mlp.fc1.out_features for b in model.blocks] == [384, 384]
+    assert [b.mlp.fc2.in_features for b in model.blocks] == [384, 384]
+    assert build_transreid_backbone("vit_tiny", img_size=(64, 32), depth=1).blocks[0].mlp \
+        .fc1.out_features == 768
+    assert model(torch.randn(2, 3, 64, 32))["feat"].shape == (2, 192)
+    from configs import load_config
+    from model.make_model import make_model
+    cfg = load_config(opts=["MODEL.NAME", "transformer", "MODEL.TRANSFORMER_TYPE", "vit_tiny",
+                            "MODEL.VIT_DEPTH", "1", "MODEL.VIT_MLP_RATIO", "1.5",
+                            "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"])
+    assert make_model(cfg, 5, 1, 1).backbone.blocks[0].mlp.fc1.out_features == 288
+
+
+def test_conv_stem_gives_the_patch_grid_and_trains_from_the_first_layer():
+    model = build_transreid_backbone("vit_tiny", img_size=(64, 32), depth=1, stem="conv",
+                                     camera_num=2)
+    assert model.grid_size == (4, 2) and model.num_patches == 8
+    assert [c.out_channels for c in model.patch_embed.convs if isinstance(c, torch.nn.Conv2d)] \
+        == [24, 48, 96, 192]
+    out = model(torch.randn(3, 3, 64, 32), camids=torch.tensor([0, 1, 0]))
+    assert out["patch_tokens"].shape == (3, 8, 192)
+    out["feat"].square().sum().backward()
+    assert model.patch_embed.convs[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="stride 16"):
+        build_transreid_backbone("vit_tiny", img_size=(64, 32), stride_size=12, stem="conv")
+    with pytest.raises(ValueError, match="divisible by 16"):
+        build_transreid_backbone("vit_tiny", img_size=(72, 32), stem="conv")
+    with pytest.raises(ValueError, match="'patch', 'conv'"):
+        build_transreid_backbone("vit_tiny", img_size=(64, 32), stem="hybrid")
+
+
+def test_conv_stem_config_rules():
+    from configs import load_config
+    from configs.validate import ConfigError
+    with pytest.raises(ConfigError, match="random init only"):
+        load_config(opts=["MODEL.VIT_STEM", "conv", "MODEL.PRETRAIN_CHOICE", "imagenet",
+                          "MODEL.STRIDE_SIZE", "[16, 16]"])
+    with pytest.raises(ConfigError, match=r"STRIDE_SIZE \[12, 12\]"):
+        load_config(opts=["MODEL.VIT_STEM", "conv", "MODEL.STRIDE_SIZE", "[12, 12]"])
+    with pytest.raises(ConfigError, match="VIT_STEM"):
+        load_config(opts=["MODEL.VIT_STEM", "convolutional"])
+
+
 def test_unknown_preset_lists_presets():
     with pytest.raises(ValueError, match="vit_small"):
         build_transreid_backbone("vit_huge")

@@ -65,6 +65,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from configs.validate import VIT_STEMS
+
 IntPair = Union[int, Sequence[int]]
 
 PATCH_SIZE = 16
@@ -170,6 +172,52 @@ class OverlapPatchEmbed(nn.Module):
             raise ValueError(f"expected images of shape (B, C, {self.img_size[0]}, "
                              f"{self.img_size[1]}) (the model's img_size), got {tuple(x.shape)}")
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ConvStem(nn.Module):
+    """Convolutional stem in place of the 16x16 patch projection (Xiao et al., "Early
+    Convolutions Help Transformers See Better", NeurIPS 2021, the ViT_C stem): four 3x3
+    stride-2 convolutions, each followed by BatchNorm and ReLU, with D/8, D/4, D/2, D channels,
+    then a 1x1 convolution to D (``proj``); total stride 16, so the token grid is (H/16, W/16),
+    the same as non-overlapping 16x16 patches. The paper removes one transformer block to keep
+    the FLOPs; here the depth stays what MODEL.VIT_DEPTH says. Random init only (no released
+    ViT checkpoint has this stem). Same interface as :class:`OverlapPatchEmbed`.
+
+    Args:
+        img_size: fixed input (H, W), both divisible by 16.
+        in_chans: input channels.
+        embed_dim: token dimension D (divisible by 8).
+    """
+
+    def __init__(self, img_size: IntPair, in_chans: int = 3, embed_dim: int = 768):
+        super().__init__()
+        self.img_size = _pair(img_size, "img_size")
+        if self.img_size[0] % PATCH_SIZE or self.img_size[1] % PATCH_SIZE:
+            raise ValueError(f"the conv stem needs an input size divisible by {PATCH_SIZE}, got "
+                             f"{self.img_size[0]}x{self.img_size[1]} (INPUT.SIZE_TRAIN / SIZE_TEST)")
+        if embed_dim % 8:
+            raise ValueError(f"the conv stem needs an embedding width divisible by 8, got "
+                             f"{embed_dim}")
+        self.stride_size = (PATCH_SIZE, PATCH_SIZE)
+        self.grid_size = (self.img_size[0] // PATCH_SIZE, self.img_size[1] // PATCH_SIZE)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        layers, width = [], in_chans
+        for out in (embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim):
+            layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            width = out
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(width, embed_dim, kernel_size=1)
+        for module in self.convs:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D), tokens in row-major grid order."""
+        if x.ndim != 4 or tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"expected images of shape (B, C, {self.img_size[0]}, "
+                             f"{self.img_size[1]}) (the model's img_size), got {tuple(x.shape)}")
+        return self.proj(self.convs(x)).flatten(2).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -294,6 +342,7 @@ class TransReIDBackbone(nn.Module):
         divide_length: number of JPM parts.
         rearrange: JPM shift + shuffle on (False: contiguous parts).
         in_chans: input channels.
+        stem: 'patch' (the 16x16 patch projection, TransReID) or 'conv' (:class:`ConvStem`).
 
     Attributes:
         feat_dim: D. num_patches: N. grid_size: (rows, cols). sie_embed: the SIE table
@@ -311,12 +360,21 @@ class TransReIDBackbone(nn.Module):
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, camera_num: int = 0,
                  view_num: int = 0, sie_coe: float = 1.5, jpm: bool = False, shift_num: int = 5,
                  shuffle_groups: int = 2, divide_length: int = 4, rearrange: bool = True,
-                 in_chans: int = 3):
+                 in_chans: int = 3, stem: str = "patch"):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.feat_dim = self.embed_dim = embed_dim
-        self.patch_embed = OverlapPatchEmbed(img_size, stride_size, in_chans, embed_dim)
+        if stem == "patch":
+            self.patch_embed = OverlapPatchEmbed(img_size, stride_size, in_chans, embed_dim)
+        elif stem == "conv":
+            if _pair(stride_size, "stride_size") != (PATCH_SIZE, PATCH_SIZE):
+                raise ValueError(f"the conv stem has stride {PATCH_SIZE}; MODEL.STRIDE_SIZE "
+                                 f"{list(_pair(stride_size, 'stride_size'))} (overlapping patches) "
+                                 f"applies to the patch stem only")
+            self.patch_embed = ConvStem(img_size, in_chans, embed_dim)
+        else:
+            raise ValueError(f"stem must be one of {list(VIT_STEMS)}, got {stem!r}")
         self.img_size = self.patch_embed.img_size
         self.stride_size = self.patch_embed.stride_size
         self.grid_size = self.patch_embed.grid_size
@@ -362,7 +420,7 @@ class TransReIDBackbone(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.sie_embed is not None:
             nn.init.trunc_normal_(self.sie_embed, std=0.02)
-        conv = self.patch_embed.proj
+        conv = self.patch_embed.proj   # the conv stem's 3x3 layers init themselves (ConvStem)
         fan = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels
         nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan))
         for module in self.modules():
@@ -519,11 +577,12 @@ class TransReIDBackbone(nn.Module):
 
 
 def build_transreid_backbone(name: str, img_size: IntPair = (256, 128), stride_size: IntPair = 16,
-                             depth: int = 0, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                             depth: int = 0, mlp_ratio: float = 4.0, drop_rate: float = 0.0,
+                             attn_drop_rate: float = 0.0,
                              drop_path_rate: float = 0.1, camera_num: int = 0, view_num: int = 0,
                              sie_coe: float = 3.0, jpm: bool = False, shift_num: int = 5,
                              shuffle_groups: int = 2, divide_length: int = 4,
-                             rearrange: bool = True) -> TransReIDBackbone:
+                             rearrange: bool = True, stem: str = "patch") -> TransReIDBackbone:
     """Build a preset TransReID backbone (random init; load weights with
     ``vit_weights.load_vit_pretrained``).
 
@@ -532,10 +591,13 @@ def build_transreid_backbone(name: str, img_size: IntPair = (256, 128), stride_s
         img_size: input (H, W).
         stride_size: patch stride (MODEL.STRIDE_SIZE).
         depth: blocks to build; 0 = all 12 of the preset, k > 0 = the first k.
+        mlp_ratio: MLP hidden width / embedding width (4 in every preset and released
+            checkpoint; MODEL.VIT_MLP_RATIO).
         drop_rate, attn_drop_rate, drop_path_rate: regularisation (see ``TransReIDBackbone``).
         camera_num, view_num: SIE table sides (0 or 1 = off).
         sie_coe: SIE lambda (MODEL.SIE_COE).
         jpm, shift_num, shuffle_groups, divide_length, rearrange: JPM settings.
+        stem: 'patch' or 'conv' (MODEL.VIT_STEM; see ``TransReIDBackbone``).
 
     Returns:
         TransReIDBackbone.
@@ -551,7 +613,8 @@ def build_transreid_backbone(name: str, img_size: IntPair = (256, 128), stride_s
     embed_dim, num_heads = VIT_PRESETS[name]
     return TransReIDBackbone(
         img_size=img_size, stride_size=stride_size, embed_dim=embed_dim,
-        depth=depth or PRESET_DEPTH, num_heads=num_heads, mlp_ratio=4.0, qkv_bias=True,
+        depth=depth or PRESET_DEPTH, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
         drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
         camera_num=camera_num, view_num=view_num, sie_coe=sie_coe, jpm=jpm, shift_num=shift_num,
-        shuffle_groups=shuffle_groups, divide_length=divide_length, rearrange=rearrange)
+        shuffle_groups=shuffle_groups, divide_length=divide_length, rearrange=rearrange,
+        stem=stem)
