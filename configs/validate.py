@@ -496,6 +496,12 @@ def task_problems(cfg) -> List[str]:
         problems.append("MODEL.VIT_STEM 'conv' is random init only: no released ViT checkpoint has "
                         "the conv stem; use MODEL.VIT_STEM 'patch' with MODEL.PRETRAIN_CHOICE "
                         "'imagenet', or PRETRAIN_CHOICE 'none' / 'self'")
+    if m.VIT_STEM == "conv" and m.TASK == "tbps" and m.TBPS.ARCH == "lgur" and \
+            m.LGUR.IMAGE_BACKBONE == "transreid" and m.LGUR.IMAGE_PRETRAINED:
+        problems.append("MODEL.VIT_STEM 'conv' is random init only, but MODEL.LGUR."
+                        f"IMAGE_PRETRAINED {m.LGUR.IMAGE_PRETRAINED!r} loads ViT weights into the "
+                        "'transreid' image tower: use MODEL.VIT_STEM 'patch', or '' for random "
+                        "init")
     if m.VIT_STEM == "conv" and list(m.STRIDE_SIZE) != [16, 16] and m.NAME == "transformer":
         problems.append(f"MODEL.VIT_STEM 'conv' has stride 16; MODEL.STRIDE_SIZE "
                         f"{list(m.STRIDE_SIZE)} (overlapping patches) applies to the 'patch' "

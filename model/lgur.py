@@ -9,11 +9,11 @@ Encoders
     (MODEL.LGUR.IMAGE_BACKBONE: 'deit_small' = timm ``deit_small_patch16_224`` built for
     INPUT.SIZE_TRAIN, the paper's default; 'resnet50' = the ResNet-50 final map (last stride 1),
     row-major; 'transreid' = the TransReID ViT of MODEL.TRANSFORMER_TYPE / STRIDE_SIZE /
-    VIT_DEPTH, VIT_MLP_RATIO, VIT_STEM; 'open_clip' = the open_clip image tower of MODEL.TBPS (OPEN_CLIP_MODEL,
-    PRETRAINED, TINY), its projected patch tokens). Weights: MODEL.LGUR.IMAGE_PRETRAINED
-    (a file or 'timm:<name>'; '' = random init) for the first three, MODEL.TBPS.PRETRAINED for
-    'open_clip'. Tokens of another width than DICT_DIM go through a Linear to DICT_DIM
-    (``image_proj``; identity for DeiT-S, 384 = 384).
+    VIT_DEPTH / VIT_MLP_RATIO / VIT_STEM; 'open_clip' = the open_clip image tower of MODEL.TBPS
+    (OPEN_CLIP_MODEL, PRETRAINED, TINY), its projected patch tokens). Weights:
+    MODEL.LGUR.IMAGE_PRETRAINED (a file or 'timm:<name>'; '' = random init) for the first three,
+    MODEL.TBPS.PRETRAINED for 'open_clip'. Tokens of another width than DICT_DIM go through a
+    Linear to DICT_DIM (``image_proj``; identity for DeiT-S, 384 = 384).
   * text: a frozen BERT from ``transformers`` (MODEL.LGUR.TEXT_MODEL: a hub id / local folder,
     'bert-base-uncased' by default, or 'tiny' = a random-init 2-layer BERT of width 64 on a
     small built-in vocabulary, for tests and SynthPedes), always in eval mode and under no_grad,

@@ -178,6 +178,11 @@ def test_conv_stem_config_rules():
         load_config(opts=["MODEL.VIT_STEM", "conv", "MODEL.STRIDE_SIZE", "[12, 12]"])
     with pytest.raises(ConfigError, match="VIT_STEM"):
         load_config(opts=["MODEL.VIT_STEM", "convolutional"])
+    with pytest.raises(ConfigError, match="IMAGE_PRETRAINED 'timm:deit_small"):
+        load_config(opts=["MODEL.VIT_STEM", "conv", "MODEL.TASK", "tbps", "MODEL.TBPS.ARCH",
+                          "lgur", "MODEL.LGUR.IMAGE_BACKBONE", "transreid",
+                          "MODEL.LGUR.IMAGE_PRETRAINED", "timm:deit_small_patch16_224",
+                          "LOSS.NAMES", "['id']"], check_paths=False)
 
 
 def test_unknown_preset_lists_presets():

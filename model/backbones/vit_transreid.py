@@ -181,7 +181,10 @@ class ConvStem(nn.Module):
     then a 1x1 convolution to D (``proj``); total stride 16, so the token grid is (H/16, W/16),
     the same as non-overlapping 16x16 patches. The paper removes one transformer block to keep
     the FLOPs; here the depth stays what MODEL.VIT_DEPTH says. Random init only (no released
-    ViT checkpoint has this stem). Same interface as :class:`OverlapPatchEmbed`.
+    ViT checkpoint has this stem). Same interface as :class:`OverlapPatchEmbed`. A token's
+    receptive field reaches into its neighbours' patches (the 3x3 convolutions overlap), so
+    masked image modelling (TG-MIM) sees a little of a masked patch through its neighbours,
+    unlike with the patch stem.
 
     Args:
         img_size: fixed input (H, W), both divisible by 16.
@@ -193,8 +196,9 @@ class ConvStem(nn.Module):
         super().__init__()
         self.img_size = _pair(img_size, "img_size")
         if self.img_size[0] % PATCH_SIZE or self.img_size[1] % PATCH_SIZE:
-            raise ValueError(f"the conv stem needs an input size divisible by {PATCH_SIZE}, got "
-                             f"{self.img_size[0]}x{self.img_size[1]} (INPUT.SIZE_TRAIN / SIZE_TEST)")
+            raise ValueError(f"the conv stem needs an input size divisible by {PATCH_SIZE}, "
+                             f"got {self.img_size[0]}x{self.img_size[1]} "
+                             "(INPUT.SIZE_TRAIN / SIZE_TEST)")
         if embed_dim % 8:
             raise ValueError(f"the conv stem needs an embedding width divisible by 8, got "
                              f"{embed_dim}")
