@@ -7,7 +7,9 @@ base's (a mapping merges key by key into the base's mapping; lists and scalars r
 value), and ``_BASE_`` is dropped. Only files may name a base: a checkpoint's stored config is
 already resolved.
 
-Recipes are data: only YAML files (``.yml`` / ``.yaml``) are read, with ``yaml.safe_load``; a
+Recipes are data: only YAML files (``.yml`` / ``.yaml``) are read, with PyYAML's safe loader
+(libyaml's C implementation, ``yaml.CSafeLoader``, when PyYAML was built with it: the same
+documents, about 10x faster, which the test suite and the launcher feel); a
 ``.py`` config (which yacs would execute as a module) is refused, for the recipe and for every
 file of its ``_BASE_`` chain. After merging, every value is validated (``configs/validate.py``).
 """
@@ -22,10 +24,13 @@ from yacs.config import CfgNode
 from .defaults import get_cfg_defaults
 from .validate import ConfigError, check_config
 
-__all__ = ["BASE_KEY", "ConfigError", "load_config", "merge_trees", "read_recipe", "require_yaml"]
+__all__ = ["BASE_KEY", "ConfigError", "SAFE_LOADER", "load_config", "merge_trees", "read_recipe",
+           "require_yaml"]
 
 BASE_KEY = "_BASE_"
 YAML_EXTENSIONS = (".yml", ".yaml")
+#: the safe loader recipes are read with (C when available, the pure-Python one otherwise)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = (),
@@ -82,7 +87,7 @@ def read_recipe(path: str, _chain: Sequence[str] = ()):
     """
     require_yaml(path, _chain[-1] if _chain else None)
     with open(path) as f:
-        tree = yaml.safe_load(f)
+        tree = yaml.load(f, Loader=SAFE_LOADER)
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):

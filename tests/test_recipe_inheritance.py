@@ -146,3 +146,16 @@ def test_a_stored_config_cannot_name_a_base(tmp_path):
     write(tmp_path / "base.yml", "MODEL:\n  SHIFT_NUM: 7\n")
     with pytest.raises(ValueError, match="stored config.*_BASE_"):
         load_config(config_text=f"_BASE_: {tmp_path / 'base.yml'}\n")
+
+
+def test_the_fast_loader_reads_every_recipe_as_safe_load_does(repo_root):
+    """configs.SAFE_LOADER (libyaml's C loader when present) gives the documents yaml.safe_load
+    gives, for every recipe file of the repository."""
+    import glob
+    from configs import SAFE_LOADER
+    paths = glob.glob(os.path.join(repo_root, "configs", "**", "*.yml"), recursive=True)
+    assert len(paths) > 80
+    for path in paths:
+        with open(path) as f:
+            text = f.read()
+        assert yaml.load(text, Loader=SAFE_LOADER) == yaml.safe_load(text), path
