@@ -492,20 +492,7 @@ def task_problems(cfg) -> List[str]:
                         f"{d.SYNTH_VAL_IDS} both hold out SynthPedes identities: set one")
     loss = cfg.LOSS
     problems += cross_domain_problems(cfg) + init_checkpoint_problems(cfg)
-    if m.VIT_STEM == "conv" and m.PRETRAIN_CHOICE == "imagenet" and m.NAME == "transformer":
-        problems.append("MODEL.VIT_STEM 'conv' is random init only: no released ViT checkpoint has "
-                        "the conv stem; use MODEL.VIT_STEM 'patch' with MODEL.PRETRAIN_CHOICE "
-                        "'imagenet', or PRETRAIN_CHOICE 'none' / 'self'")
-    if m.VIT_STEM == "conv" and m.TASK == "tbps" and m.TBPS.ARCH == "lgur" and \
-            m.LGUR.IMAGE_BACKBONE == "transreid" and m.LGUR.IMAGE_PRETRAINED:
-        problems.append("MODEL.VIT_STEM 'conv' is random init only, but MODEL.LGUR."
-                        f"IMAGE_PRETRAINED {m.LGUR.IMAGE_PRETRAINED!r} loads ViT weights into the "
-                        "'transreid' image tower: use MODEL.VIT_STEM 'patch', or '' for random "
-                        "init")
-    if m.VIT_STEM == "conv" and list(m.STRIDE_SIZE) != [16, 16] and m.NAME == "transformer":
-        problems.append(f"MODEL.VIT_STEM 'conv' has stride 16; MODEL.STRIDE_SIZE "
-                        f"{list(m.STRIDE_SIZE)} (overlapping patches) applies to the 'patch' "
-                        "stem only: set it to [16, 16]")
+    problems += conv_stem_problems(cfg)
     if m.TASK != "tbps":
         tbps = [n for n in loss.NAMES if n in TBPS_LOSS_NAMES]
         if tbps:
@@ -551,6 +538,36 @@ def task_problems(cfg) -> List[str]:
         problems.append(f"TEST.SELECT_ON 'val' but {d.NAMES} has no validation split: hold out "
                         f"training identities with {key} <n> (e.g. 10% of them), or "
                         "select on test explicitly with TEST.SELECT_ON 'test' (optimistic numbers)")
+    return problems
+
+
+def conv_stem_problems(cfg) -> List[str]:
+    """MODEL.VIT_STEM 'conv' (random init, total stride 16) where the config builds a TransReID
+    ViT: the re-ID backbone (MODEL.NAME 'transformer') or LGUR's 'transreid' image tower."""
+    m = cfg.MODEL
+    reid_vit = m.TASK == "reid" and m.NAME == "transformer"
+    lgur_vit = m.TASK == "tbps" and m.TBPS.ARCH == "lgur" and m.LGUR.IMAGE_BACKBONE == "transreid"
+    if m.VIT_STEM != "conv" or not (reid_vit or lgur_vit):
+        return []
+    problems = []
+    if reid_vit and m.PRETRAIN_CHOICE == "imagenet":
+        problems.append("MODEL.VIT_STEM 'conv' is random init only: no released ViT checkpoint has "
+                        "the conv stem; use MODEL.VIT_STEM 'patch' with MODEL.PRETRAIN_CHOICE "
+                        "'imagenet', or PRETRAIN_CHOICE 'none' / 'self'")
+    if lgur_vit and m.LGUR.IMAGE_PRETRAINED:
+        problems.append("MODEL.VIT_STEM 'conv' is random init only, but MODEL.LGUR."
+                        f"IMAGE_PRETRAINED {m.LGUR.IMAGE_PRETRAINED!r} loads ViT weights into the "
+                        "'transreid' image tower: use MODEL.VIT_STEM 'patch', or '' for random "
+                        "init")
+    if list(m.STRIDE_SIZE) != [16, 16]:
+        problems.append(f"MODEL.VIT_STEM 'conv' has stride 16; MODEL.STRIDE_SIZE "
+                        f"{list(m.STRIDE_SIZE)} (overlapping patches) applies to the 'patch' "
+                        "stem only: set it to [16, 16]")
+    for key in ("SIZE_TRAIN", "SIZE_TEST"):
+        size = list(cfg.INPUT[key])
+        if size[0] % 16 or size[1] % 16:
+            problems.append(f"INPUT.{key} {size}: MODEL.VIT_STEM 'conv' needs both sides "
+                            "divisible by 16")
     return problems
 
 

@@ -178,6 +178,8 @@ def test_conv_stem_config_rules():
         load_config(opts=["MODEL.VIT_STEM", "conv", "MODEL.STRIDE_SIZE", "[12, 12]"])
     with pytest.raises(ConfigError, match="VIT_STEM"):
         load_config(opts=["MODEL.VIT_STEM", "convolutional"])
+    with pytest.raises(ConfigError, match=r"INPUT.SIZE_TRAIN \[72, 32\]"):
+        load_config(opts=["MODEL.VIT_STEM", "conv", "INPUT.SIZE_TRAIN", "[72, 32]"])
     with pytest.raises(ConfigError, match="IMAGE_PRETRAINED 'timm:deit_small"):
         load_config(opts=["MODEL.VIT_STEM", "conv", "MODEL.TASK", "tbps", "MODEL.TBPS.ARCH",
                           "lgur", "MODEL.LGUR.IMAGE_BACKBONE", "transreid",
